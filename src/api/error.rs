@@ -1,0 +1,97 @@
+//! Client-facing errors: an HTTP status and an OpenAI-style JSON body.
+
+use serde_json::json;
+
+/// Every way a request can fail before or instead of reaching a provider.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("model `{model}` is not served by this gateway; known models: {known}")]
+    UnknownModel { model: String, known: String },
+    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models")]
+    UnsupportedPath { method: String, path: String },
+    #[error("method {method} is not allowed on {path}; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("request body is {size} bytes, over the limit of {limit} bytes")]
+    BodyTooLarge { size: u64, limit: u64 },
+    #[error("backend `{backend}` cannot be used: {reason}")]
+    BackendUnavailable { backend: String, reason: String },
+    #[error("the gateway is at its limit of {0} requests in flight; retry shortly")]
+    Overloaded(usize),
+    #[error("internal gateway error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::UnknownModel { .. } | ApiError::UnsupportedPath { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::BackendUnavailable { .. } | ApiError::Overloaded(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The OpenAI error `type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_)
+            | ApiError::UnknownModel { .. }
+            | ApiError::UnsupportedPath { .. }
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::BodyTooLarge { .. } => "invalid_request_error",
+            ApiError::BackendUnavailable { .. } | ApiError::Overloaded(_) => "service_unavailable",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+
+    /// The OpenAI error `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid_request",
+            ApiError::UnknownModel { .. } => "model_not_found",
+            ApiError::UnsupportedPath { .. } => "unknown_url",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::BackendUnavailable { .. } => "backend_unavailable",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The JSON body the client receives.
+    pub fn body(&self) -> Vec<u8> {
+        error_body(&self.to_string(), self.error_type(), self.code())
+    }
+}
+
+/// An OpenAI-style error body: `{"error":{"message","type","param","code"}}`.
+pub fn error_body(message: &str, error_type: &str, code: &str) -> Vec<u8> {
+    json!({"error": {"message": message, "type": error_type, "param": null, "code": code}})
+        .to_string()
+        .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped() {
+        let e = ApiError::UnknownModel {
+            model: "gpt-x".into(),
+            known: "a, b".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(e.status(), 404);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-x"));
+    }
+}

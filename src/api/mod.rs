@@ -1,0 +1,105 @@
+//! Client-facing APIs: which one a request speaks, and its parsed body.
+
+pub mod error;
+pub mod models;
+pub mod request;
+
+pub use error::ApiError;
+pub use request::ClientRequest;
+
+/// The OpenAI-compatible APIs the gateway serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    /// `GET /v1/models`, answered by the gateway itself.
+    Models,
+}
+
+impl ApiKind {
+    /// The OpenTelemetry `gen_ai.operation.name`.
+    pub fn operation(self) -> &'static str {
+        match self {
+            ApiKind::ChatCompletions => "chat",
+            ApiKind::Completions => "text_completion",
+            ApiKind::Embeddings => "embeddings",
+            ApiKind::Models => "models",
+        }
+    }
+
+    /// The path suffix after the OpenAI `/v1` prefix.
+    pub fn openai_suffix(self) -> &'static str {
+        match self {
+            ApiKind::ChatCompletions => "chat/completions",
+            ApiKind::Completions => "completions",
+            ApiKind::Embeddings => "embeddings",
+            ApiKind::Models => "models",
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            ApiKind::Models => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+/// Picks the API from the method and path (query string ignored).
+pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
+    let bare = path.split(['?', '#']).next().unwrap_or("");
+    let bare = if bare.len() > 1 {
+        bare.trim_end_matches('/')
+    } else {
+        bare
+    };
+    let api = match bare {
+        "/v1/chat/completions" => ApiKind::ChatCompletions,
+        "/v1/completions" => ApiKind::Completions,
+        "/v1/embeddings" => ApiKind::Embeddings,
+        "/v1/models" => ApiKind::Models,
+        _ => {
+            return Err(ApiError::UnsupportedPath {
+                method: method.to_string(),
+                path: printable(bare),
+            })
+        }
+    };
+    if method != api.method() {
+        return Err(ApiError::MethodNotAllowed {
+            method: printable(method),
+            path: bare.to_string(),
+            allowed: api.method(),
+        });
+    }
+    Ok(api)
+}
+
+/// Caps and sanitizes a client-supplied string before it is echoed in an error.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_method_and_path() {
+        assert_eq!(
+            route("POST", "/v1/chat/completions"),
+            Ok(ApiKind::ChatCompletions)
+        );
+        assert_eq!(
+            route("POST", "/v1/chat/completions?x=1"),
+            Ok(ApiKind::ChatCompletions)
+        );
+        assert_eq!(route("GET", "/v1/models"), Ok(ApiKind::Models));
+        assert_eq!(
+            route("GET", "/v1/chat/completions").unwrap_err().status(),
+            405
+        );
+        assert_eq!(route("POST", "/v2/chat").unwrap_err().status(), 404);
+    }
+}

@@ -1,0 +1,217 @@
+//! The client's request body, parsed once.
+//!
+//! The body is kept as received (`Bytes`); the parse records the few values the gateway
+//! needs and where the `model` value sits, so that a passthrough backend gets the exact
+//! bytes and a `modelNameOverride` splices one value.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{ApiError, ApiKind};
+
+/// Longest model name accepted; model names become header values and path segments.
+pub const MAX_MODEL_LEN: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub api: ApiKind,
+    pub body: Bytes,
+    pub model: String,
+    /// Byte range of the `model` JSON string (quotes included) in `body`.
+    pub model_span: Range<usize>,
+    pub stream: bool,
+    /// The client asked for a usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// Byte range of the `stream_options` value, when present.
+    pub stream_options_span: Option<Range<usize>>,
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl ClientRequest {
+    /// Parses and validates `body` for `api`.
+    pub fn parse(api: ApiKind, body: Bytes) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest(
+                "request body is empty; send a JSON object".into(),
+            ));
+        }
+        check_depth(&body)?;
+        let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(match e.classify() {
+                serde_json::error::Category::Data => {
+                    format!("request body must be a JSON object: {e}")
+                }
+                _ => format!("request body is not valid JSON: {e}"),
+            })
+        })?;
+        let raw_model = peek
+            .model
+            .ok_or_else(|| ApiError::BadRequest("request body has no `model` field".into()))?;
+        let model: String = serde_json::from_str(raw_model.get())
+            .map_err(|_| ApiError::BadRequest("`model` must be a string".into()))?;
+        validate_model(&model)?;
+        let model_span = span_of(&body, raw_model.get());
+        let (include_usage, stream_options_span) = match peek.stream_options {
+            Some(raw) if raw.get() != "null" => {
+                let options: StreamOptions = serde_json::from_str(raw.get()).map_err(|e| {
+                    ApiError::BadRequest(format!("`stream_options` must be an object: {e}"))
+                })?;
+                (
+                    options.include_usage.unwrap_or(false),
+                    Some(span_of(&body, raw.get())),
+                )
+            }
+            _ => (false, None),
+        };
+        let stream = peek.stream.unwrap_or(false);
+        if stream && api == ApiKind::Embeddings {
+            return Err(ApiError::BadRequest("embeddings cannot be streamed".into()));
+        }
+        Ok(ClientRequest {
+            api,
+            body,
+            model,
+            model_span,
+            stream,
+            include_usage,
+            stream_options_span,
+        })
+    }
+}
+
+/// Deepest JSON nesting accepted. serde_json skips unknown fields without a depth
+/// limit, so this is checked up front; providers reject such bodies anyway.
+pub const MAX_DEPTH: usize = 128;
+
+/// Rejects bodies nested deeper than [`MAX_DEPTH`], in one pass over the bytes.
+fn check_depth(body: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ApiError::BadRequest(format!(
+                        "request body is nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Model names become a routing header and, for some providers, a path segment: only
+/// visible ASCII is accepted, which rules out header and path injection.
+pub fn validate_model(model: &str) -> Result<(), ApiError> {
+    if model.is_empty() {
+        return Err(ApiError::BadRequest("`model` is empty".into()));
+    }
+    if model.len() > MAX_MODEL_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "`model` is longer than {MAX_MODEL_LEN} characters"
+        )));
+    }
+    if let Some(c) = model.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(format!(
+            "`model` contains {c:?}; model names are printable ASCII without spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// The byte range of `part` inside `whole`; `part` must borrow from `whole`.
+fn span_of(whole: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ClientRequest, ApiError> {
+        ClientRequest::parse(
+            ApiKind::ChatCompletions,
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn reads_model_and_its_span() {
+        let body = r#"{"messages":[],"model": "gpt-4o" ,"stream":true}"#;
+        let r = parse(body).unwrap();
+        assert_eq!(r.model, "gpt-4o");
+        assert_eq!(&body[r.model_span.clone()], "\"gpt-4o\"");
+        assert!(r.stream);
+        assert!(!r.include_usage);
+    }
+
+    #[test]
+    fn reads_stream_options() {
+        let r = parse(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#)
+            .unwrap();
+        assert!(r.include_usage);
+        assert!(r.stream_options_span.is_some());
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_400() {
+        for body in [
+            "",
+            "not json",
+            "[1,2]",
+            "\"s\"",
+            "{}",
+            r#"{"model":7}"#,
+            r#"{"model":""}"#,
+            r#"{"model":"a\r\nx-injected: 1"}"#,
+            r#"{"model":"a b"}"#,
+            r#"{"model":"m","model":"n"}"#,
+        ] {
+            let status = parse(body).map(|_| 200).unwrap_or_else(|e| e.status());
+            assert_eq!(status, 400, "{body}");
+        }
+        let deep = format!(
+            "{{\"model\":\"m\",\"x\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            parse(&deep).map(|_| 200).unwrap_or_else(|e| e.status()),
+            400
+        );
+        let ok = format!("{{\"model\":\"m\",\"x\":\"{}\"}}", "[".repeat(1000));
+        assert!(parse(&ok).is_ok(), "brackets inside strings do not count");
+    }
+}

@@ -1,0 +1,52 @@
+//! `AnthropicAPIKey`: Anthropic's `x-api-key` header, plus `anthropic-version` when the
+//! client sent none (the API rejects requests without it).
+
+use super::{AuthError, Credential};
+use crate::config::secrets::SecretValue;
+use crate::schema::UpstreamRequest;
+
+/// The API version sent when the client names none.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+#[derive(Debug)]
+pub struct AnthropicApiKey {
+    pub key: SecretValue,
+}
+
+impl Credential for AnthropicApiKey {
+    fn apply(
+        &self,
+        request: &mut UpstreamRequest,
+        client_header: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), AuthError> {
+        request
+            .headers
+            .push(("x-api-key".into(), self.key.expose().to_string()));
+        if client_header("anthropic-version").is_none() {
+            request
+                .headers
+                .push(("anthropic-version".into(), DEFAULT_ANTHROPIC_VERSION.into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_version_only_when_missing() {
+        let c = AnthropicApiKey {
+            key: SecretValue::new("k".into()),
+        };
+        let mut r = UpstreamRequest::default();
+        c.apply(&mut r, &|_| None).unwrap();
+        assert!(r
+            .headers
+            .contains(&("anthropic-version".into(), "2023-06-01".into())));
+        let mut r = UpstreamRequest::default();
+        c.apply(&mut r, &|_| Some("2024-01-01".into())).unwrap();
+        assert!(!r.headers.iter().any(|(k, _)| k == "anthropic-version"));
+    }
+}

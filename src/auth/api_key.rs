@@ -1,0 +1,24 @@
+//! `APIKey`: `Authorization: Bearer <apiKey>` (OpenAI and compatible providers).
+
+use super::{AuthError, Credential};
+use crate::config::secrets::SecretValue;
+use crate::schema::UpstreamRequest;
+
+#[derive(Debug)]
+pub struct ApiKey {
+    pub key: SecretValue,
+}
+
+impl Credential for ApiKey {
+    fn apply(
+        &self,
+        request: &mut UpstreamRequest,
+        _: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), AuthError> {
+        request.headers.push((
+            "authorization".into(),
+            format!("Bearer {}", self.key.expose()),
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! `AzureAPIKey`: Azure OpenAI's `api-key` header.
+
+use super::{AuthError, Credential};
+use crate::config::secrets::SecretValue;
+use crate::schema::UpstreamRequest;
+
+#[derive(Debug)]
+pub struct AzureApiKey {
+    pub key: SecretValue,
+}
+
+impl Credential for AzureApiKey {
+    fn apply(
+        &self,
+        request: &mut UpstreamRequest,
+        _: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), AuthError> {
+        request
+            .headers
+            .push(("api-key".into(), self.key.expose().to_string()));
+        Ok(())
+    }
+}

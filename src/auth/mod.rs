@@ -1,0 +1,64 @@
+//! Provider credentials: one module per `BackendSecurityPolicy` type.
+//!
+//! A credential adds its headers to each upstream attempt. The client's own
+//! `authorization`, `x-api-key` and `api-key` headers are removed by the upstream layer
+//! before a credential is applied, whatever the backend.
+
+pub mod anthropic_api_key;
+pub mod api_key;
+pub mod azure_api_key;
+
+use std::fmt;
+
+use crate::schema::UpstreamRequest;
+
+/// Client headers that carry credentials and must never reach a provider.
+pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("its {policy_type} credential is not supported by this build of llm-extproc yet")]
+    NotSupported { policy_type: String },
+}
+
+/// A way to authenticate to a provider.
+pub trait Credential: Send + Sync + fmt::Debug {
+    /// Adds the credential to `request`. `client_header` looks up a header the client sent.
+    fn apply(
+        &self,
+        request: &mut UpstreamRequest,
+        client_header: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), AuthError>;
+}
+
+/// A backend with no `BackendSecurityPolicy`: nothing is added.
+#[derive(Debug)]
+pub struct NoCredential;
+
+impl Credential for NoCredential {
+    fn apply(
+        &self,
+        _: &mut UpstreamRequest,
+        _: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), AuthError> {
+        Ok(())
+    }
+}
+
+/// A policy type that is validated but not served yet: every attempt fails with 503.
+#[derive(Debug)]
+pub struct NotYetSupported {
+    pub policy_type: String,
+}
+
+impl Credential for NotYetSupported {
+    fn apply(
+        &self,
+        _: &mut UpstreamRequest,
+        _: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), AuthError> {
+        Err(AuthError::NotSupported {
+            policy_type: self.policy_type.clone(),
+        })
+    }
+}

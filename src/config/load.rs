@@ -1,0 +1,320 @@
+//! Reading resource documents from files and directories.
+//!
+//! `--config` takes files or directories; every `*.yaml`, `*.yml` or `*.json` file in a
+//! directory is read (not recursively), and each file may hold several `---` documents.
+//! Each document is checked against its kind's serde type with the field path kept, so an
+//! error names the file, the resource and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::problem::Problem;
+use super::resources::*;
+
+/// One parsed resource document.
+#[derive(Debug, Clone)]
+pub struct Document<T> {
+    pub meta: ObjectMeta,
+    pub spec: T,
+    pub file: PathBuf,
+}
+
+impl<T> Document<T> {
+    pub fn namespace(&self) -> &str {
+        self.meta.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// Everything the config files hold, by kind.
+#[derive(Debug, Default, Clone)]
+pub struct Resources {
+    pub routes: Vec<Document<AIGatewayRouteSpec>>,
+    pub backends: Vec<Document<AIServiceBackendSpec>>,
+    pub policies: Vec<Document<BackendSecurityPolicySpec>>,
+    pub envoy_backends: Vec<Document<BackendSpec>>,
+    pub secrets: Vec<Document<SecretBody>>,
+    /// `BackendTLSPolicy` targets: (namespace, Backend name, SNI hostname).
+    pub tls_policies: Vec<(String, String, Option<String>)>,
+}
+
+/// Kinds that belong to a Kubernetes install and mean nothing standalone.
+const IGNORED_KINDS: &[&str] = &[
+    "Gateway",
+    "GatewayClass",
+    "HTTPRoute",
+    "GRPCRoute",
+    "EnvoyProxy",
+    "BackendTrafficPolicy",
+    "ClientTrafficPolicy",
+    "EnvoyExtensionPolicy",
+    "EnvoyPatchPolicy",
+    "SecurityPolicy",
+    "ReferenceGrant",
+    "Namespace",
+    "ConfigMap",
+    "ServiceAccount",
+    "Service",
+    "Deployment",
+    "QuotaPolicy",
+    "MCPRoute",
+];
+
+const KNOWN_KINDS: &[&str] = &[
+    "AIGatewayRoute",
+    "AIServiceBackend",
+    "BackendSecurityPolicy",
+    "Backend",
+    "Secret",
+    "BackendTLSPolicy",
+];
+
+/// The list of files named by `--config` arguments, in a stable order.
+pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Problem>> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_file() && is_config_file(p))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => problems.push(Problem::file(path, format!("cannot read directory: {e}"))),
+            }
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            problems.push(Problem::file(path, "no such file or directory".to_string()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(problems)
+    }
+}
+
+fn is_config_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Reads and parses every document of the given paths.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Resources, Vec<Problem>> {
+    let files = config_files(paths)?;
+    let mut resources = Resources::default();
+    let mut problems = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => parse_text(&text, &file, &mut resources, &mut problems),
+            Err(e) => problems.push(Problem::file(&file, format!("cannot read: {e}"))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(resources)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses one file's text (one or more YAML documents) into `resources`.
+pub fn parse_text(text: &str, file: &Path, resources: &mut Resources, problems: &mut Vec<Problem>) {
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = match Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(Problem::file(
+                    file,
+                    format!("document {}: invalid YAML: {e}", index + 1),
+                ));
+                // A syntax error stops the YAML stream; later documents cannot be trusted.
+                return;
+            }
+        };
+        if value.is_null() {
+            continue; // an empty document, e.g. a trailing `---`
+        }
+        add_document(value, file, resources, problems);
+    }
+}
+
+fn add_document(value: Value, file: &Path, resources: &mut Resources, problems: &mut Vec<Problem>) {
+    let Value::Object(mut object) = value else {
+        problems.push(Problem::file(
+            file,
+            "a document must be a mapping with `kind`".into(),
+        ));
+        return;
+    };
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let meta: ObjectMeta = object
+        .remove("metadata")
+        .and_then(|m| serde_json::from_value(m).ok())
+        .unwrap_or_default();
+    let what = format!("{kind} {}", display_name(&meta));
+    if kind.is_empty() {
+        problems.push(Problem::file(file, "a document has no `kind`".into()));
+        return;
+    }
+    if !KNOWN_KINDS.contains(&kind.as_str()) {
+        if IGNORED_KINDS.contains(&kind.as_str()) {
+            tracing::debug!(kind, file = %file.display(), "ignoring a Kubernetes-only resource");
+        } else {
+            let hint = super::problem::did_you_mean(&kind, KNOWN_KINDS.iter().copied());
+            problems.push(Problem::new(
+                file,
+                &what,
+                "kind",
+                format!("unknown kind `{kind}`"),
+                hint.unwrap_or_else(|| format!("use one of {}", KNOWN_KINDS.join(", "))),
+            ));
+        }
+        return;
+    }
+    if meta.name.is_empty() {
+        problems.push(Problem::new(
+            file,
+            &what,
+            "metadata.name",
+            "missing".into(),
+            "give the resource a name".into(),
+        ));
+        return;
+    }
+    match kind.as_str() {
+        "Secret" => {
+            // A Secret keeps its payload at the top level, next to apiVersion and kind.
+            object.remove("apiVersion");
+            object.remove("kind");
+            if let Some(spec) =
+                typed::<SecretBody>(Value::Object(object), file, &what, "", problems)
+            {
+                resources.secrets.push(Document {
+                    meta,
+                    spec,
+                    file: file.to_path_buf(),
+                });
+            }
+        }
+        "BackendTLSPolicy" => {
+            let spec = object.remove("spec").unwrap_or(Value::Null);
+            let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+            let hostname = spec
+                .pointer("/validation/hostname")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            for target in spec
+                .get("targetRefs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = target.get("name").and_then(Value::as_str) {
+                    resources.tls_policies.push((
+                        namespace.clone(),
+                        name.to_string(),
+                        hostname.clone(),
+                    ));
+                }
+            }
+        }
+        _ => {
+            let spec = object.remove("spec").unwrap_or(Value::Null);
+            if spec.is_null() {
+                problems.push(Problem::new(
+                    file,
+                    &what,
+                    "spec",
+                    "missing".into(),
+                    "add a `spec`".into(),
+                ));
+                return;
+            }
+            let file_buf = file.to_path_buf();
+            match kind.as_str() {
+                "AIGatewayRoute" => {
+                    push(&mut resources.routes, spec, meta, file_buf, &what, problems)
+                }
+                "AIServiceBackend" => push(
+                    &mut resources.backends,
+                    spec,
+                    meta,
+                    file_buf,
+                    &what,
+                    problems,
+                ),
+                "BackendSecurityPolicy" => push(
+                    &mut resources.policies,
+                    spec,
+                    meta,
+                    file_buf,
+                    &what,
+                    problems,
+                ),
+                "Backend" => push(
+                    &mut resources.envoy_backends,
+                    spec,
+                    meta,
+                    file_buf,
+                    &what,
+                    problems,
+                ),
+                _ => unreachable!("KNOWN_KINDS covers every arm"),
+            }
+        }
+    }
+}
+
+fn push<T: DeserializeOwned>(
+    into: &mut Vec<Document<T>>,
+    spec: Value,
+    meta: ObjectMeta,
+    file: PathBuf,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(spec) = typed::<T>(spec, &file, what, "spec.", problems) {
+        into.push(Document { meta, spec, file });
+    }
+}
+
+/// Deserializes `value` into `T`, turning a serde error into a problem that names the field.
+fn typed<T: DeserializeOwned>(
+    value: Value,
+    file: &Path,
+    what: &str,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner().to_string();
+            problems.push(super::problem::from_serde(
+                file, what, prefix, &path, &inner,
+            ));
+            None
+        }
+    }
+}
+
+fn display_name(meta: &ObjectMeta) -> String {
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{}", meta.name),
+        None => meta.name.clone(),
+    }
+}

@@ -1,0 +1,834 @@
+//! Resolves resource documents into the runtime [`GatewayConfig`], checking every
+//! reference. Each problem names the resource, the field and the fix; nothing that is
+//! wrong is silently dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::load::{Document, Resources};
+use super::model::*;
+use super::problem::{did_you_mean, Problem};
+use super::resources::{self, BackendSecurityPolicySpec};
+use super::secrets::{self, SecretLookupError, SecretValue};
+use crate::api::request::validate_model;
+use crate::auth::{self, Credential};
+use crate::schema;
+
+/// Default route timeout, as in Envoy AI Gateway.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn resolve(res: &Resources, secrets_dir: Option<&Path>) -> Result<GatewayConfig, Vec<Problem>> {
+    let mut problems = Vec::new();
+    check_duplicates(res, &mut problems);
+    let credentials = resolve_policies(res, secrets_dir, &mut problems);
+    let backends = resolve_backends(res, &credentials, &mut problems);
+    let mut config = GatewayConfig {
+        backends: backends.clone(),
+        ..Default::default()
+    };
+    for doc in &res.routes {
+        resolve_route(doc, &backends, &mut config, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn full_name(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}")
+}
+
+fn what<T>(kind: &str, doc: &Document<T>) -> String {
+    format!("{kind} {}/{}", doc.namespace(), doc.meta.name)
+}
+
+fn check_duplicates(res: &Resources, problems: &mut Vec<Problem>) {
+    fn check<T>(kind: &str, docs: &[Document<T>], problems: &mut Vec<Problem>) {
+        let mut seen = BTreeSet::new();
+        for d in docs {
+            if !seen.insert((d.namespace().to_string(), d.meta.name.clone())) {
+                problems.push(Problem::new(
+                    &d.file,
+                    &what(kind, d),
+                    "metadata.name",
+                    "defined more than once".into(),
+                    "give each resource of a kind a unique name in its namespace".into(),
+                ));
+            }
+        }
+    }
+    check("AIGatewayRoute", &res.routes, problems);
+    check("AIServiceBackend", &res.backends, problems);
+    check("BackendSecurityPolicy", &res.policies, problems);
+    check("Backend", &res.envoy_backends, problems);
+    check("Secret", &res.secrets, problems);
+}
+
+// ------------------------------------------------------------------ policies
+
+/// The credential of each AIServiceBackend (by full name) that a policy targets.
+fn resolve_policies(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Arc<dyn Credential>> {
+    const TYPES: &[&str] = &[
+        "APIKey",
+        "AWSCredentials",
+        "AzureAPIKey",
+        "AzureCredentials",
+        "GCPCredentials",
+        "AnthropicAPIKey",
+    ];
+    let backend_names: Vec<String> = res.backends.iter().map(|b| b.meta.name.clone()).collect();
+    let mut out: BTreeMap<String, Arc<dyn Credential>> = BTreeMap::new();
+    for doc in &res.policies {
+        let w = what("BackendSecurityPolicy", doc);
+        let spec = &doc.spec;
+        let credential: Option<Arc<dyn Credential>> = match spec.policy_type.as_str() {
+            "APIKey" => api_key_secret(
+                res,
+                secrets_dir,
+                doc,
+                &w,
+                "apiKey",
+                spec.api_key.as_ref(),
+                problems,
+            )
+            .map(|key| Arc::new(auth::api_key::ApiKey { key }) as Arc<dyn Credential>),
+            "AzureAPIKey" => api_key_secret(
+                res,
+                secrets_dir,
+                doc,
+                &w,
+                "azureAPIKey",
+                spec.azure_api_key.as_ref(),
+                problems,
+            )
+            .map(|key| Arc::new(auth::azure_api_key::AzureApiKey { key }) as Arc<dyn Credential>),
+            "AnthropicAPIKey" => api_key_secret(
+                res,
+                secrets_dir,
+                doc,
+                &w,
+                "anthropicAPIKey",
+                spec.anthropic_api_key.as_ref(),
+                problems,
+            )
+            .map(|key| {
+                Arc::new(auth::anthropic_api_key::AnthropicApiKey { key }) as Arc<dyn Credential>
+            }),
+            "AWSCredentials" | "AzureCredentials" | "GCPCredentials" => {
+                check_rotating_policy(res, secrets_dir, doc, &w, problems);
+                Some(Arc::new(auth::NotYetSupported {
+                    policy_type: spec.policy_type.clone(),
+                }))
+            }
+            other => {
+                let fix = did_you_mean(other, TYPES.iter().copied())
+                    .unwrap_or_else(|| format!("use one of {}", TYPES.join(", ")));
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    "spec.type",
+                    format!("unknown type `{other}`"),
+                    fix,
+                ));
+                None
+            }
+        };
+        if spec.target_refs.is_empty() {
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                "spec.targetRefs",
+                "is empty".into(),
+                "name the AIServiceBackend(s) this policy authenticates, under targetRefs".into(),
+            ));
+        }
+        for (i, target) in spec.target_refs.iter().enumerate() {
+            let ns = target.namespace.as_deref().unwrap_or(doc.namespace());
+            let exists = res
+                .backends
+                .iter()
+                .any(|b| b.meta.name == target.name && b.namespace() == ns);
+            if !exists {
+                let fix = did_you_mean(&target.name, backend_names.iter().map(String::as_str))
+                    .unwrap_or_else(|| "define that AIServiceBackend or fix the name".into());
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    &format!("spec.targetRefs[{i}].name"),
+                    format!("AIServiceBackend `{ns}/{}` does not exist", target.name),
+                    fix,
+                ));
+                continue;
+            }
+            if let Some(c) = &credential {
+                out.insert(full_name(&target.name, ns), c.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Reads the API key Secret of an `APIKey`-like policy. The Secret must hold `apiKey`.
+fn api_key_secret(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    field: &str,
+    holder: Option<&resources::SecretRefHolder>,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretValue> {
+    let Some(holder) = holder else {
+        problems.push(Problem::new(
+            &doc.file,
+            w,
+            &format!("spec.{field}"),
+            "missing".into(),
+            format!(
+                "type {} needs `{field}.secretRef` naming the Secret that holds the key",
+                doc.spec.policy_type
+            ),
+        ));
+        return None;
+    };
+    let field = format!("spec.{field}.secretRef");
+    secret_key(
+        res,
+        secrets_dir,
+        doc,
+        w,
+        &field,
+        &holder.secret_ref,
+        "apiKey",
+        problems,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn secret_key(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    field: &str,
+    secret_ref: &resources::ObjectRef,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretValue> {
+    let ns = secret_ref.namespace.as_deref().unwrap_or(doc.namespace());
+    let name = &secret_ref.name;
+    match secrets::lookup(res, secrets_dir, ns, name, key) {
+        Ok(v) if v.expose().is_empty() => {
+            problems.push(Problem::new(
+                &doc.file,
+                w,
+                field,
+                format!("Secret `{ns}/{name}` has an empty `{key}`"),
+                format!("put the credential in the Secret's `{key}`"),
+            ));
+            None
+        }
+        Ok(v) => Some(v),
+        Err(SecretLookupError::NoSecret) => {
+            let names = res.secrets.iter().map(|s| s.meta.name.as_str());
+            let fix = did_you_mean(name, names).unwrap_or_else(|| {
+                format!("define Secret `{name}` with a `{key}` entry (a Secret manifest, or a file {key} in a mounted secrets directory)")
+            });
+            problems.push(Problem::new(
+                &doc.file,
+                w,
+                field,
+                format!("Secret `{ns}/{name}` does not exist"),
+                fix,
+            ));
+            None
+        }
+        Err(SecretLookupError::NoKey { present }) => {
+            let has = if present.is_empty() {
+                "no keys".to_string()
+            } else {
+                format!(
+                    "only {}",
+                    present
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let fix = match did_you_mean(key, present.iter().map(String::as_str)).or_else(|| present.first().map(|_| String::new())) {
+                Some(_) if !present.is_empty() => format!("rename the Secret's data key to `{key}` (BackendSecurityPolicy `{}` of type {} reads `{key}`)", doc.meta.name, doc.spec.policy_type),
+                _ => format!("add `{key}` to the Secret's data or stringData"),
+            };
+            problems.push(Problem::new(
+                &doc.file,
+                w,
+                field,
+                format!(
+                    "Secret `{ns}/{name}` has no `{key}` key ({has}); policy `{}` needs `{key}`",
+                    doc.meta.name
+                ),
+                fix,
+            ));
+            None
+        }
+        Err(SecretLookupError::BadValue(why)) => {
+            problems.push(Problem::new(
+                &doc.file,
+                w,
+                field,
+                format!("Secret `{ns}/{name}`: {why}"),
+                "store the key as base64 in data, or as text in stringData".into(),
+            ));
+            None
+        }
+    }
+}
+
+/// Validates the shape of the policy types whose credentials later issues serve.
+fn check_rotating_policy(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let spec = &doc.spec;
+    let missing = |field: &str, fix: &str, problems: &mut Vec<Problem>| {
+        problems.push(Problem::new(
+            &doc.file,
+            w,
+            field,
+            "missing".into(),
+            fix.into(),
+        ));
+    };
+    match spec.policy_type.as_str() {
+        "AWSCredentials" => match &spec.aws_credentials {
+            None => missing(
+                "spec.awsCredentials",
+                "type AWSCredentials needs `awsCredentials` with `region`",
+                problems,
+            ),
+            Some(aws) => {
+                if aws.credentials_file.is_none() && aws.oidc_exchange_token.is_none() {
+                    missing(
+                        "spec.awsCredentials.credentialsFile",
+                        "set `credentialsFile.secretRef` (or `oidcExchangeToken`)",
+                        problems,
+                    );
+                }
+                if let Some(file) = &aws.credentials_file {
+                    secret_key(
+                        res,
+                        secrets_dir,
+                        doc,
+                        w,
+                        "spec.awsCredentials.credentialsFile.secretRef",
+                        &file.secret_ref,
+                        "credentials",
+                        problems,
+                    );
+                }
+            }
+        },
+        "AzureCredentials" => match &spec.azure_credentials {
+            None => missing(
+                "spec.azureCredentials",
+                "type AzureCredentials needs `azureCredentials` with clientID and tenantID",
+                problems,
+            ),
+            Some(az) => {
+                if let Some(r) = &az.client_secret_ref {
+                    secret_key(
+                        res,
+                        secrets_dir,
+                        doc,
+                        w,
+                        "spec.azureCredentials.clientSecretRef",
+                        r,
+                        "client-secret",
+                        problems,
+                    );
+                } else if az.oidc_exchange_token.is_none() {
+                    missing(
+                        "spec.azureCredentials.clientSecretRef",
+                        "set `clientSecretRef` (or `oidcExchangeToken`)",
+                        problems,
+                    );
+                }
+            }
+        },
+        _ => {
+            if spec.gcp_credentials.is_none() {
+                missing(
+                    "spec.gcpCredentials",
+                    "type GCPCredentials needs `gcpCredentials` with projectName and region",
+                    problems,
+                );
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ backends
+
+fn resolve_backends(
+    res: &Resources,
+    credentials: &BTreeMap<String, Arc<dyn Credential>>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Arc<Backend>> {
+    let schema_names: Vec<&str> = schema::REGISTRY.iter().map(|(n, _)| *n).collect();
+    let eg_names: Vec<&str> = res
+        .envoy_backends
+        .iter()
+        .map(|b| b.meta.name.as_str())
+        .collect();
+    let mut out = BTreeMap::new();
+    for doc in &res.backends {
+        let w = what("AIServiceBackend", doc);
+        let ns = doc.namespace();
+        let schema = match schema::build(&doc.spec.schema) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                let fix = if schema_names.contains(&doc.spec.schema.name.as_str()) {
+                    why.clone()
+                } else {
+                    did_you_mean(&doc.spec.schema.name, schema_names.iter().copied())
+                        .unwrap_or_else(|| format!("use one of {}", schema_names.join(", ")))
+                };
+                let field = if schema_names.contains(&doc.spec.schema.name.as_str()) {
+                    "spec.schema.version"
+                } else {
+                    "spec.schema.name"
+                };
+                problems.push(Problem::new(&doc.file, &w, field, why, fix));
+                None
+            }
+        };
+        let bref = &doc.spec.backend_ref;
+        if let Some(kind) = bref.kind.as_deref().filter(|k| *k != "Backend") {
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                "spec.backendRef.kind",
+                format!("kind `{kind}` is not supported standalone"),
+                "point backendRef at an Envoy Gateway `Backend`".into(),
+            ));
+            continue;
+        }
+        let bns = bref.namespace.as_deref().unwrap_or(ns);
+        let Some(eg) = res
+            .envoy_backends
+            .iter()
+            .find(|b| b.meta.name == bref.name && b.namespace() == bns)
+        else {
+            let fix = did_you_mean(&bref.name, eg_names.iter().copied()).unwrap_or_else(|| {
+                format!("define a Backend named `{}` with its endpoints", bref.name)
+            });
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                "spec.backendRef.name",
+                format!("Backend `{bns}/{}` does not exist", bref.name),
+                fix,
+            ));
+            continue;
+        };
+        let Some((endpoints, tls)) = backend_endpoints(eg, res, problems) else {
+            continue;
+        };
+        let Some(schema) = schema else { continue };
+        let name = full_name(&doc.meta.name, ns);
+        let credential = credentials
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(auth::NoCredential));
+        let header_mutation = header_edits(doc.spec.header_mutation.as_ref());
+        out.insert(
+            name.clone(),
+            Arc::new(Backend {
+                name,
+                schema,
+                endpoints,
+                tls,
+                credential,
+                header_mutation,
+            }),
+        );
+    }
+    out
+}
+
+fn backend_endpoints(
+    doc: &Document<resources::BackendSpec>,
+    res: &Resources,
+    problems: &mut Vec<Problem>,
+) -> Option<(Vec<Endpoint>, Option<TlsSettings>)> {
+    let w = what("Backend", doc);
+    let mut endpoints = Vec::new();
+    for (i, e) in doc.spec.endpoints.iter().enumerate() {
+        let endpoint = match (&e.fqdn, &e.ip) {
+            (Some(f), None) => Endpoint {
+                host: f.hostname.clone(),
+                port: f.port,
+            },
+            (None, Some(ip)) => Endpoint {
+                host: ip.address.clone(),
+                port: ip.port,
+            },
+            _ => {
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    &format!("spec.endpoints[{i}]"),
+                    "needs exactly one of `fqdn` or `ip`".into(),
+                    "write `fqdn: {hostname, port}` or `ip: {address, port}`".into(),
+                ));
+                return None;
+            }
+        };
+        if endpoint.host.is_empty()
+            || !endpoint
+                .host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:_[]".contains(&b))
+        {
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                &format!("spec.endpoints[{i}]"),
+                format!("`{}` is not a host name or IP address", endpoint.host),
+                "fix the hostname".into(),
+            ));
+            return None;
+        }
+        endpoints.push(endpoint);
+    }
+    let Some(first) = endpoints.first() else {
+        problems.push(Problem::new(
+            &doc.file,
+            &w,
+            "spec.endpoints",
+            "is empty".into(),
+            "add an `fqdn` or `ip` endpoint".into(),
+        ));
+        return None;
+    };
+    // TLS when the Backend says so, when a BackendTLSPolicy targets it, or on port 443.
+    let policy_sni = res
+        .tls_policies
+        .iter()
+        .find(|(ns, name, _)| ns == doc.namespace() && *name == doc.meta.name)
+        .map(|(_, _, host)| host.clone());
+    let tls = match (&doc.spec.tls, policy_sni) {
+        (Some(t), _) => Some(TlsSettings {
+            sni: t.sni.clone().unwrap_or_else(|| first.host.clone()),
+            insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+        }),
+        (None, Some(host)) => Some(TlsSettings {
+            sni: host.unwrap_or_else(|| first.host.clone()),
+            insecure_skip_verify: false,
+        }),
+        (None, None) if first.port == 443 => Some(TlsSettings {
+            sni: first.host.clone(),
+            insecure_skip_verify: false,
+        }),
+        (None, None) => None,
+    };
+    Some((endpoints, tls))
+}
+
+fn header_edits(m: Option<&resources::HeaderMutation>) -> HeaderEdits {
+    let Some(m) = m else {
+        return HeaderEdits::default();
+    };
+    HeaderEdits {
+        set: m
+            .set
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+            .collect(),
+        remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    }
+}
+
+// ------------------------------------------------------------------ routes
+
+fn resolve_route(
+    doc: &Document<resources::AIGatewayRouteSpec>,
+    backends: &BTreeMap<String, Arc<Backend>>,
+    config: &mut GatewayConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let w = what("AIGatewayRoute", doc);
+    let ns = doc.namespace();
+    let route_name = format!("{ns}/{}", doc.meta.name);
+    let known_backends: Vec<&str> = backends
+        .keys()
+        .map(|k| k.split('.').next().unwrap_or(k))
+        .collect();
+    let mut rules = Vec::new();
+    for (ri, rule) in doc.spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{ri}]");
+        let mut matches = Vec::new();
+        for (mi, m) in rule.matches.iter().enumerate() {
+            let mut conds = Vec::new();
+            for (hi, h) in m.headers.iter().enumerate() {
+                let field = format!("{at}.matches[{mi}].headers[{hi}]");
+                let name = h.name.to_ascii_lowercase();
+                let regex = h.match_type == resources::HeaderMatchType::RegularExpression;
+                if name == MODEL_HEADER && !regex {
+                    if let Err(e) = validate_model(&h.value) {
+                        problems.push(Problem::new(
+                            &doc.file,
+                            &w,
+                            &format!("{field}.value"),
+                            e.to_string(),
+                            "use the model name clients send".into(),
+                        ));
+                        continue;
+                    }
+                    let created = rule
+                        .models_created_at
+                        .as_deref()
+                        .and_then(parse_rfc3339)
+                        .unwrap_or(0);
+                    let owned_by = rule
+                        .models_owned_by
+                        .clone()
+                        .unwrap_or_else(|| "Envoy AI Gateway".into());
+                    config
+                        .models
+                        .entry(h.value.clone())
+                        .or_insert(ModelInfo { owned_by, created });
+                }
+                if name == MODEL_HEADER && regex {
+                    config.has_model_regex = true;
+                }
+                if h.value.bytes().any(|b| b.is_ascii_control()) {
+                    problems.push(Problem::new(
+                        &doc.file,
+                        &w,
+                        &format!("{field}.value"),
+                        "contains control characters".into(),
+                        "remove them".into(),
+                    ));
+                    continue;
+                }
+                conds.push(HeaderCondition {
+                    name,
+                    value: h.value.clone(),
+                    regex,
+                });
+            }
+            matches.push(conds);
+        }
+        if rule.backend_refs.is_empty() {
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                &format!("{at}.backendRefs"),
+                "is empty".into(),
+                "add at least one AIServiceBackend reference".into(),
+            ));
+            continue;
+        }
+        let mut refs = Vec::new();
+        let mut targets = Vec::new();
+        for (bi, b) in rule.backend_refs.iter().enumerate() {
+            let field = format!("{at}.backendRefs[{bi}]");
+            if let Some(kind) = b.kind.as_deref().filter(|k| *k != "AIServiceBackend") {
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    &format!("{field}.kind"),
+                    format!("kind `{kind}` is not supported standalone"),
+                    "reference an AIServiceBackend".into(),
+                ));
+                continue;
+            }
+            let bns = b.namespace.as_deref().unwrap_or(ns);
+            let Some(backend) = backends.get(&full_name(&b.name, bns)) else {
+                let fix = did_you_mean(&b.name, known_backends.iter().copied())
+                    .unwrap_or_else(|| format!("define an AIServiceBackend named `{}`", b.name));
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    &format!("{field}.name"),
+                    format!(
+                        "AIServiceBackend `{bns}/{}` does not exist (or is invalid, see above)",
+                        b.name
+                    ),
+                    fix,
+                ));
+                continue;
+            };
+            if let Some(o) = &b.model_name_override {
+                if let Err(e) = validate_model(o) {
+                    problems.push(Problem::new(
+                        &doc.file,
+                        &w,
+                        &format!("{field}.modelNameOverride"),
+                        e.to_string(),
+                        "use the provider's model name".into(),
+                    ));
+                    continue;
+                }
+            }
+            let ref_key = format!("{route_name}/rule/{ri}/ref/{bi}");
+            let mut header_mutation = backend.header_mutation.clone();
+            let own = header_edits(b.header_mutation.as_ref());
+            header_mutation.set.extend(own.set);
+            header_mutation.remove.extend(own.remove);
+            targets.push((
+                ref_key.clone(),
+                BackendRefTarget {
+                    backend: backend.clone(),
+                    model_name_override: b.model_name_override.clone(),
+                    route: route_name.clone(),
+                    header_mutation,
+                },
+            ));
+            refs.push(RuleBackendRef {
+                ref_key,
+                backend: backend.clone(),
+                priority: b.priority.unwrap_or(0),
+                weight: b.weight.unwrap_or(1).max(1),
+            });
+        }
+        let timeouts = rule.timeouts.as_ref();
+        let request_timeout = match timeouts
+            .and_then(|t| t.request.as_deref())
+            .map(parse_duration)
+        {
+            Some(Some(d)) => d,
+            Some(None) => {
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    &format!("{at}.timeouts.request"),
+                    "is not a duration".into(),
+                    "write e.g. 60s, 5m or 500ms".into(),
+                ));
+                DEFAULT_REQUEST_TIMEOUT
+            }
+            None => DEFAULT_REQUEST_TIMEOUT,
+        };
+        let backend_request_timeout = timeouts
+            .and_then(|t| t.backend_request.as_deref())
+            .and_then(parse_duration);
+        config.backend_refs.extend(targets);
+        rules.push(Rule {
+            cluster: format!("{route_name}/rule/{ri}"),
+            matches,
+            backend_refs: refs,
+            request_timeout,
+            backend_request_timeout,
+        });
+    }
+    let mut costs = Vec::new();
+    for (ci, c) in doc.spec.llm_request_costs.iter().enumerate() {
+        let kind = match c.cost_type.as_str() {
+            "InputToken" => CostKind::Input,
+            "CachedInputToken" => CostKind::CachedInput,
+            "CacheCreationInputToken" => CostKind::CacheCreationInput,
+            "OutputToken" => CostKind::Output,
+            "TotalToken" => CostKind::Total,
+            "ReasoningToken" => CostKind::Reasoning,
+            other => {
+                problems.push(Problem::new(&doc.file, &w, &format!("spec.llmRequestCosts[{ci}].type"),
+                    format!("cost type `{other}` is not supported by this build"),
+                    "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken or ReasoningToken".into()));
+                continue;
+            }
+        };
+        costs.push(RequestCost {
+            metadata_key: c.metadata_key.clone(),
+            kind,
+        });
+    }
+    config.routes.push(Route {
+        name: route_name,
+        rules,
+        costs,
+    });
+}
+
+/// Parses a Gateway API duration: `1h`, `5m`, `30s`, `500ms`, or combinations (`1m30s`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else {
+            return None;
+        };
+        total += unit.checked_mul(u32::try_from(n).ok()?)?;
+        rest = &rest[len..];
+    }
+    Some(total)
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp's date and time (UTC; offset ignored).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.get(..8)?.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200));
+    }
+}

@@ -1,0 +1,244 @@
+//! Envoy resources derived from the gateway configuration: the route configuration
+//! (one route per rule match, plus the unknown-model catch-all) and one cluster per rule,
+//! its endpoints grouped by priority and carrying the backend reference as metadata.
+
+use serde_json::{json, Value};
+
+use crate::config::{GatewayConfig, Rule};
+use crate::extproc::upstream::{BACKEND_ATTRIBUTE, CLUSTER_BACKEND_ATTRIBUTE};
+use crate::extproc::PLACEMENT_METADATA;
+
+pub const EXTPROC_CLUSTER: &str = "llm-extproc";
+pub const ROUTE_CONFIG_NAME: &str = "llm-routes";
+/// Endpoint metadata namespace (Envoy AI Gateway's).
+pub const ENDPOINT_METADATA_NAMESPACE: &str = "aigateway.envoy.io";
+
+/// The ext_proc filter for either placement.
+pub fn ext_proc_filter(upstream: bool) -> Value {
+    let mut grpc = json!({"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "timeout": "30s"});
+    let mut config = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "failure_mode_allow": false,
+        // Envoy's default of 200 ms fails on large bodies.
+        "message_timeout": "10s",
+        "metadata_options": {"receiving_namespaces": {"untyped": ["io.envoy.ai_gateway"]}}
+    });
+    if upstream {
+        grpc["initial_metadata"] = json!([{"key": PLACEMENT_METADATA, "value": "upstream"}]);
+        // Everything happens on request headers: the body comes from the router level's
+        // state and is replaced in the header phase; responses are handled at the router level.
+        config["processing_mode"] = json!({
+            "request_header_mode": "SEND", "request_body_mode": "NONE", "request_trailer_mode": "SKIP",
+            "response_header_mode": "SKIP", "response_body_mode": "NONE", "response_trailer_mode": "SKIP"
+        });
+        config["request_attributes"] = json!([BACKEND_ATTRIBUTE, CLUSTER_BACKEND_ATTRIBUTE]);
+    } else {
+        // Unary responses stay buffered; the sidecar switches streams to STREAMED.
+        config["processing_mode"] = json!({
+            "request_header_mode": "SEND", "request_body_mode": "BUFFERED", "request_trailer_mode": "SKIP",
+            "response_header_mode": "SEND", "response_body_mode": "BUFFERED", "response_trailer_mode": "SKIP"
+        });
+        config["allow_mode_override"] = json!(true);
+    }
+    config["grpc_service"] = grpc;
+    json!({"name": "envoy.filters.http.ext_proc", "typed_config": config})
+}
+
+/// The route configuration for `config`.
+pub fn route_configuration(config: &GatewayConfig) -> Value {
+    let mut routes = Vec::new();
+    for route in &config.routes {
+        for rule in &route.rules {
+            for conditions in &rule.matches {
+                let headers: Vec<Value> = conditions
+                    .iter()
+                    .map(|c| {
+                        let string_match = if c.regex {
+                            json!({"safe_regex": {"regex": c.value}})
+                        } else {
+                            json!({"exact": c.value})
+                        };
+                        json!({"name": c.name, "string_match": string_match})
+                    })
+                    .collect();
+                routes.push(json!({
+                    "name": format!("{}#{}", rule.cluster, routes.len()),
+                    "match": {"prefix": "/", "headers": headers},
+                    "route": route_action(rule),
+                    "metadata": {"filter_metadata": {ENDPOINT_METADATA_NAMESPACE: {"route_name": route.name}}}
+                }));
+            }
+        }
+    }
+    // The sidecar answers unknown models itself; this is the net under it (for example a
+    // model matched by no rule's other header conditions).
+    let known: Vec<&str> = config.models.keys().map(String::as_str).collect();
+    routes.push(json!({
+        "name": "unknown-model",
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": format!(
+            "no route for this model and request; known models: {}", known.join(", "))}}
+    }));
+    json!({
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": ROUTE_CONFIG_NAME,
+        "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]
+    })
+}
+
+fn route_action(rule: &Rule) -> Value {
+    let priorities = priority_levels(rule).len();
+    let mut retry = json!({
+        // A dead or failing primary costs the client nothing: the same request moves to
+        // the next priority (verified on Envoy 1.40 with update_frequency 1).
+        "retry_on": "connect-failure,reset,5xx,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": priorities.max(2) - 1,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1
+            }
+        },
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": 3
+    });
+    if let Some(t) = rule.backend_request_timeout {
+        retry["per_try_timeout"] = json!(duration(t));
+    }
+    json!({
+        "cluster": rule.cluster,
+        "timeout": duration(rule.request_timeout),
+        "auto_host_rewrite": true,
+        "retry_policy": retry
+    })
+}
+
+fn duration(d: std::time::Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
+/// The distinct priorities of a rule, ascending. Envoy wants dense levels 0, 1, …
+fn priority_levels(rule: &Rule) -> Vec<u32> {
+    let mut p: Vec<u32> = rule.backend_refs.iter().map(|r| r.priority).collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// One cluster per rule.
+pub fn clusters(config: &GatewayConfig) -> Vec<Value> {
+    config
+        .routes
+        .iter()
+        .flat_map(|r| &r.rules)
+        .map(cluster)
+        .collect()
+}
+
+fn cluster(rule: &Rule) -> Value {
+    let levels = priority_levels(rule);
+    let mut tls_matches = Vec::new();
+    let mut locality_endpoints = Vec::new();
+    for (level, priority) in levels.iter().enumerate() {
+        let mut lb_endpoints = Vec::new();
+        for r in rule.backend_refs.iter().filter(|r| r.priority == *priority) {
+            let backend = &r.backend;
+            let mut filter_metadata = json!({
+                ENDPOINT_METADATA_NAMESPACE: {"per_route_rule_backend_name": r.ref_key}
+            });
+            if let Some(tls) = &backend.tls {
+                filter_metadata["envoy.transport_socket_match"] =
+                    json!({"llm_backend": backend.name});
+                if !tls_matches
+                    .iter()
+                    .any(|m: &Value| m["name"] == json!(backend.name))
+                {
+                    tls_matches.push(tls_match(&backend.name, &tls.sni, tls.insecure_skip_verify));
+                }
+            }
+            for e in &backend.endpoints {
+                let mut meta = filter_metadata.clone();
+                meta[ENDPOINT_METADATA_NAMESPACE]["upstream_host"] = json!(e.host);
+                lb_endpoints.push(json!({
+                    "endpoint": {
+                        "address": {"socket_address": {"address": e.host, "port_value": e.port}},
+                        "hostname": backend.authority()
+                    },
+                    "load_balancing_weight": r.weight,
+                    "metadata": {"filter_metadata": meta}
+                }));
+            }
+        }
+        locality_endpoints.push(json!({"priority": level, "lb_endpoints": lb_endpoints}));
+    }
+    let mut cluster = json!({
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "name": rule.cluster,
+        "type": "STRICT_DNS",
+        // localhost may resolve to ::1 while a backend listens on 127.0.0.1.
+        "dns_lookup_family": "V4_ONLY",
+        "connect_timeout": "5s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": rule.cluster, "endpoints": locality_endpoints},
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_local_origin_failure": 3,
+            "split_external_local_origin_errors": true,
+            "interval": "5s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 100
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    ext_proc_filter(true),
+                    {
+                        // The ext_proc body replacement drops content-length; restore it
+                        // from the length the sidecar put in dynamic metadata.
+                        "name": "envoy.filters.http.header_mutation",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                            "mutations": {"request_mutations": [{"append": {
+                                "header": {"key": "content-length", "value": "%DYNAMIC_METADATA(io.envoy.ai_gateway:content_length)%"},
+                                "append_action": "ADD_IF_ABSENT"
+                            }}]}
+                        }
+                    },
+                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+                ]
+            }
+        }
+    });
+    if !tls_matches.is_empty() {
+        cluster["transport_socket_matches"] = json!(tls_matches);
+    }
+    cluster
+}
+
+fn tls_match(backend: &str, sni: &str, insecure: bool) -> Value {
+    let mut context = json!({"sni": sni, "common_tls_context": {}});
+    if !insecure {
+        context["common_tls_context"]["validation_context"] = json!({
+            "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}]
+        });
+    }
+    context["@type"] =
+        json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+    json!({
+        "name": backend,
+        "match": {"llm_backend": backend},
+        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    })
+}
+
+/// Wraps resources as the DiscoveryResponse a file-based xDS source holds.
+pub fn discovery_response(version: u64, resources: Vec<Value>) -> Value {
+    json!({"version_info": version.to_string(), "resources": resources})
+}

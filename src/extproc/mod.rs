@@ -1,0 +1,99 @@
+//! The ext_proc gRPC service. One service serves both placements on one socket; the
+//! upstream-level filter marks its streams with gRPC initial metadata.
+
+pub mod decode;
+pub mod messages;
+pub mod router;
+pub mod store;
+pub mod upstream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    processing_request::Request as Msg, ProcessingRequest, ProcessingResponse,
+};
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::watch::SharedConfig;
+use crate::metrics::Metrics;
+use store::RequestStore;
+
+/// gRPC initial metadata key that tells the two placements apart.
+pub const PLACEMENT_METADATA: &str = "x-llm-extproc-placement";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+}
+
+/// What every stream shares.
+pub struct Shared {
+    pub config: SharedConfig,
+    pub store: Arc<RequestStore>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+impl Service {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Service { shared }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for Service {
+    type ProcessStream = ResponseStream;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let upstream = request
+            .metadata()
+            .get(PLACEMENT_METADATA)
+            .is_some_and(|v| v.as_bytes() == b"upstream");
+        let inbound = request.into_inner();
+        let shared = self.shared.clone();
+        // Each message is answered inline: no task hop per message. The handler (and with
+        // it the request-state guard) lives in the closure, so it is dropped when the
+        // stream ends for any reason: Envoy half-closing, resetting, or the sidecar failing.
+        let stream: ResponseStream = if upstream {
+            Box::pin(inbound.map(move |m| {
+                let m = m?;
+                match m.request {
+                    Some(Msg::RequestHeaders(h)) => Ok(upstream::request_headers(&shared, &h)),
+                    _ => Err(Status::invalid_argument(
+                        "the upstream placement only processes request headers",
+                    )),
+                }
+            }))
+        } else {
+            let mut router = router::RouterStream::new(shared);
+            Box::pin(inbound.map(move |m| {
+                let m = m?;
+                match m.request {
+                    Some(Msg::RequestHeaders(h)) => Ok(router.request_headers(h)),
+                    Some(Msg::RequestBody(b)) => Ok(router.request_body(b)),
+                    Some(Msg::ResponseHeaders(h)) => Ok(router.response_headers(h)),
+                    Some(Msg::ResponseBody(b)) => Ok(router.response_body(b)),
+                    Some(Msg::RequestTrailers(_)) | Some(Msg::ResponseTrailers(_)) | None => {
+                        Err(Status::invalid_argument(
+                            "unexpected ext_proc message; check the filter's processing_mode",
+                        ))
+                    }
+                }
+            }))
+        };
+        Ok(Response::new(stream))
+    }
+}

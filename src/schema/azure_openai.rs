@@ -1,0 +1,126 @@
+//! The `AzureOpenAI` schema: OpenAI bodies under
+//! `/openai/deployments/{deployment}/{api}?api-version={schema.version}`, where the
+//! deployment is the model (or the backend reference's `modelNameOverride`).
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, ClientRequest};
+use crate::config::resources::SchemaSpec;
+
+use super::openai::openai_body;
+use super::openai_response::OpenAiResponse;
+use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
+
+#[derive(Debug)]
+pub struct AzureOpenAi {
+    api_version: String,
+}
+
+impl AzureOpenAi {
+    pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        let api_version = spec
+            .version
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(
+            "AzureOpenAI needs `schema.version`: the Azure api-version, e.g. 2025-01-01-preview",
+        )?;
+        if !api_version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(format!("`schema.version` {api_version:?} is not an Azure api-version like 2025-01-01-preview"));
+        }
+        Ok(Arc::new(AzureOpenAi { api_version }))
+    }
+}
+
+impl BackendSchema for AzureOpenAi {
+    fn name(&self) -> &'static str {
+        "AzureOpenAI"
+    }
+
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let deployment = model_override.unwrap_or(&request.model);
+        let (body, usage_injected) = openai_body(request, model_override);
+        Ok(UpstreamRequest {
+            path: format!(
+                "/openai/deployments/{}/{}?api-version={}",
+                encode_path_segment(deployment),
+                request.api.openai_suffix(),
+                self.api_version
+            ),
+            body,
+            headers: Vec::new(),
+            usage_injected,
+        })
+    }
+
+    fn response_translator(
+        &self,
+        request: &ClientRequest,
+        usage_injected: bool,
+    ) -> Box<dyn ResponseTranslator> {
+        Box::new(OpenAiResponse::new(request, usage_injected))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so a model name is
+/// always exactly one path segment.
+pub fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiKind;
+    use bytes::Bytes;
+
+    #[test]
+    fn deployment_path_and_api_version() {
+        let spec = SchemaSpec {
+            name: "AzureOpenAI".into(),
+            version: Some("2025-01-01-preview".into()),
+            prefix: None,
+        };
+        let s = AzureOpenAi::build(&spec).unwrap();
+        let r = ClientRequest::parse(
+            ApiKind::Embeddings,
+            Bytes::from_static(br#"{"model":"te/x?y","input":"a"}"#),
+        )
+        .unwrap();
+        let u = s.upstream_request(&r, None).unwrap();
+        assert_eq!(
+            u.path,
+            "/openai/deployments/te%2Fx%3Fy/embeddings?api-version=2025-01-01-preview"
+        );
+        let u = s.upstream_request(&r, Some("my-deploy")).unwrap();
+        assert_eq!(
+            u.path,
+            "/openai/deployments/my-deploy/embeddings?api-version=2025-01-01-preview"
+        );
+    }
+
+    #[test]
+    fn version_is_required() {
+        let spec = SchemaSpec {
+            name: "AzureOpenAI".into(),
+            version: None,
+            prefix: None,
+        };
+        assert!(AzureOpenAi::build(&spec).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! Backend schemas: how a client request becomes a provider request, and how the
+//! provider's answer comes back.
+//!
+//! Adding a provider is one module implementing [`BackendSchema`] plus one line in
+//! [`REGISTRY`]; the ext_proc state machine never changes for it.
+
+pub mod azure_openai;
+pub mod openai;
+pub mod openai_response;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::api::{ApiError, ClientRequest};
+use crate::config::resources::SchemaSpec;
+use crate::usage::Usage;
+
+/// A provider request for one upstream attempt.
+#[derive(Debug, Default, Clone)]
+pub struct UpstreamRequest {
+    /// The `:path` to send.
+    pub path: String,
+    /// The body to send, when it differs from the client's.
+    pub body: Option<Vec<u8>>,
+    /// Headers to set (credentials are added later by the backend's credential).
+    pub headers: Vec<(String, String)>,
+    /// Whether a usage chunk was asked for on the client's behalf (to be hidden again).
+    pub usage_injected: bool,
+}
+
+/// Translates one attempt's response back to the client's API and reads its usage.
+pub trait ResponseTranslator: Send + Sync {
+    /// True when the body bytes will be rewritten (so a compressed body must be decoded).
+    fn rewrites_body(&self) -> bool;
+    /// A whole unary success body (already decoded); returns a replacement, if any.
+    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>>;
+    /// A piece of a streamed success body (decoded); returns replacement bytes when
+    /// `rewrites_body`, else None (the piece passes as it is).
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>>;
+    /// Token usage seen so far.
+    fn usage(&self) -> Usage;
+    /// The `model` the provider reported.
+    fn response_model(&self) -> Option<&str>;
+    /// Whether the first output token has been seen (for time-to-first-token).
+    fn saw_output(&self) -> bool;
+}
+
+/// A backend's wire format.
+pub trait BackendSchema: Send + Sync + fmt::Debug {
+    /// The schema name as written in `AIServiceBackend.spec.schema.name`.
+    fn name(&self) -> &'static str;
+    /// Builds the provider request for this attempt.
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError>;
+    /// A translator for the response of an attempt built by `upstream_request`.
+    fn response_translator(
+        &self,
+        request: &ClientRequest,
+        usage_injected: bool,
+    ) -> Box<dyn ResponseTranslator>;
+}
+
+type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;
+
+/// Every schema name of the `AIServiceBackend` CRD. `None` marks a schema that is
+/// recognised but not yet served: its backends answer 503 naming what is missing.
+pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
+    ("OpenAI", Some(openai::OpenAi::build)),
+    ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
+    ("AWSBedrock", None),
+    ("AWSAnthropic", None),
+    ("GCPVertexAI", None),
+    ("GCPAnthropic", None),
+    ("Anthropic", None),
+    ("Cohere", None),
+];
+
+/// The schema for `spec`, or why it cannot be built. Unknown names are reported by
+/// the config resolver, with a suggestion, before this is called.
+pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+    match REGISTRY.iter().find(|(name, _)| *name == spec.name) {
+        Some((_, Some(constructor))) => constructor(spec),
+        Some((name, None)) => Ok(Arc::new(NotYetServed(name))),
+        None => Err(format!("unknown schema `{}`", spec.name)),
+    }
+}
+
+/// A recognised schema whose translation is not implemented in this build.
+#[derive(Debug)]
+struct NotYetServed(&'static str);
+
+impl BackendSchema for NotYetServed {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn upstream_request(
+        &self,
+        _: &ClientRequest,
+        _: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        // The upstream layer fills in the backend's name.
+        Err(ApiError::BackendUnavailable {
+            backend: String::new(),
+            reason: format!(
+                "the {} schema is not supported by this build of llm-extproc yet",
+                self.0
+            ),
+        })
+    }
+    fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        Box::new(openai_response::OpenAiResponse::new(request, false))
+    }
+}
+
+/// Joins a path prefix (with or without slashes) and a suffix into an absolute path.
+pub fn join_path(prefix: &str, suffix: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        format!("/{suffix}")
+    } else {
+        format!("/{prefix}/{suffix}")
+    }
+}

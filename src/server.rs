@@ -1,0 +1,101 @@
+//! `serve`: the sidecar alone. The gRPC ext_proc and health services on a unix socket or
+//! TCP address, the admin server, and hot reload.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::admin::{self, AdminState};
+use crate::config::{self, watch, GatewayConfig, Source};
+use crate::envoy::bootstrap::SidecarAddress;
+use crate::extproc::{store::RequestStore, Limits, Service, Shared};
+use crate::metrics::Metrics;
+
+/// Default cap on requests in flight whose state the sidecar holds.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
+pub struct ServeOptions {
+    pub source: Source,
+    pub listen: SidecarAddress,
+    pub admin: Option<std::net::SocketAddr>,
+    pub limits: Limits,
+}
+
+/// Validates the configuration and builds the shared state, or reports every problem.
+pub fn prepare(source: &Source, limits: Limits) -> Result<Arc<Shared>, String> {
+    let config: GatewayConfig = config::load(source).map_err(|p| config::problem::report(&p))?;
+    Ok(Arc::new(Shared {
+        config: Arc::new(ArcSwap::from_pointee(config)),
+        store: RequestStore::new(DEFAULT_MAX_IN_FLIGHT),
+        metrics: Arc::new(Metrics::default()),
+        limits,
+    }))
+}
+
+/// Starts the gRPC and admin servers in the background, and the config watcher.
+pub async fn start(
+    options: &ServeOptions,
+    shared: Arc<Shared>,
+    on_reload: watch::OnReload,
+) -> Result<(), String> {
+    let admin_state = Arc::new(AdminState {
+        shared: shared.clone(),
+        ready: Default::default(),
+    });
+    if let Some(addr) = options.admin {
+        admin::serve(addr, admin_state.clone())
+            .await
+            .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
+    }
+    if !options.source.paths.is_empty() || options.source.secrets_dir.is_some() {
+        watch::spawn(options.source.clone(), shared.config.clone(), on_reload)
+            .map_err(|e| format!("cannot watch the configuration files: {e}"))?;
+    }
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ExternalProcessorServer<Service>>()
+        .await;
+    // Request bodies arrive as one message: allow what the body limit allows.
+    let max_message = usize::try_from(options.limits.max_body_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    let ext_proc = ExternalProcessorServer::new(Service::new(shared.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(ext_proc);
+    match &options.listen {
+        SidecarAddress::Unix(path) => {
+            // A socket left by a previous run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            tokio::spawn(async move {
+                if let Err(e) = router
+                    .serve_with_incoming(UnixListenerStream::new(listener))
+                    .await
+                {
+                    tracing::error!(error = %e, "ext_proc server stopped");
+                }
+            });
+        }
+        SidecarAddress::Tcp { host, port } => {
+            let listener = tokio::net::TcpListener::bind((host.as_str(), *port))
+                .await
+                .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::error!(error = %e, "ext_proc server stopped");
+                }
+            });
+        }
+    }
+    admin_state.ready.store(true, Ordering::Release);
+    Ok(())
+}

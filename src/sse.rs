@@ -1,0 +1,111 @@
+//! Server-sent events framing, incremental.
+//!
+//! Bytes arrive in arbitrary pieces (ext_proc chunks); events end at a blank line, which
+//! may be `\n\n`, `\r\n\r\n` or mixed. Only the unfinished tail is kept between calls, so
+//! the work per chunk is proportional to the chunk.
+
+/// Splits a byte stream into complete SSE events.
+#[derive(Debug, Default)]
+pub struct SseSplitter {
+    pending: Vec<u8>,
+}
+
+impl SseSplitter {
+    /// Feeds `chunk`; returns the raw bytes of every event completed by it (each including
+    /// its terminating blank line).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        let scan_from = self.pending.len().saturating_sub(3);
+        self.pending.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        let mut start = 0;
+        let mut i = scan_from;
+        while let Some(end) = find_event_end(&self.pending, i) {
+            events.push(self.pending[start..end].to_vec());
+            start = end;
+            i = end;
+        }
+        self.pending.drain(..start);
+        events
+    }
+
+    /// Whatever is left when the stream ends: an event without its blank line.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        if self.pending.iter().all(u8::is_ascii_whitespace) {
+            self.pending.clear();
+            None
+        } else {
+            Some(std::mem::take(&mut self.pending))
+        }
+    }
+}
+
+/// The index just after the first blank line at or after `from`.
+fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            // A line ends here; the event ends if the next line is empty.
+            let next = i + 1;
+            if next < buf.len() && buf[next] == b'\n' {
+                return Some(next + 1);
+            }
+            if next + 1 < buf.len() && buf[next] == b'\r' && buf[next + 1] == b'\n' {
+                return Some(next + 2);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The joined `data:` lines of one raw event, or None when it has none.
+pub fn event_data(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let mut data: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_string()),
+            }
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(input: &[u8], cut: usize) -> Vec<Vec<u8>> {
+        let mut s = SseSplitter::default();
+        let mut out = s.push(&input[..cut]);
+        out.extend(s.push(&input[cut..]));
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn same_events_at_every_split_point() {
+        let input = b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n: comment\ndata: x\ndata: y\n\ndata: [DONE]\n\n";
+        let whole = split_all(input, 0);
+        assert_eq!(whole.len(), 4);
+        for cut in 0..=input.len() {
+            assert_eq!(split_all(input, cut), whole, "cut at {cut}");
+        }
+        assert_eq!(event_data(&whole[2]).as_deref(), Some("x\ny"));
+        assert_eq!(event_data(&whole[1]).as_deref(), Some("{\"b\":2}"));
+    }
+
+    #[test]
+    fn unterminated_tail_is_returned_at_finish() {
+        let mut s = SseSplitter::default();
+        assert!(s.push(b"data: 1").is_empty());
+        assert_eq!(s.finish().as_deref(), Some(&b"data: 1"[..]));
+    }
+}
