@@ -81,6 +81,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
                             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ],
                         "local_reply_config": local_reply_config(),
+                        "access_log": access_log(),
                         // LLM streams pause while the model thinks; the route timeout bounds the whole.
                         "stream_idle_timeout": "300s"
                     }
@@ -102,21 +103,66 @@ pub fn render(o: &BootstrapOptions) -> Value {
     })
 }
 
-/// Envoy's own error replies (sidecar unreachable, no healthy upstream, timeouts, …) as
-/// OpenAI-style JSON.
+/// Envoy's own error replies as OpenAI-style JSON. Each mapper picks replies by their
+/// response code details (CEL): the sidecar's own replies are JSON already and carry
+/// details starting `llm_extproc`; `ext_proc_error…` means the processor itself failed.
 fn local_reply_config() -> Value {
-    json!({
-        "body_format": {
-            "json_format": {
-                "error": {
-                    "message": "%LOCAL_REPLY_BODY%",
-                    "type": "gateway_error",
-                    "code": "%RESPONSE_CODE_DETAILS%"
-                }
-            },
+    let cel = |expression: &str| {
+        json!({"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": expression
+            }
+        }})
+    };
+    let error = |message: &str, error_type: &str, code: &str| {
+        json!({
+            "json_format": {"error": {"message": message, "type": error_type, "param": null, "code": code}},
             "content_type": "application/json"
+        })
+    };
+    json!({"mappers": [
+        {
+            // The sidecar is unreachable or failed: fail closed, never pass the request on.
+            "filter": cel("response.code_details.startsWith('ext_proc_error')"),
+            "status_code": 503,
+            "body_format_override": error("the gateway's request processor is unavailable", "service_unavailable", "processor_unavailable")
+        },
+        {
+            // Every other reply Envoy makes itself (no healthy upstream, timeouts, body over
+            // the buffer limit, the unknown-model route): its text becomes the message.
+            "filter": cel("!response.code_details.startsWith('llm_extproc') && !response.code_details.startsWith('ext_proc')"),
+            "body_format_override": error("%LOCAL_REPLY_BODY%", "gateway_error", "%RESPONSE_CODE_DETAILS%")
         }
-    })
+    ]})
+}
+
+/// One line per request on stdout, with what the sidecar metered.
+fn access_log() -> Value {
+    let format = json!({
+        "start_time": "%START_TIME%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "duration_ms": "%DURATION%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "model": "%REQ(X-AI-EG-MODEL)%",
+        "backend": "%DYNAMIC_METADATA(io.envoy.ai_gateway:backend_name)%",
+        "upstream": "%UPSTREAM_HOST%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "input_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_input_token)%",
+        "output_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_output_token)%",
+        "total_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
+    });
+    json!([{
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": format}
+        }
+    }])
 }
 
 /// Writes the bootstrap to `path` as JSON.

@@ -158,6 +158,10 @@ fn wrap(
     }
 }
 
+/// Prefix of the response code details of every reply the sidecar makes; Envoy's local
+/// reply mappers use it to leave these replies alone.
+pub const DETAILS_PREFIX: &str = "llm_extproc_";
+
 /// An immediate JSON answer to the client.
 pub fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
     let mut headers = Mutations::default();
@@ -169,7 +173,7 @@ pub fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingRespons
             }),
             headers: headers.into_proto(),
             body,
-            details: details.to_string(),
+            details: format!("{DETAILS_PREFIX}{details}"),
             ..Default::default()
         })),
         ..Default::default()

@@ -8,7 +8,9 @@
 //! metadata that the `header_mutation` filter after this one turns into `content-length`.
 
 use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingResponse};
-use envoy_types::pb::google::protobuf::value::Kind;
+use std::collections::HashMap;
+
+use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 
 use super::messages::{self, attribute, header, immediate_error, Reply};
 use super::store::{Attempt, REQUEST_KEY_HEADER};
@@ -22,7 +24,13 @@ pub const BACKEND_ATTRIBUTE: &str = "xds.upstream_host_metadata.filter_metadata[
 pub const CLUSTER_BACKEND_ATTRIBUTE: &str =
     "xds.cluster_metadata.filter_metadata['aigateway.envoy.io']['per_route_rule_backend_name']";
 
-pub fn request_headers(shared: &Shared, h: &HttpHeaders) -> ProcessingResponse {
+/// Answers an attempt's request headers. `attributes` are the `request_attributes` Envoy
+/// sent (on the `ProcessingRequest`, not the deprecated field on the headers).
+pub fn request_headers(
+    shared: &Shared,
+    h: &HttpHeaders,
+    attributes: &HashMap<String, Struct>,
+) -> ProcessingResponse {
     let map = h.headers.as_ref();
     let key = header(map, REQUEST_KEY_HEADER).and_then(|k| k.parse::<u64>().ok());
     let Some(state) = key.and_then(|k| shared.store.get(k)) else {
@@ -31,8 +39,8 @@ pub fn request_headers(shared: &Shared, h: &HttpHeaders) -> ProcessingResponse {
             "no gateway state for this upstream attempt".into(),
         ));
     };
-    let ref_key = attribute(&h.attributes, BACKEND_ATTRIBUTE)
-        .or_else(|| attribute(&h.attributes, CLUSTER_BACKEND_ATTRIBUTE));
+    let ref_key = attribute(attributes, BACKEND_ATTRIBUTE)
+        .or_else(|| attribute(attributes, CLUSTER_BACKEND_ATTRIBUTE));
     // The request's own configuration first; a reference added by a reload since the
     // request started is only in the current one.
     let target = ref_key.and_then(|k| {
@@ -44,7 +52,7 @@ pub fn request_headers(shared: &Shared, h: &HttpHeaders) -> ProcessingResponse {
             .or_else(|| shared.config.load().backend_refs.get(k).cloned())
     });
     let Some(target) = target else {
-        tracing::error!(request_id = %state.request_id, ref_key, "endpoint metadata names no configured backend");
+        tracing::error!(request_id = %state.request_id, ref_key = ref_key.unwrap_or("<none>"), "endpoint metadata names no configured backend");
         return immediate_error(&ApiError::Internal(
             "the chosen endpoint names no configured backend".into(),
         ));
