@@ -35,27 +35,23 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 /// Checks the key and parses the body, as a provider would.
-fn admit(headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+fn admit(headers: &HeaderMap, body: &[u8]) -> Result<Value, Box<Response>> {
     let expected = format!("Bearer {DEMO_KEY}");
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return Err(json_response(
-            StatusCode::UNAUTHORIZED,
-            error_body(
-                "Incorrect API key provided.",
-                "invalid_request_error",
-                "invalid_api_key",
-            ),
-        ));
+        let body = error_body(
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            "invalid_api_key",
+        );
+        return Err(Box::new(json_response(StatusCode::UNAUTHORIZED, body)));
     }
     serde_json::from_slice(body).map_err(|e| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            error_body(
-                &format!("bad JSON: {e}"),
-                "invalid_request_error",
-                "invalid_json",
-            ),
-        )
+        let body = error_body(
+            &format!("bad JSON: {e}"),
+            "invalid_request_error",
+            "invalid_json",
+        );
+        Box::new(json_response(StatusCode::BAD_REQUEST, body))
     })
 }
 
@@ -82,7 +78,7 @@ fn usage(prompt: u64, completion: u64) -> Value {
 async fn chat(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let req = match admit(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let messages = req
         .get("messages")
@@ -155,7 +151,7 @@ async fn chat(headers: HeaderMap, body: axum::body::Bytes) -> Response {
 async fn completions(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let req = match admit(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let prompt = text_of(req.get("prompt").unwrap_or(&Value::Null));
     let reply = format!("echo: {prompt}");
@@ -171,7 +167,7 @@ async fn completions(headers: HeaderMap, body: axum::body::Bytes) -> Response {
 async fn embeddings(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let req = match admit(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::Array(items)) => items.iter().map(text_of).collect(),
