@@ -80,7 +80,12 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
         crate::config::default::set_demo_port(demo.port());
     }
     let shared = server::prepare(&options.serve.source, options.serve.limits)?;
-    xds_files::write(&shared.config.load(), &run_dir)
+    // Envoy watches this directory: keep nothing else in it (a log file there would wake
+    // Envoy's watcher on every line).
+    let xds_dir = run_dir.join("xds");
+    std::fs::create_dir_all(&xds_dir)
+        .map_err(|e| format!("cannot create {}: {e}", xds_dir.display()))?;
+    xds_files::write(&shared.config.load(), &xds_dir)
         .map_err(|e| format!("cannot write Envoy resources: {e}"))?;
     let bootstrap_path = run_dir.join("envoy.json");
     bootstrap::write(
@@ -89,14 +94,13 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
             port: options.port,
             envoy_admin_port: options.envoy_admin_port,
             sidecar: options.serve.listen.clone(),
-            xds_dir: run_dir.clone(),
+            xds_dir: xds_dir.clone(),
             max_body_bytes: options.serve.limits.max_body_bytes,
         },
         &bootstrap_path,
     )
     .map_err(|e| format!("cannot write the Envoy bootstrap: {e}"))?;
 
-    let xds_dir = run_dir.clone();
     let on_reload = Box::new(move |config: &Arc<crate::config::GatewayConfig>| {
         if let Err(e) = xds_files::write(config, &xds_dir) {
             tracing::error!(error = %e, "cannot give Envoy the reloaded routes and clusters");

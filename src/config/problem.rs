@@ -122,7 +122,9 @@ pub fn from_serde(file: &Path, resource: &str, prefix: &str, path: &str, error: 
 fn join_path(prefix: &str, path: &str, field: &str) -> String {
     let mut at = String::from(prefix);
     at.push_str(path);
-    if !field.is_empty() {
+    // serde_path_to_error's path already ends with an unknown field's name.
+    let ends_with_field = path.rsplit('.').next() == Some(field);
+    if !field.is_empty() && !ends_with_field {
         if !path.is_empty() {
             at.push('.');
         }
@@ -150,7 +152,7 @@ mod tests {
             Path::new("a.yaml"),
             "AIGatewayRoute default/r",
             "spec.",
-            "rules[0]",
+            "rules[0].backendRef",
             "unknown field `backendRef`, expected one of `name`, `matches`, `backendRefs`",
         );
         assert_eq!(p.field, "spec.rules[0].backendRef");

@@ -24,8 +24,11 @@ impl BodyDecoder {
     /// Feeds compressed bytes; returns what they decode to.
     pub fn push(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
         match self {
+            // flate2 keeps what a write decoded in its own buffer until the next write or
+            // a flush: flush every time, or a stream would lag one chunk behind.
             BodyDecoder::Gzip(d) => {
                 d.write_all(chunk)?;
+                d.flush()?;
                 if end {
                     d.try_finish()?;
                 }
@@ -33,6 +36,7 @@ impl BodyDecoder {
             }
             BodyDecoder::Deflate(d) => {
                 d.write_all(chunk)?;
+                d.flush()?;
                 if end {
                     d.try_finish()?;
                 }
@@ -59,6 +63,16 @@ mod tests {
             out.extend(d.push(&gz[cut..], true).unwrap());
             assert_eq!(out, plain);
         }
+    }
+
+    #[test]
+    fn a_sync_flushed_chunk_decodes_at_once() {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(b"data: first\n\n").unwrap();
+        e.flush().unwrap(); // Z_SYNC_FLUSH, as a streaming server sends it
+        let first = e.get_ref().clone();
+        let mut d = BodyDecoder::for_encoding(Some("gzip")).unwrap();
+        assert_eq!(d.push(&first, false).unwrap(), b"data: first\n\n");
     }
 
     #[test]

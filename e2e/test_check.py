@@ -1,0 +1,65 @@
+"""`llm-extproc check` explains what is wrong, and `run` refuses the same configuration."""
+
+import subprocess
+
+import pytest
+
+from harness import BIN, Gateway, backend_yaml, route_yaml, write_config
+
+
+def check(path):
+    return subprocess.run([str(BIN), "check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+
+
+def test_valid_guide_example_passes():
+    from harness import ROOT
+    r = check(ROOT / "examples" / "openai.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "valid" in r.stdout
+
+
+def test_secret_keyed_key_instead_of_apikey(tmp_path):
+    path = write_config(tmp_path,
+                        backend_yaml("openai", "OpenAI", 9, policy="APIKey", secret_key="key"),
+                        route_yaml("r", [("m", [("openai", 0, None)])]))
+    r = check(path)
+    assert r.returncode == 1
+    # Names the Secret, the key it needs, the key it has, and the policy that needs it.
+    assert "Secret `default/openai-key`" in r.stderr
+    assert "no `apiKey` key" in r.stderr and "only `key`" in r.stderr
+    assert "openai-policy" in r.stderr
+    assert "spec.apiKey.secretRef" in r.stderr
+    # `run` refuses it with the same message, before starting anything.
+    gw = Gateway([path])
+    with pytest.raises(RuntimeError) as e:
+        gw.start(timeout=20)
+    assert "no `apiKey` key" in str(e.value)
+
+
+def test_dangling_reference(tmp_path):
+    path = write_config(tmp_path,
+                        backend_yaml("openai", "OpenAI", 9, policy="APIKey"),
+                        route_yaml("r", [("m", [("opneai", 0, None)])]))
+    r = check(path)
+    assert r.returncode == 1
+    assert "spec.rules[0].backendRefs[0].name" in r.stderr
+    assert "AIServiceBackend `default/opneai` does not exist" in r.stderr
+    assert "did you mean `openai`?" in r.stderr
+
+
+def test_unknown_schema_and_auth_type(tmp_path):
+    docs = backend_yaml("openai", "OpenAl", 9, policy="APIKey").replace("type: APIKey", "type: ApiKeys")
+    path = write_config(tmp_path, docs, route_yaml("r", [("m", [("openai", 0, None)])]))
+    r = check(path)
+    assert r.returncode == 1
+    assert "unknown schema `OpenAl`" in r.stderr and "did you mean `OpenAI`?" in r.stderr
+    assert "unknown type `ApiKeys`" in r.stderr and "did you mean `APIKey`?" in r.stderr
+
+
+def test_misspelt_field_gets_did_you_mean(tmp_path):
+    route = route_yaml("r", [("m", [("openai", 0, None)])]).replace("backendRefs:", "backendRef:")
+    path = write_config(tmp_path, backend_yaml("openai", "OpenAI", 9, policy="APIKey"), route)
+    r = check(path)
+    assert r.returncode == 1
+    assert "spec.rules[0].backendRef: unknown field `backendRef`" in r.stderr
+    assert "did you mean `backendRefs`?" in r.stderr
