@@ -32,6 +32,8 @@ pub fn ext_proc_filter(upstream: bool) -> Value {
             "response_header_mode": "SKIP", "response_body_mode": "NONE", "response_trailer_mode": "SKIP"
         });
         config["request_attributes"] = json!([BACKEND_ATTRIBUTE, CLUSTER_BACKEND_ATTRIBUTE]);
+        config["metadata_options"]["forwarding_namespaces"] =
+            json!({"untyped": ["io.envoy.ai_gateway"]});
     } else {
         // Unary responses stay buffered; the sidecar switches streams to STREAMED.
         config["processing_mode"] = json!({

@@ -217,3 +217,21 @@ pub fn attribute<'a>(
             _ => None,
         })
 }
+
+/// A string value under [`METADATA_NAMESPACE`] in forwarded dynamic metadata.
+pub fn metadata_string<'a>(
+    metadata: &'a envoy_types::pb::envoy::config::core::v3::Metadata,
+    key: &str,
+) -> Option<&'a str> {
+    match metadata
+        .filter_metadata
+        .get(METADATA_NAMESPACE)?
+        .fields
+        .get(key)?
+        .kind
+        .as_ref()?
+    {
+        Kind::StringValue(v) => Some(v.as_str()),
+        _ => None,
+    }
+}

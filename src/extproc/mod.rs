@@ -71,9 +71,12 @@ impl ExternalProcessor for Service {
             Box::pin(inbound.map(move |m| {
                 let m = m?;
                 match m.request {
-                    Some(Msg::RequestHeaders(h)) => {
-                        Ok(upstream::request_headers(&shared, &h, &m.attributes))
-                    }
+                    Some(Msg::RequestHeaders(h)) => Ok(upstream::request_headers(
+                        &shared,
+                        &h,
+                        &m.attributes,
+                        m.metadata_context.as_ref(),
+                    )),
                     _ => Err(Status::invalid_argument(
                         "the upstream placement only processes request headers",
                     )),

@@ -1,8 +1,9 @@
 //! The router-level stream: one per client request, before a backend is chosen.
 //!
 //! Request: pick the API by path, parse the body once, answer what the gateway answers
-//! itself (`/v1/models`, bad input, unknown models), else write `x-ai-eg-model` and the
-//! internal request key and clear the route cache so Envoy routes on the model.
+//! itself (`/v1/models`, bad input, unknown models), else write `x-ai-eg-model` (and the
+//! request-state key, as dynamic metadata) and clear the route cache so Envoy routes on
+//! the model.
 //! Response: translate back through the schema of the backend that served the last
 //! attempt, read usage (unary: buffered; streams: chunk by chunk), and emit metrics and
 //! token-cost metadata.
@@ -16,7 +17,7 @@ use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::decode::BodyDecoder;
 use super::messages::{self, header, immediate, immediate_error, Reply};
-use super::store::{RequestState, StoreGuard, REQUEST_KEY_HEADER};
+use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::config::{CostKind, MODEL_HEADER};
@@ -134,11 +135,14 @@ impl RouterStream {
             clear_route_cache: true,
             ..Default::default()
         };
-        reply
-            .headers
-            .set(MODEL_HEADER, model.clone())
-            .set(REQUEST_KEY_HEADER, guard.key().to_string());
-        let mut meta = vec![("model_name".to_string(), Kind::StringValue(model))];
+        reply.headers.set(MODEL_HEADER, model.clone());
+        let mut meta = vec![
+            ("model_name".to_string(), Kind::StringValue(model)),
+            (
+                REQUEST_KEY_METADATA.to_string(),
+                Kind::StringValue(guard.key().to_string()),
+            ),
+        ];
         if let Some(route) = route_name {
             meta.push(("route_name".to_string(), Kind::StringValue(route)));
         }

@@ -1,6 +1,7 @@
 //! Per-request state shared by the router-level and upstream-level streams.
 //!
-//! The router-level stream creates the entry and holds a [`StoreGuard`]; the entry is
+//! The router-level stream creates the entry (and hands its key to the upstream level
+//! in dynamic metadata) and holds a [`StoreGuard`]; the entry is
 //! removed when the guard drops, which happens however that stream ends (success, client
 //! abort, upstream reset, timeout, sidecar error). The store is bounded.
 
@@ -10,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use crate::api::ClientRequest;
 use crate::config::{BackendRefTarget, GatewayConfig};
 
-/// The internal header that carries the store key from the router level to the upstream level.
-pub const REQUEST_KEY_HEADER: &str = "x-llm-extproc-request";
+/// The dynamic metadata key (under `io.envoy.ai_gateway`) that carries the store key from
+/// the router level to the upstream level.
+pub const REQUEST_KEY_METADATA: &str = "llm_extproc_request";
 
 /// What both placements know about one client request.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct Attempt {
     pub target: BackendRefTarget,
     pub usage_injected: bool,
     pub number: u32,
+    /// Headers this attempt set, to be removed again if a retry goes elsewhere.
+    pub set_headers: Vec<String>,
 }
 
 #[derive(Debug)]

@@ -10,10 +10,11 @@
 use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingResponse};
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 
-use super::messages::{self, attribute, header, immediate_error, Reply};
-use super::store::{Attempt, REQUEST_KEY_HEADER};
+use super::messages::{self, attribute, header, immediate_error, metadata_string, Reply};
+use super::store::{Attempt, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::ApiError;
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
@@ -25,14 +26,21 @@ pub const CLUSTER_BACKEND_ATTRIBUTE: &str =
     "xds.cluster_metadata.filter_metadata['aigateway.envoy.io']['per_route_rule_backend_name']";
 
 /// Answers an attempt's request headers. `attributes` are the `request_attributes` Envoy
-/// sent (on the `ProcessingRequest`, not the deprecated field on the headers).
+/// sent (on the `ProcessingRequest`, not the deprecated field on the headers), and
+/// `metadata` the forwarded `io.envoy.ai_gateway` dynamic metadata, which carries the key
+/// of the request's state. (A header cannot carry it: what an upstream filter does to
+/// the request headers is still there on the next attempt, so a removed header would be
+/// gone on the retry. Verified on Envoy 1.40.)
 pub fn request_headers(
     shared: &Shared,
     h: &HttpHeaders,
     attributes: &HashMap<String, Struct>,
+    metadata: Option<&Metadata>,
 ) -> ProcessingResponse {
     let map = h.headers.as_ref();
-    let key = header(map, REQUEST_KEY_HEADER).and_then(|k| k.parse::<u64>().ok());
+    let key = metadata
+        .and_then(|m| metadata_string(m, REQUEST_KEY_METADATA))
+        .and_then(|k| k.parse::<u64>().ok());
     let Some(state) = key.and_then(|k| shared.store.get(k)) else {
         // Without the router-level state the request was never validated: refuse it.
         return immediate_error(&ApiError::Internal(
@@ -92,14 +100,28 @@ pub fn request_headers(
         });
     }
 
+    let mut attempt = match state.attempt.lock() {
+        Ok(a) => a,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let previous = attempt.take();
+    let number = previous.as_ref().map_or(1, |a| a.number + 1);
+    if number > 1 {
+        tracing::info!(request_id = %state.request_id, backend = %backend.name, attempt = number, "retrying");
+    }
+
     let mut reply = Reply::default();
     reply.headers.set(":path", upstream.path.clone());
-    let mut removed: Vec<&str> = CLIENT_CREDENTIAL_HEADERS.to_vec();
-    removed.push(REQUEST_KEY_HEADER);
-    for name in removed
+    // Client credentials, headers the configuration removes, and headers an earlier
+    // attempt set for another backend: all go unless this attempt sets them.
+    let earlier = previous
+        .iter()
+        .flat_map(|a| a.set_headers.iter().map(String::as_str));
+    for name in CLIENT_CREDENTIAL_HEADERS
         .iter()
         .copied()
         .chain(target.header_mutation.remove.iter().map(String::as_str))
+        .chain(earlier)
     {
         if !upstream.headers.iter().any(|(n, _)| n == name) {
             reply.headers.remove(name);
@@ -107,6 +129,11 @@ pub fn request_headers(
     }
     for (name, value) in &upstream.headers {
         reply.headers.set(name, value.clone());
+    }
+    // A retry may see the body an earlier attempt put in place: send this attempt's body
+    // explicitly then, even when it is the client's.
+    if upstream.body.is_none() && number > 1 {
+        upstream.body = Some(state.request.body.to_vec());
     }
     if let Some(body) = upstream.body.take() {
         reply.metadata = messages::metadata([(
@@ -117,16 +144,11 @@ pub fn request_headers(
         reply.body = Some(body);
         reply.replace_in_header_phase = true;
     }
-    if let Ok(mut attempt) = state.attempt.lock() {
-        let number = attempt.as_ref().map_or(1, |a| a.number + 1);
-        if number > 1 {
-            tracing::info!(request_id = %state.request_id, backend = %backend.name, attempt = number, "retrying on another backend");
-        }
-        *attempt = Some(Attempt {
-            target,
-            usage_injected: upstream.usage_injected,
-            number,
-        });
-    }
+    *attempt = Some(Attempt {
+        target,
+        usage_injected: upstream.usage_injected,
+        number,
+        set_headers: upstream.headers.into_iter().map(|(name, _)| name).collect(),
+    });
     reply.request_headers()
 }
