@@ -1,0 +1,77 @@
+"""Hot reload: a changed file is picked up without a restart; a broken one is refused."""
+
+import time
+
+import httpx
+
+from harness import backend_yaml, route_yaml, write_config
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_secret_change_and_new_model_are_picked_up(gateway_factory, openai_fake, tmp_path):
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]),
+    )
+    pid = gw.proc.pid
+    assert gw.chat("gpt-4o-mini").status_code == 200
+
+    # Rotate the key: the provider now wants the new one, and the next request uses it.
+    openai_fake.key = "sk-rotated"
+    write_config(tmp_path,
+                 backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-rotated"),
+                 route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)]), ("gpt-4.1", [("openai", 0, None)])]))
+    assert wait_for(lambda: gw.chat("gpt-4o-mini").status_code == 200), gw.read_log()[-3000:]
+    assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-rotated"
+
+    # The new model routes (Envoy got the new route without a restart).
+    assert wait_for(lambda: gw.chat("gpt-4.1").status_code == 200), gw.read_log()[-3000:]
+    assert openai_fake.last()["body"]["model"] == "gpt-4.1"
+    assert "gpt-4.1" in {m["id"] for m in httpx.get(gw.url + "/v1/models").json()["data"]}
+    assert gw.proc.pid == pid and gw.proc.poll() is None
+
+
+def test_broken_change_keeps_the_old_config(gateway_factory, openai_fake, tmp_path):
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]),
+    )
+    write_config(tmp_path,
+                 backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-x", secret_key="key"),
+                 route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]))
+    assert wait_for(lambda: "configuration change rejected" in gw.read_log()), gw.read_log()[-3000:]
+    assert "no `apiKey` key" in gw.read_log()
+    r = gw.chat("gpt-4o-mini")
+    assert r.status_code == 200
+    assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-openai-secret"
+
+
+def test_in_flight_request_finishes_on_the_old_config(gateway_factory, openai_fake, tmp_path):
+    import threading
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]),
+    )
+    openai_fake.stream_gate = threading.Event()
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=20) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        # Reload mid-stream: the model disappears from the configuration.
+        write_config(tmp_path,
+                     backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+                     route_yaml("route", [("other", [("openai", 0, None)])]))
+        assert wait_for(lambda: "gpt-4o-mini" not in httpx.get(gw.url + "/v1/models").text)
+        openai_fake.stream_gate.set()
+        rest = [line for line in lines if line]
+    assert rest[-1] == "data: [DONE]"
+    assert gw.chat("gpt-4o-mini").status_code == 404
+    assert gw.metric("gen_ai_client_token_usage_count", gen_ai_request_model="gpt-4o-mini", gen_ai_token_type="output") == 1
