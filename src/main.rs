@@ -141,6 +141,9 @@ struct RunArgs {
     /// Envoy's log level.
     #[arg(long, default_value = "warning")]
     envoy_log_level: String,
+    /// Envoy worker threads (default: one per core).
+    #[arg(long)]
+    envoy_concurrency: Option<u32>,
     /// Directory for the socket, bootstrap and route files (default: a new temp directory).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -257,6 +260,7 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
         port: args.port,
         envoy_admin_port: args.envoy_admin_port,
         envoy_log_level: args.envoy_log_level,
+        envoy_concurrency: args.envoy_concurrency,
         run_dir: args.run_dir,
     })
     .await

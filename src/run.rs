@@ -20,6 +20,7 @@ pub struct RunOptions {
     pub port: u16,
     pub envoy_admin_port: u16,
     pub envoy_log_level: String,
+    pub envoy_concurrency: Option<u32>,
     pub run_dir: Option<PathBuf>,
 }
 
@@ -108,7 +109,11 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
     });
     server::start(&options.serve, shared, on_reload).await?;
 
-    let mut envoy = Command::new(&envoy_bin)
+    let mut envoy = Command::new(&envoy_bin);
+    if let Some(n) = options.envoy_concurrency {
+        envoy.args(["--concurrency", &n.to_string()]);
+    }
+    let mut envoy = envoy
         .arg("-c")
         .arg(&bootstrap_path)
         .args([
