@@ -30,7 +30,6 @@ pub struct RouterStream {
     started: Instant,
     request_id: String,
     api: Option<ApiKind>,
-    anthropic_version: Option<String>,
     state: Option<Arc<RequestState>>,
     /// Frees the shared state when this stream ends, however it ends.
     _guard: Option<StoreGuard>,
@@ -58,28 +57,23 @@ impl RouterStream {
             started: Instant::now(),
             request_id: String::new(),
             api: None,
-            anthropic_version: None,
             state: None,
             _guard: None,
             response: None,
         }
     }
 
+    /// Request headers. They must be sent (not skipped) even though the body carries what
+    /// matters: with headers skipped, Envoy hands them to the router, which picks the route
+    /// before the body has set `x-ai-eg-model` (seen on Envoy 1.40).
     pub fn request_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
         let map = h.headers.as_ref();
         self.request_id = header(map, "x-request-id").unwrap_or("").to_string();
-        self.anthropic_version = header(map, "anthropic-version").map(str::to_string);
         let method = header(map, ":method").unwrap_or("");
         let path = header(map, ":path").unwrap_or("");
-        let api = match api::route(method, path) {
-            Ok(api) => api,
-            Err(e) => return self.reject(e),
-        };
-        if api == ApiKind::Models {
-            let config = self.shared.config.load();
-            return immediate(200, api::models::list_body(&config), "models");
+        if let Some(answer) = self.start(method, path) {
+            return answer;
         }
-        self.api = Some(api);
         let limit = self.shared.limits.max_body_bytes;
         if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
             if size > limit {
@@ -94,6 +88,22 @@ impl RouterStream {
         Reply::default().request_headers()
     }
 
+    /// Picks the API; answers what the gateway answers itself.
+    fn start(&mut self, method: &str, path: &str) -> Option<ProcessingResponse> {
+        match api::route(method, path) {
+            Ok(ApiKind::Models) => {
+                let config = self.shared.config.load();
+                Some(immediate(200, api::models::list_body(&config), "models"))
+            }
+            Ok(api) => {
+                self.api = Some(api);
+                None
+            }
+            Err(e) => Some(self.reject(e)),
+        }
+    }
+
+    /// The whole (buffered) request body.
     pub fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         let Some(api) = self.api else {
             return self.reject(ApiError::Internal("request body before headers".into()));
@@ -125,7 +135,6 @@ impl RouterStream {
             request,
             config,
             request_id: self.request_id.clone(),
-            anthropic_version: self.anthropic_version.take(),
             attempt: Default::default(),
         });
         let Some(guard) = self.shared.store.insert(state.clone()) else {

@@ -23,8 +23,6 @@ pub struct RequestState {
     pub config: Arc<GatewayConfig>,
     /// Envoy's `x-request-id`, for logs.
     pub request_id: String,
-    /// The client's `anthropic-version`, if any (credentials add a default otherwise).
-    pub anthropic_version: Option<String>,
     /// The latest upstream attempt, written by the upstream level.
     pub attempt: Mutex<Option<Attempt>>,
 }
@@ -127,7 +125,6 @@ mod tests {
             .unwrap(),
             config: Arc::new(GatewayConfig::default()),
             request_id: String::new(),
-            anthropic_version: None,
             attempt: Mutex::new(None),
         })
     }

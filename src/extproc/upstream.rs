@@ -89,9 +89,22 @@ pub fn request_headers(
     for (name, value) in &target.header_mutation.set {
         upstream.headers.push((name.clone(), value.clone()));
     }
-    let client_header = |name: &str| match name {
-        "anthropic-version" => state.anthropic_version.clone(),
-        _ => header(map, name).map(str::to_string),
+    // What the client sent, not what an earlier attempt set (those mutations persist).
+    let set_before: Vec<String> = state
+        .attempt
+        .lock()
+        .map(|a| {
+            a.as_ref()
+                .map(|a| a.set_headers.clone())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let client_header = |name: &str| {
+        if set_before.iter().any(|n| n == name) {
+            None
+        } else {
+            header(map, name).map(str::to_string)
+        }
     };
     if let Err(e) = backend.credential.apply(&mut upstream, &client_header) {
         return fail(ApiError::BackendUnavailable {
