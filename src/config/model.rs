@@ -52,6 +52,15 @@ pub struct Rule {
     pub backend_request_timeout: Option<Duration>,
 }
 
+impl Rule {
+    /// A rule with one backend reference and only exact header matches: the sidecar can
+    /// tell which backend serves a request from the router level, so the rule's cluster
+    /// needs no upstream-level filter.
+    pub fn is_simple(&self) -> bool {
+        self.backend_refs.len() == 1 && !self.matches.iter().flatten().any(|c| c.regex)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HeaderCondition {
     pub name: String,
@@ -155,8 +164,81 @@ impl GatewayConfig {
         })
     }
 
+    /// The rule Envoy will pick for a request, when the sidecar can be sure of it: rules in
+    /// route order, the first whose conditions all hold. `header` looks up a request header;
+    /// `model` is the routing header's value. None when a regular expression stands in the
+    /// way (only Envoy evaluates those) or nothing matches.
+    pub fn rule_for(&self, model: &str, header: &dyn Fn(&str) -> Option<String>) -> Option<&Rule> {
+        for rule in self.routes.iter().flat_map(|r| &r.rules) {
+            for conditions in &rule.matches {
+                let mut undecidable = false;
+                let holds = conditions.iter().all(|c| {
+                    if c.regex {
+                        undecidable = true;
+                        return true;
+                    }
+                    let value = if c.name == MODEL_HEADER {
+                        Some(model.to_string())
+                    } else {
+                        header(&c.name)
+                    };
+                    value.as_deref() == Some(c.value.as_str())
+                });
+                if holds {
+                    return (!undecidable).then_some(rule);
+                }
+            }
+        }
+        None
+    }
+
     /// Whether a request for `model` can be routed, as far as the sidecar can tell.
     pub fn knows_model(&self, model: &str) -> bool {
         self.has_model_regex || self.models.contains_key(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::resolve;
+
+    fn config(yaml: &str) -> GatewayConfig {
+        let mut res = crate::config::load::Resources::default();
+        let mut problems = Vec::new();
+        crate::config::load::parse_text(
+            yaml,
+            std::path::Path::new("t.yaml"),
+            &mut res,
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        resolve::resolve(&res, None).expect("resolves")
+    }
+
+    const BACKEND: &str = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b}\nspec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}\n---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIServiceBackend\nmetadata: {name: b}\nspec: {schema: {name: OpenAI}, backendRef: {name: b}}\n---\n";
+
+    #[test]
+    fn rule_for_follows_route_order_and_header_conditions() {
+        let c = config(&format!(
+            "{BACKEND}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\nspec:\n  rules:\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}, {{name: x-tier, value: gold}}]}}]\n    backendRefs: [{{name: b}}, {{name: b, priority: 1}}]\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]\n    backendRefs: [{{name: b}}]\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: r.*, type: RegularExpression}}]}}]\n    backendRefs: [{{name: b}}]\n"
+        ));
+        let gold = |n: &str| (n == "x-tier").then(|| "gold".to_string());
+        let none = |_: &str| None;
+        assert_eq!(
+            c.rule_for("m", &gold).map(|r| r.cluster.as_str()),
+            Some("default/r/rule/0")
+        );
+        assert!(!c.rule_for("m", &gold).unwrap().is_simple());
+        assert_eq!(
+            c.rule_for("m", &none).map(|r| r.cluster.as_str()),
+            Some("default/r/rule/1")
+        );
+        assert!(c.rule_for("m", &none).unwrap().is_simple());
+        // Only Envoy evaluates regular expressions.
+        assert!(c.rule_for("regex-model", &none).is_none());
     }
 }

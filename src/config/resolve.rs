@@ -632,6 +632,10 @@ fn resolve_route(
             }
             matches.push(conds);
         }
+        if matches.is_empty() {
+            // A rule without matches takes every request that reaches it.
+            matches.push(Vec::new());
+        }
         if rule.backend_refs.is_empty() {
             problems.push(Problem::new(
                 &doc.file,

@@ -196,27 +196,32 @@ fn cluster(rule: &Rule) -> Value {
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": [
-                    ext_proc_filter(true),
-                    {
-                        // The ext_proc body replacement drops content-length; restore it
-                        // from the length the sidecar put in dynamic metadata.
-                        "name": "envoy.filters.http.header_mutation",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                            "mutations": {"request_mutations": [{"append": {
-                                "header": {"key": "content-length", "value": "%DYNAMIC_METADATA(io.envoy.ai_gateway:content_length)%"},
-                                "append_action": "ADD_IF_ABSENT"
-                            }}]}
-                        }
-                    },
-                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
-                ]
+                "explicit_http_config": {"http_protocol_options": {}}
             }
         }
     });
+    if !rule.is_simple() {
+        // Which backend an attempt goes to is only known per attempt: the upstream-level
+        // filter builds each attempt's request.
+        cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] = json!([
+            ext_proc_filter(true),
+            {
+                // The ext_proc body replacement drops content-length; restore it
+                // from the length the sidecar put in dynamic metadata.
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"request_mutations": [{"append": {
+                        "header": {"key": "content-length", "value": "%DYNAMIC_METADATA(io.envoy.ai_gateway:content_length)%"},
+                        "append_action": "ADD_IF_ABSENT"
+                    }}]}
+                }
+            },
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+        ]);
+    }
     if !tls_matches.is_empty() {
         cluster["transport_socket_matches"] = json!(tls_matches);
     }

@@ -1,6 +1,7 @@
 //! The ext_proc gRPC service. One service serves both placements on one socket; the
 //! upstream-level filter marks its streams with gRPC initial metadata.
 
+pub mod attempt;
 pub mod decode;
 pub mod messages;
 pub mod router;

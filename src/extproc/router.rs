@@ -12,14 +12,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, ProcessingResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 
+use super::attempt;
 use super::decode::BodyDecoder;
 use super::messages::{self, header, immediate, immediate_error, Reply};
 use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
+use crate::auth::CLIENT_CREDENTIAL_HEADERS;
 use crate::config::{CostKind, MODEL_HEADER};
 use crate::metrics::{provider_name, Completed};
 use crate::schema::ResponseTranslator;
@@ -29,6 +32,8 @@ pub struct RouterStream {
     shared: Arc<Shared>,
     started: Instant,
     request_id: String,
+    /// The client's request headers (moved out of the headers message, not copied).
+    request_headers: Option<HeaderMap>,
     api: Option<ApiKind>,
     state: Option<Arc<RequestState>>,
     /// Frees the shared state when this stream ends, however it ends.
@@ -56,6 +61,7 @@ impl RouterStream {
             shared,
             started: Instant::now(),
             request_id: String::new(),
+            request_headers: None,
             api: None,
             state: None,
             _guard: None,
@@ -67,13 +73,16 @@ impl RouterStream {
     /// matters: with headers skipped, Envoy hands them to the router, which picks the route
     /// before the body has set `x-ai-eg-model` (seen on Envoy 1.40).
     pub fn request_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
-        let map = h.headers.as_ref();
+        self.request_headers = h.headers;
+        let map = self.request_headers.as_ref();
         self.request_id = header(map, "x-request-id").unwrap_or("").to_string();
         let method = header(map, ":method").unwrap_or("");
         let path = header(map, ":path").unwrap_or("");
-        if let Some(answer) = self.start(method, path) {
+        let (method, path) = (method.to_string(), path.to_string());
+        if let Some(answer) = self.start(&method, &path) {
             return answer;
         }
+        let map = self.request_headers.as_ref();
         let limit = self.shared.limits.max_body_bytes;
         if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
             if size > limit {
@@ -140,10 +149,46 @@ impl RouterStream {
         let Some(guard) = self.shared.store.insert(state.clone()) else {
             return self.reject(ApiError::Overloaded(self.shared.store.capacity()));
         };
-        let mut reply = Reply {
-            clear_route_cache: true,
-            ..Default::default()
+        let headers = self.request_headers.as_ref();
+        let rule = state
+            .config
+            .rule_for(&model, &|name| header(headers, name).map(str::to_string))
+            .filter(|rule| rule.is_simple());
+        let target = rule.and_then(|r| {
+            state
+                .config
+                .backend_refs
+                .get(&r.backend_refs[0].ref_key)
+                .cloned()
+        });
+        let mut reply = match target {
+            // One backend serves this rule: build its request now; its cluster has no
+            // upstream-level filter.
+            Some(target) => match attempt::prepare(&state, target, headers) {
+                Ok(prepared) => {
+                    let mut reply = Reply {
+                        headers: prepared.headers,
+                        ..Default::default()
+                    };
+                    if let Some(body) = prepared.body {
+                        reply.headers.set("content-length", body.len().to_string());
+                        reply.body = Some(body);
+                    }
+                    reply
+                }
+                Err(e) => return self.reject(e),
+            },
+            None => {
+                // The upstream level builds each attempt; client credentials go now
+                // already, so none can slip through whatever happens later.
+                let mut reply = Reply::default();
+                for name in CLIENT_CREDENTIAL_HEADERS {
+                    reply.headers.remove(name);
+                }
+                reply
+            }
         };
+        reply.clear_route_cache = true;
         reply.headers.set(MODEL_HEADER, model.clone());
         let mut meta = vec![
             ("model_name".to_string(), Kind::StringValue(model)),

@@ -1,0 +1,106 @@
+//! Building the provider request of one attempt: path, credential and body for the
+//! backend reference Envoy chose. Both placements use it: the upstream level once per
+//! attempt, and the router level for a rule with a single backend, whose cluster then
+//! needs no upstream filter (one gRPC stream fewer per request).
+
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+
+use super::messages::{header, Mutations};
+use super::store::{Attempt, RequestState};
+use crate::api::ApiError;
+use crate::auth::CLIENT_CREDENTIAL_HEADERS;
+use crate::config::BackendRefTarget;
+
+/// The edits that turn the client's request into this attempt's provider request.
+pub struct Prepared {
+    pub headers: Mutations,
+    /// The body to send, when it differs from the one Envoy holds.
+    pub body: Option<Vec<u8>>,
+}
+
+/// Prepares the attempt for `target` and records it in the request state. `headers` are
+/// the request headers as Envoy holds them now.
+pub fn prepare(
+    state: &RequestState,
+    target: BackendRefTarget,
+    headers: Option<&HeaderMap>,
+) -> Result<Prepared, ApiError> {
+    let backend = target.backend.clone();
+    let named = |error: ApiError| match error {
+        ApiError::BackendUnavailable { backend: b, reason } if b.is_empty() => {
+            ApiError::BackendUnavailable {
+                backend: backend.name.clone(),
+                reason,
+            }
+        }
+        other => other,
+    };
+    let mut upstream = backend
+        .schema
+        .upstream_request(&state.request, target.model_name_override.as_deref())
+        .map_err(named)?;
+    for (name, value) in &target.header_mutation.set {
+        upstream.headers.push((name.clone(), value.clone()));
+    }
+
+    let mut attempt = match state.attempt.lock() {
+        Ok(a) => a,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let previous = attempt.take();
+    let set_before: &[String] = previous.as_ref().map_or(&[], |a| &a.set_headers);
+    // What the client sent, not what an earlier attempt set: those mutations persist
+    // into the next attempt (seen on Envoy 1.40).
+    let client_header = |name: &str| {
+        if set_before.iter().any(|n| n == name) {
+            None
+        } else {
+            header(headers, name).map(str::to_string)
+        }
+    };
+    backend
+        .credential
+        .apply(&mut upstream, &client_header)
+        .map_err(|e| ApiError::BackendUnavailable {
+            backend: backend.name.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let number = previous.as_ref().map_or(1, |a| a.number + 1);
+    if number > 1 {
+        tracing::info!(request_id = %state.request_id, backend = %backend.name, attempt = number, "retrying");
+    }
+    let mut edits = Mutations::default();
+    edits.set(":path", upstream.path.clone());
+    // Client credentials, headers the configuration removes, and headers an earlier
+    // attempt set for another backend: all go unless this attempt sets them.
+    for name in CLIENT_CREDENTIAL_HEADERS
+        .iter()
+        .copied()
+        .chain(target.header_mutation.remove.iter().map(String::as_str))
+        .chain(set_before.iter().map(String::as_str))
+    {
+        if !upstream.headers.iter().any(|(n, _)| n == name) {
+            edits.remove(name);
+        }
+    }
+    for (name, value) in &upstream.headers {
+        edits.set(name, value.clone());
+    }
+    // A retry may see the body an earlier attempt put in place: send this attempt's body
+    // explicitly then, even when it is the client's.
+    let body = match upstream.body.take() {
+        None if number > 1 => Some(state.request.body.to_vec()),
+        other => other,
+    };
+    *attempt = Some(Attempt {
+        target,
+        usage_injected: upstream.usage_injected,
+        number,
+        set_headers: upstream.headers.into_iter().map(|(name, _)| name).collect(),
+    });
+    Ok(Prepared {
+        headers: edits,
+        body,
+    })
+}
