@@ -101,7 +101,7 @@ pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Problem>> {
     }
 }
 
-fn is_config_file(path: &Path) -> bool {
+pub fn is_config_file(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml" | "json")

@@ -4,7 +4,7 @@
 //! on the old configuration. A new configuration that fails validation is logged and
 //! ignored; the old one stays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +23,13 @@ pub type OnReload = Box<dyn Fn(&Arc<GatewayConfig>) + Send + Sync>;
 /// Watches `source` and swaps `shared` on every valid change, until the process ends.
 pub fn spawn(source: Source, shared: SharedConfig, on_reload: OnReload) -> notify::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let relevant = source.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event {
-            if !matches!(e.kind, notify::EventKind::Access(_)) {
+            // Other files in a watched directory (logs, editor swap files) are not ours.
+            if !matches!(e.kind, notify::EventKind::Access(_))
+                && e.paths.iter().any(|p| is_config_path(&relevant, p))
+            {
                 let _ = tx.send(());
             }
         }
@@ -48,6 +52,30 @@ pub fn spawn(source: Source, shared: SharedConfig, on_reload: OnReload) -> notif
         }
     });
     Ok(())
+}
+
+/// Whether a changed path can affect the configuration: a named file, a config file in a
+/// named directory, or anything under the secrets directory.
+fn is_config_path(source: &Source, path: &Path) -> bool {
+    if source
+        .secrets_dir
+        .as_deref()
+        .is_some_and(|d| path.starts_with(d))
+    {
+        return true;
+    }
+    source.paths.iter().any(|p| {
+        if p.is_dir() {
+            path.parent() == Some(p.as_path()) && super::load::is_config_file(path)
+        } else {
+            // Kubernetes mounts swap a `..data` symlink; compare by file name in the directory.
+            path == p
+                || (path.parent() == p.parent() && path.file_name() == p.file_name())
+                || path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        }
+    })
 }
 
 fn watched_dirs(source: &Source) -> Vec<PathBuf> {

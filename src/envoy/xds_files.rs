@@ -27,7 +27,20 @@ pub fn write(config: &GatewayConfig, dir: &Path) -> std::io::Result<()> {
 
 fn write_atomic(dir: &Path, name: &str, value: &serde_json::Value) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    // Unchanged resources are not rewritten: Envoy would reload them for nothing. The
+    // version line differs on every write, so compare the resources only.
+    if let Ok(old) = std::fs::read(&path) {
+        if serde_json::from_slice::<serde_json::Value>(&old)
+            .ok()
+            .and_then(|v| v.get("resources").cloned())
+            .as_ref()
+            == value.get("resources")
+        {
+            return Ok(());
+        }
+    }
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dir.join(name))
+    std::fs::rename(&tmp, path)
 }
