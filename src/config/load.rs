@@ -318,3 +318,44 @@ fn display_name(meta: &ObjectMeta) -> String {
         None => meta.name.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> (Resources, Vec<Problem>) {
+        let mut res = Resources::default();
+        let mut problems = Vec::new();
+        parse_text(yaml, Path::new("t.yaml"), &mut res, &mut problems);
+        (res, problems)
+    }
+
+    #[test]
+    fn both_api_versions_and_kubernetes_only_kinds() {
+        let (res, problems) = parse(
+            "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIServiceBackend\nmetadata: {name: a}\n\
+             spec: {schema: {name: OpenAI}, backendRef: {name: a, kind: Backend, group: gateway.envoyproxy.io}}\n---\n\
+             apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b, namespace: ns}\n\
+             spec: {schema: {name: AzureOpenAI, version: v}, backendRef: {name: b}}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {anything: [1]}\n---\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(res.backends.len(), 2);
+        assert_eq!(res.backends[1].namespace(), "ns");
+    }
+
+    #[test]
+    fn secret_data_and_string_data() {
+        let (res, problems) = parse("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\ndata: {apiKey: c2s=}\nstringData: {other: x}\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(res.secrets[0].spec.data["apiKey"], "c2s=");
+    }
+
+    #[test]
+    fn unknown_kind_gets_a_suggestion() {
+        let (_, problems) =
+            parse("apiVersion: x/v1\nkind: AIGatewayRoutes\nmetadata: {name: r}\nspec: {}\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].fix, "did you mean `AIGatewayRoute`?");
+    }
+}
