@@ -244,6 +244,7 @@ fn add_document(value: Value, file: &Path, resources: &mut Resources, problems: 
                 return;
             }
             let file_buf = file.to_path_buf();
+            // Secret and BackendTLSPolicy are handled above; what is left is `Backend`.
             match kind.as_str() {
                 "AIGatewayRoute" => {
                     push(&mut resources.routes, spec, meta, file_buf, &what, problems)
@@ -264,7 +265,7 @@ fn add_document(value: Value, file: &Path, resources: &mut Resources, problems: 
                     &what,
                     problems,
                 ),
-                "Backend" => push(
+                _ => push(
                     &mut resources.envoy_backends,
                     spec,
                     meta,
@@ -272,7 +273,6 @@ fn add_document(value: Value, file: &Path, resources: &mut Resources, problems: 
                     &what,
                     problems,
                 ),
-                _ => unreachable!("KNOWN_KINDS covers every arm"),
             }
         }
     }

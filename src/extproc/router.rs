@@ -154,13 +154,9 @@ impl RouterStream {
             .config
             .rule_for(&model, &|name| header(headers, name).map(str::to_string))
             .filter(|rule| rule.is_simple());
-        let target = rule.and_then(|r| {
-            state
-                .config
-                .backend_refs
-                .get(&r.backend_refs[0].ref_key)
-                .cloned()
-        });
+        let target = rule
+            .and_then(|r| r.backend_refs.first())
+            .and_then(|r| state.config.backend_refs.get(&r.ref_key).cloned());
         let mut reply = match target {
             // One backend serves this rule: build its request now; its cluster has no
             // upstream-level filter.
