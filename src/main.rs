@@ -122,22 +122,32 @@ struct ServeArgs {
     max_body_bytes: u64,
 }
 
+/// The Envoy listener settings shared by `run` and `render envoy`.
 #[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
+struct ListenerArgs {
     /// The gateway's port.
     #[arg(long, default_value_t = 1975)]
     port: u16,
     /// The address the gateway listens on (0.0.0.0 to accept other machines).
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
-    /// The sidecar's admin port (/healthz, /readyz, /metrics) on 127.0.0.1.
-    #[arg(long, default_value_t = 1064)]
-    admin_port: u16,
     /// Envoy's own admin port on 127.0.0.1.
     #[arg(long, default_value_t = 9901)]
     envoy_admin_port: u16,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body_bytes: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    listener: ListenerArgs,
+    /// The sidecar's admin port (/healthz, /readyz, /metrics) on 127.0.0.1.
+    #[arg(long, default_value_t = 1064)]
+    admin_port: u16,
     /// Envoy's log level.
     #[arg(long, default_value = "warning")]
     envoy_log_level: String,
@@ -147,29 +157,20 @@ struct RunArgs {
     /// Directory for the socket, bootstrap and route files (default: a new temp directory).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
-    max_body_bytes: u64,
 }
 
 #[derive(Args)]
 struct RenderEnvoyArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    #[arg(long, default_value_t = 1975)]
-    port: u16,
-    #[arg(long, default_value = "127.0.0.1")]
-    address: String,
-    #[arg(long, default_value_t = 9901)]
-    envoy_admin_port: u16,
+    #[command(flatten)]
+    listener: ListenerArgs,
     /// Where Envoy reaches the sidecar: a unix socket path, or host:port.
     #[arg(long, default_value = "/tmp/llm-extproc.sock")]
     sidecar: String,
     /// Directory holding routes.json and clusters.json (written too).
     #[arg(long, default_value = "/tmp/llm-extproc")]
     xds_dir: PathBuf,
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
-    max_body_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -256,12 +257,12 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
             listen: SidecarAddress::Unix(PathBuf::new()),
             admin: Some(admin),
             limits: Limits {
-                max_body_bytes: args.max_body_bytes,
+                max_body_bytes: args.listener.max_body_bytes,
             },
         },
-        listen_address: args.address,
-        port: args.port,
-        envoy_admin_port: args.envoy_admin_port,
+        listen_address: args.listener.address,
+        port: args.listener.port,
+        envoy_admin_port: args.listener.envoy_admin_port,
         envoy_log_level: args.envoy_log_level,
         envoy_concurrency: args.envoy_concurrency,
         run_dir: args.run_dir,
@@ -278,12 +279,12 @@ fn render_envoy(args: RenderEnvoyArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.xds_dir).map_err(|e| e.to_string())?;
     envoy::xds_files::write(&config, &args.xds_dir).map_err(|e| e.to_string())?;
     let bootstrap = envoy::bootstrap::render(&envoy::bootstrap::BootstrapOptions {
-        listen_address: args.address,
-        port: args.port,
-        envoy_admin_port: args.envoy_admin_port,
+        listen_address: args.listener.address,
+        port: args.listener.port,
+        envoy_admin_port: args.listener.envoy_admin_port,
         sidecar: SidecarAddress::parse(&args.sidecar),
         xds_dir: args.xds_dir,
-        max_body_bytes: args.max_body_bytes,
+        max_body_bytes: args.listener.max_body_bytes,
     });
     println!(
         "{}",

@@ -264,9 +264,13 @@ fn secret_key(
                         .join(", ")
                 )
             };
-            let fix = match did_you_mean(key, present.iter().map(String::as_str)).or_else(|| present.first().map(|_| String::new())) {
-                Some(_) if !present.is_empty() => format!("rename the Secret's data key to `{key}` (BackendSecurityPolicy `{}` of type {} reads `{key}`)", doc.meta.name, doc.spec.policy_type),
-                _ => format!("add `{key}` to the Secret's data or stringData"),
+            let fix = if present.is_empty() {
+                format!("add `{key}` to the Secret's data or stringData")
+            } else {
+                format!(
+                    "rename the Secret's data key to `{key}` (BackendSecurityPolicy `{}` of type {} reads `{key}`)",
+                    doc.meta.name, doc.spec.policy_type
+                )
             };
             problems.push(Problem::new(
                 &doc.file,
