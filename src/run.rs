@@ -2,6 +2,7 @@
 //! starts the sidecar and Envoy, keeps Envoy's routes in step with config reloads, and
 //! stops both on SIGINT/SIGTERM.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -69,7 +70,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("llm-extproc-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&run_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&run_dir)
         .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
     let socket = run_dir.join("extproc.sock");
     options.serve.listen = SidecarAddress::Unix(socket.clone());

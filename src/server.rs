@@ -1,6 +1,7 @@
 //! `serve`: the sidecar alone. The gRPC ext_proc and health services on a unix socket or
 //! TCP address, the admin server, and hot reload.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -75,6 +76,9 @@ pub async fn start(
             let _ = std::fs::remove_file(path);
             let listener = UnixListener::bind(path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            // Whoever can talk to the socket can ask for provider credentials: owner only.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
             tokio::spawn(async move {
                 if let Err(e) = router
                     .serve_with_incoming(UnixListenerStream::new(listener))
@@ -85,6 +89,9 @@ pub async fn start(
             });
         }
         SidecarAddress::Tcp { host, port } => {
+            if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
+                tracing::warn!(%host, "ext_proc listens beyond loopback without authentication: whoever reaches it can obtain provider credentials; prefer a unix socket");
+            }
             let listener = tokio::net::TcpListener::bind((host.as_str(), *port))
                 .await
                 .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;

@@ -4,6 +4,10 @@
 //! may be `\n\n`, `\r\n\r\n` or mixed. Only the unfinished tail is kept between calls, so
 //! the work per chunk is proportional to the chunk.
 
+/// Most bytes held back waiting for the end of an event. Past this, what is pending is
+/// handed on as it is (a provider that never ends an event cannot grow memory).
+pub const MAX_PENDING: usize = 4 * 1024 * 1024;
+
 /// Splits a byte stream into complete SSE events.
 #[derive(Debug, Default)]
 pub struct SseSplitter {
@@ -25,6 +29,9 @@ impl SseSplitter {
             i = end;
         }
         self.pending.drain(..start);
+        if self.pending.len() > MAX_PENDING {
+            events.push(std::mem::take(&mut self.pending));
+        }
         events
     }
 

@@ -23,7 +23,7 @@ impl Usage {
         let total = obj
             .get("total_tokens")
             .and_then(Value::as_u64)
-            .unwrap_or(input + output);
+            .unwrap_or(input.saturating_add(output));
         Some(Usage {
             input,
             output,

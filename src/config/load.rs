@@ -303,7 +303,11 @@ fn typed<T: DeserializeOwned>(
         Ok(v) => Some(v),
         Err(err) => {
             let path = err.path().to_string();
-            let inner = err.into_inner().to_string();
+            let mut inner = err.into_inner().to_string();
+            if what.starts_with("Secret ") && !inner.starts_with("unknown field") {
+                // serde quotes the offending value, and in a Secret that is a credential.
+                inner = "each value must be a string (quote numbers and booleans)".to_string();
+            }
             problems.push(super::problem::from_serde(
                 file, what, prefix, &path, &inner,
             ));
@@ -349,6 +353,18 @@ mod tests {
         let (res, problems) = parse("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\ndata: {apiKey: c2s=}\nstringData: {other: x}\n");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(res.secrets[0].spec.data["apiKey"], "c2s=");
+    }
+
+    #[test]
+    fn a_bad_secret_value_is_not_echoed() {
+        let (_, problems) = parse("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {apiKey: 123456789012345}\n");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            !problems[0].to_string().contains("123456789012345"),
+            "{}",
+            problems[0]
+        );
+        assert!(problems[0].field.contains("apiKey"));
     }
 
     #[test]

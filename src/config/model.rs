@@ -13,6 +13,13 @@ use crate::schema::BackendSchema;
 /// Where the routing header comes from; also the header Envoy routes on.
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
 
+/// Set by the router level when it built the provider request itself, naming the backend
+/// whose credential it used. The route of a router-resolved rule requires it to match the
+/// rule's backend, so Envoy never sends one backend's credential to another backend's host,
+/// even while a reload reaches the sidecar and Envoy at different moments. Envoy removes
+/// it before the request leaves.
+pub const BACKEND_BINDING_HEADER: &str = "x-llm-extproc-backend";
+
 #[derive(Debug, Default)]
 pub struct GatewayConfig {
     pub routes: Vec<Route>,
@@ -22,9 +29,12 @@ pub struct GatewayConfig {
     pub backend_refs: BTreeMap<String, BackendRefTarget>,
     /// Exact `x-ai-eg-model` values of every rule, for unknown-model answers and `/v1/models`.
     pub models: BTreeMap<String, ModelInfo>,
-    /// True when some rule matches the model by regular expression: then only Envoy knows
-    /// whether a model is routable, and the sidecar leaves unknown models to Envoy's catch-all.
-    pub has_model_regex: bool,
+    /// True when some rule can match a request whatever its model (a regular expression,
+    /// or no model condition): then only Envoy knows whether a model is routable, and the
+    /// sidecar leaves unknown models to Envoy's catch-all.
+    pub routes_any_model: bool,
+    /// Models whose rule is `router_resolved`, with that rule's backend reference key.
+    pub router_targets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,15 +60,10 @@ pub struct Rule {
     pub backend_refs: Vec<RuleBackendRef>,
     pub request_timeout: Duration,
     pub backend_request_timeout: Option<Duration>,
-}
-
-impl Rule {
-    /// A rule with one backend reference and only exact header matches: the sidecar can
-    /// tell which backend serves a request from the router level, so the rule's cluster
-    /// needs no upstream-level filter.
-    pub fn is_simple(&self) -> bool {
-        self.backend_refs.len() == 1 && !self.matches.iter().flatten().any(|c| c.regex)
-    }
+    /// The model alone decides that this rule serves a request, and the rule has one
+    /// backend: the router level builds the provider request and the cluster needs no
+    /// upstream-level filter. See [`GatewayConfig::router_targets`].
+    pub router_resolved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -164,37 +169,9 @@ impl GatewayConfig {
         })
     }
 
-    /// The rule Envoy will pick for a request, when the sidecar can be sure of it: rules in
-    /// route order, the first whose conditions all hold. `header` looks up a request header;
-    /// `model` is the routing header's value. None when a regular expression stands in the
-    /// way (only Envoy evaluates those) or nothing matches.
-    pub fn rule_for(&self, model: &str, header: &dyn Fn(&str) -> Option<String>) -> Option<&Rule> {
-        for rule in self.routes.iter().flat_map(|r| &r.rules) {
-            for conditions in &rule.matches {
-                let mut undecidable = false;
-                let holds = conditions.iter().all(|c| {
-                    if c.regex {
-                        undecidable = true;
-                        return true;
-                    }
-                    let value = if c.name == MODEL_HEADER {
-                        Some(model.to_string())
-                    } else {
-                        header(&c.name)
-                    };
-                    value.as_deref() == Some(c.value.as_str())
-                });
-                if holds {
-                    return (!undecidable).then_some(rule);
-                }
-            }
-        }
-        None
-    }
-
     /// Whether a request for `model` can be routed, as far as the sidecar can tell.
     pub fn knows_model(&self, model: &str) -> bool {
-        self.has_model_regex || self.models.contains_key(model)
+        self.routes_any_model || self.models.contains_key(model)
     }
 }
 
@@ -219,26 +196,25 @@ mod tests {
     const BACKEND: &str = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b}\nspec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}\n---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIServiceBackend\nmetadata: {name: b}\nspec: {schema: {name: OpenAI}, backendRef: {name: b}}\n---\n";
 
     #[test]
-    fn rule_for_follows_route_order_and_header_conditions() {
+    fn only_rules_the_model_alone_decides_are_router_resolved() {
         let c = config(&format!(
             "{BACKEND}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\nspec:\n  rules:\n  \
-             - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}, {{name: x-tier, value: gold}}]}}]\n    backendRefs: [{{name: b}}, {{name: b, priority: 1}}]\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}, {{name: x-tier, value: gold}}]}}]\n    backendRefs: [{{name: b}}]\n  \
              - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]\n    backendRefs: [{{name: b}}]\n  \
-             - matches: [{{headers: [{{name: x-ai-eg-model, value: r.*, type: RegularExpression}}]}}]\n    backendRefs: [{{name: b}}]\n"
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: n}}]}}]\n    backendRefs: [{{name: b}}]\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: f}}]}}]\n    backendRefs: [{{name: b}}, {{name: b, priority: 1}}]\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: r.*, type: RegularExpression}}]}}]\n    backendRefs: [{{name: b}}]\n  \
+             - matches: [{{headers: [{{name: x-ai-eg-model, value: late}}]}}]\n    backendRefs: [{{name: b}}]\n"
         ));
-        let gold = |n: &str| (n == "x-tier").then(|| "gold".to_string());
-        let none = |_: &str| None;
-        assert_eq!(
-            c.rule_for("m", &gold).map(|r| r.cluster.as_str()),
-            Some("default/r/rule/0")
-        );
-        assert!(!c.rule_for("m", &gold).unwrap().is_simple());
-        assert_eq!(
-            c.rule_for("m", &none).map(|r| r.cluster.as_str()),
-            Some("default/r/rule/1")
-        );
-        assert!(c.rule_for("m", &none).unwrap().is_simple());
-        // Only Envoy evaluates regular expressions.
-        assert!(c.rule_for("regex-model", &none).is_none());
+        let resolved: Vec<bool> = c.routes[0]
+            .rules
+            .iter()
+            .map(|r| r.router_resolved)
+            .collect();
+        // m depends on x-tier (a client header) in rule 0; f has two backends; after the
+        // regex rule nothing is decided by the model alone.
+        assert_eq!(resolved, [false, false, true, false, false, false]);
+        assert_eq!(c.router_targets.keys().collect::<Vec<_>>(), ["n"]);
+        assert!(c.routes_any_model);
     }
 }

@@ -31,11 +31,62 @@ pub fn resolve(res: &Resources, secrets_dir: Option<&Path>) -> Result<GatewayCon
     for doc in &res.routes {
         resolve_route(doc, &backends, &mut config, &mut problems);
     }
+    mark_router_resolved(&mut config);
     if problems.is_empty() {
         Ok(config)
     } else {
         Err(problems)
     }
+}
+
+/// Finds the rules whose selection depends on the model alone (Envoy's route order: the
+/// first rule whose conditions all hold wins). Such a rule with one backend can be served
+/// from the router level. A rule that also looks at other client headers, or at the model
+/// through a regular expression, leaves the choice to Envoy for every model it might take.
+fn mark_router_resolved(config: &mut GatewayConfig) {
+    let mut decided: BTreeMap<String, Option<(usize, usize)>> = BTreeMap::new();
+    let mut open_ended = false; // a rule earlier in order may take any model
+    for (ri, route) in config.routes.iter().enumerate() {
+        for (ui, rule) in route.rules.iter().enumerate() {
+            for conds in &rule.matches {
+                let exact_model = conds
+                    .iter()
+                    .find(|c| c.name == MODEL_HEADER && !c.regex)
+                    .map(|c| c.value.clone());
+                let model_only = conds.len() == 1 && exact_model.is_some();
+                match exact_model {
+                    Some(model) if !open_ended => {
+                        // The first rule to mention a model decides it, if the model alone decides.
+                        decided
+                            .entry(model)
+                            .or_insert(model_only.then_some((ri, ui)));
+                    }
+                    Some(_) => {}
+                    None => open_ended = true,
+                }
+            }
+        }
+    }
+    let mut targets = BTreeMap::new();
+    for (ri, route) in config.routes.iter_mut().enumerate() {
+        for (ui, rule) in route.rules.iter_mut().enumerate() {
+            let mut models = rule.matches.iter().map(|conds| match conds.as_slice() {
+                [c] if c.name == MODEL_HEADER && !c.regex => Some(c.value.as_str()),
+                _ => None,
+            });
+            let all_decided =
+                models.all(|m| m.is_some_and(|m| decided.get(m) == Some(&Some((ri, ui)))));
+            rule.router_resolved = all_decided && rule.backend_refs.len() == 1;
+            if rule.router_resolved {
+                for conds in &rule.matches {
+                    if let (Some(c), Some(r)) = (conds.first(), rule.backend_refs.first()) {
+                        targets.insert(c.value.clone(), r.ref_key.clone());
+                    }
+                }
+            }
+        }
+    }
+    config.router_targets = targets;
 }
 
 fn full_name(name: &str, namespace: &str) -> String {
@@ -86,6 +137,7 @@ fn resolve_policies(
     ];
     let backend_names: Vec<String> = res.backends.iter().map(|b| b.meta.name.clone()).collect();
     let mut out: BTreeMap<String, Arc<dyn Credential>> = BTreeMap::new();
+    let mut targeted: BTreeMap<String, String> = BTreeMap::new();
     for doc in &res.policies {
         let w = what("BackendSecurityPolicy", doc);
         let spec = &doc.spec;
@@ -168,8 +220,21 @@ fn resolve_policies(
                 ));
                 continue;
             }
+            let backend = full_name(&target.name, ns);
+            if let Some(other) = targeted.insert(backend.clone(), doc.meta.name.clone()) {
+                problems.push(Problem::new(
+                    &doc.file,
+                    &w,
+                    &format!("spec.targetRefs[{i}]"),
+                    format!(
+                        "AIServiceBackend `{ns}/{}` is already authenticated by policy `{other}`",
+                        target.name
+                    ),
+                    "keep one BackendSecurityPolicy per AIServiceBackend".into(),
+                ));
+            }
             if let Some(c) = &credential {
-                out.insert(full_name(&target.name, ns), c.clone());
+                out.insert(backend, c.clone());
             }
         }
     }
@@ -233,6 +298,22 @@ fn secret_key(
                 field,
                 format!("Secret `{ns}/{name}` has an empty `{key}`"),
                 format!("put the credential in the Secret's `{key}`"),
+            ));
+            None
+        }
+        Ok(v)
+            if !v
+                .expose()
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
+        {
+            // The value becomes a header: a line break in it could inject headers.
+            problems.push(Problem::new(
+                &doc.file,
+                w,
+                field,
+                format!("Secret `{ns}/{name}`: `{key}` contains a line break or a non-ASCII or control character"),
+                format!("store the bare credential in `{key}`"),
             ));
             None
         }
@@ -456,7 +537,13 @@ fn resolve_backends(
             .get(&name)
             .cloned()
             .unwrap_or_else(|| Arc::new(auth::NoCredential));
-        let header_mutation = header_edits(doc.spec.header_mutation.as_ref());
+        let header_mutation = header_edits(
+            doc.spec.header_mutation.as_ref(),
+            &doc.file,
+            &w,
+            "spec.headerMutation",
+            problems,
+        );
         out.insert(
             name.clone(),
             Arc::new(Backend {
@@ -551,10 +638,49 @@ fn backend_endpoints(
     Some((endpoints, tls))
 }
 
-fn header_edits(m: Option<&resources::HeaderMutation>) -> HeaderEdits {
+/// `headerMutation`, checked: names must be HTTP tokens and values free of line breaks,
+/// since they become request headers.
+fn header_edits(
+    m: Option<&resources::HeaderMutation>,
+    file: &Path,
+    what: &str,
+    field: &str,
+    problems: &mut Vec<Problem>,
+) -> HeaderEdits {
     let Some(m) = m else {
         return HeaderEdits::default();
     };
+    let token = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    for (i, h) in m.set.iter().enumerate() {
+        if !token(&h.name) || h.value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            problems.push(Problem::new(
+                file,
+                what,
+                &format!("{field}.set[{i}]"),
+                format!(
+                    "`{}` is not a valid header name and value",
+                    h.name.escape_default()
+                ),
+                "use a plain header name (no `:` pseudo-headers) and a value without line breaks"
+                    .into(),
+            ));
+        }
+    }
+    for (i, name) in m.remove.iter().enumerate() {
+        if !token(name) {
+            problems.push(Problem::new(
+                file,
+                what,
+                &format!("{field}.remove[{i}]"),
+                format!("`{}` is not a valid header name", name.escape_default()),
+                "use a plain header name".into(),
+            ));
+        }
+    }
     HeaderEdits {
         set: m
             .set
@@ -615,9 +741,7 @@ fn resolve_route(
                         .entry(h.value.clone())
                         .or_insert(ModelInfo { owned_by, created });
                 }
-                if name == MODEL_HEADER && regex {
-                    config.has_model_regex = true;
-                }
+
                 if h.value.bytes().any(|b| b.is_ascii_control()) {
                     problems.push(Problem::new(
                         &doc.file,
@@ -639,6 +763,12 @@ fn resolve_route(
         if matches.is_empty() {
             // A rule without matches takes every request that reaches it.
             matches.push(Vec::new());
+        }
+        if matches
+            .iter()
+            .any(|conds| !conds.iter().any(|c| c.name == MODEL_HEADER && !c.regex))
+        {
+            config.routes_any_model = true;
         }
         if rule.backend_refs.is_empty() {
             problems.push(Problem::new(
@@ -692,9 +822,18 @@ fn resolve_route(
                     continue;
                 }
             }
+            if b.weight == Some(0) {
+                continue; // Gateway API: weight 0 takes no traffic
+            }
             let ref_key = format!("{route_name}/rule/{ri}/ref/{bi}");
             let mut header_mutation = backend.header_mutation.clone();
-            let own = header_edits(b.header_mutation.as_ref());
+            let own = header_edits(
+                b.header_mutation.as_ref(),
+                &doc.file,
+                &w,
+                &format!("{field}.headerMutation"),
+                problems,
+            );
             header_mutation.set.extend(own.set);
             header_mutation.remove.extend(own.remove);
             targets.push((
@@ -710,8 +849,18 @@ fn resolve_route(
                 ref_key,
                 backend: backend.clone(),
                 priority: b.priority.unwrap_or(0),
-                weight: b.weight.unwrap_or(1).max(1),
+                weight: b.weight.unwrap_or(1),
             });
+        }
+        if refs.is_empty() {
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                &format!("{at}.backendRefs"),
+                "no backend reference can take traffic (all are invalid or have weight 0)".into(),
+                "give at least one backendRef a positive weight".into(),
+            ));
+            continue;
         }
         let timeouts = rule.timeouts.as_ref();
         let request_timeout = match timeouts
@@ -731,9 +880,22 @@ fn resolve_route(
             }
             None => DEFAULT_REQUEST_TIMEOUT,
         };
-        let backend_request_timeout = timeouts
-            .and_then(|t| t.backend_request.as_deref())
-            .and_then(parse_duration);
+        let backend_request_timeout = match timeouts.and_then(|t| t.backend_request.as_deref()) {
+            Some(text) => {
+                let parsed = parse_duration(text);
+                if parsed.is_none() {
+                    problems.push(Problem::new(
+                        &doc.file,
+                        &w,
+                        &format!("{at}.timeouts.backendRequest"),
+                        "is not a duration".into(),
+                        "write e.g. 30s, 2m or 500ms".into(),
+                    ));
+                }
+                parsed
+            }
+            None => None,
+        };
         config.backend_refs.extend(targets);
         rules.push(Rule {
             cluster: format!("{route_name}/rule/{ri}"),
@@ -741,6 +903,7 @@ fn resolve_route(
             backend_refs: refs,
             request_timeout,
             backend_request_timeout,
+            router_resolved: false,
         });
     }
     let mut costs = Vec::new();

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{GatewayConfig, Rule};
-use crate::extproc::upstream::{BACKEND_ATTRIBUTE, CLUSTER_BACKEND_ATTRIBUTE};
+use crate::config::{GatewayConfig, Rule, BACKEND_BINDING_HEADER};
+use crate::extproc::upstream::{BACKEND_NAME_ATTRIBUTE, BACKEND_REF_ATTRIBUTE};
 use crate::extproc::PLACEMENT_METADATA;
 
 pub const EXTPROC_CLUSTER: &str = "llm-extproc";
@@ -31,7 +31,7 @@ pub fn ext_proc_filter(upstream: bool) -> Value {
             "request_header_mode": "SEND", "request_body_mode": "NONE", "request_trailer_mode": "SKIP",
             "response_header_mode": "SKIP", "response_body_mode": "NONE", "response_trailer_mode": "SKIP"
         });
-        config["request_attributes"] = json!([BACKEND_ATTRIBUTE, CLUSTER_BACKEND_ATTRIBUTE]);
+        config["request_attributes"] = json!([BACKEND_REF_ATTRIBUTE, BACKEND_NAME_ATTRIBUTE]);
         config["metadata_options"]["forwarding_namespaces"] =
             json!({"untyped": ["io.envoy.ai_gateway"]});
     } else {
@@ -52,7 +52,7 @@ pub fn route_configuration(config: &GatewayConfig) -> Value {
     for route in &config.routes {
         for rule in &route.rules {
             for conditions in &rule.matches {
-                let headers: Vec<Value> = conditions
+                let mut headers: Vec<Value> = conditions
                     .iter()
                     .map(|c| {
                         let string_match = if c.regex {
@@ -63,12 +63,18 @@ pub fn route_configuration(config: &GatewayConfig) -> Value {
                         json!({"name": c.name, "string_match": string_match})
                     })
                     .collect();
-                routes.push(json!({
+                let mut entry = json!({
                     "name": format!("{}#{}", rule.cluster, routes.len()),
-                    "match": {"prefix": "/", "headers": headers},
+                    "match": {"prefix": "/", "headers": []},
                     "route": route_action(rule),
                     "metadata": {"filter_metadata": {ENDPOINT_METADATA_NAMESPACE: {"route_name": route.name}}}
-                }));
+                });
+                if let (true, Some(r)) = (rule.router_resolved, rule.backend_refs.first()) {
+                    headers.push(json!({"name": BACKEND_BINDING_HEADER, "string_match": {"exact": r.backend.name}}));
+                    entry["request_headers_to_remove"] = json!([BACKEND_BINDING_HEADER]);
+                }
+                entry["match"]["headers"] = json!(headers);
+                routes.push(entry);
             }
         }
     }
@@ -149,7 +155,7 @@ fn cluster(rule: &Rule) -> Value {
         for r in rule.backend_refs.iter().filter(|r| r.priority == *priority) {
             let backend = &r.backend;
             let mut filter_metadata = json!({
-                ENDPOINT_METADATA_NAMESPACE: {"per_route_rule_backend_name": r.ref_key}
+                ENDPOINT_METADATA_NAMESPACE: {"per_route_rule_backend_name": r.ref_key, "backend_name": backend.name}
             });
             if let Some(tls) = &backend.tls {
                 filter_metadata["envoy.transport_socket_match"] =
@@ -200,7 +206,7 @@ fn cluster(rule: &Rule) -> Value {
             }
         }
     });
-    if !rule.is_simple() {
+    if !rule.router_resolved {
         // Which backend an attempt goes to is only known per attempt: the upstream-level
         // filter builds each attempt's request.
         cluster["typed_extension_protocol_options"]

@@ -47,7 +47,9 @@ pub fn prepare(
         Ok(a) => a,
         Err(poisoned) => poisoned.into_inner(),
     };
-    let previous = attempt.take();
+    // Replaced only once this attempt is ready: a failed attempt (answered with a local
+    // 503 that Envoy may retry) leaves the record of the one before in place.
+    let previous = attempt.clone();
     let set_before: &[String] = previous.as_ref().map_or(&[], |a| &a.set_headers);
     // What the client sent, not what an earlier attempt set: those mutations persist
     // into the next attempt (seen on Envoy 1.40).

@@ -4,8 +4,17 @@ use std::io::Write;
 
 use flate2::write::{GzDecoder, ZlibDecoder};
 
+/// Most a response may decode to: far above any real completion, and a bound on what a
+/// compressed body (a gzip bomb) can make the sidecar allocate.
+pub const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
+
 /// A streaming decoder for one `content-encoding`.
-pub enum BodyDecoder {
+pub struct BodyDecoder {
+    inner: Inner,
+    decoded: u64,
+}
+
+enum Inner {
     Gzip(GzDecoder<Vec<u8>>),
     Deflate(ZlibDecoder<Vec<u8>>),
 }
@@ -14,19 +23,31 @@ impl BodyDecoder {
     /// A decoder for the encoding, or None for identity (and encodings not handled, whose
     /// bytes then pass untouched and unread).
     pub fn for_encoding(encoding: Option<&str>) -> Option<BodyDecoder> {
-        match encoding?.trim() {
-            "gzip" | "x-gzip" => Some(BodyDecoder::Gzip(GzDecoder::new(Vec::new()))),
-            "deflate" => Some(BodyDecoder::Deflate(ZlibDecoder::new(Vec::new()))),
-            _ => None,
-        }
+        let inner = match encoding?.trim() {
+            "gzip" | "x-gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
+            "deflate" => Inner::Deflate(ZlibDecoder::new(Vec::new())),
+            _ => return None,
+        };
+        Some(BodyDecoder { inner, decoded: 0 })
     }
 
     /// Feeds compressed bytes; returns what they decode to.
     pub fn push(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
-        match self {
+        let out = self.decode(chunk, end)?;
+        self.decoded += out.len() as u64;
+        if self.decoded > MAX_DECODED_BYTES {
+            return Err(std::io::Error::other(format!(
+                "response decodes to more than {MAX_DECODED_BYTES} bytes"
+            )));
+        }
+        Ok(out)
+    }
+
+    fn decode(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
+        match &mut self.inner {
             // flate2 keeps what a write decoded in its own buffer until the next write or
             // a flush: flush every time, or a stream would lag one chunk behind.
-            BodyDecoder::Gzip(d) => {
+            Inner::Gzip(d) => {
                 d.write_all(chunk)?;
                 d.flush()?;
                 if end {
@@ -34,7 +55,7 @@ impl BodyDecoder {
                 }
                 Ok(std::mem::take(d.get_mut()))
             }
-            BodyDecoder::Deflate(d) => {
+            Inner::Deflate(d) => {
                 d.write_all(chunk)?;
                 d.flush()?;
                 if end {

@@ -23,7 +23,7 @@ use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
-use crate::config::{CostKind, MODEL_HEADER};
+use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
 use crate::metrics::{provider_name, Completed};
 use crate::schema::ResponseTranslator;
 use crate::usage::Usage;
@@ -52,6 +52,8 @@ struct ResponseState {
     provider: String,
     /// The body comes chunk by chunk (SSE) rather than buffered whole.
     streaming: bool,
+    /// A stream that failed to decode; what is left of it is dropped.
+    broken: bool,
     first_output: Option<Instant>,
 }
 
@@ -150,35 +152,39 @@ impl RouterStream {
             return self.reject(ApiError::Overloaded(self.shared.store.capacity()));
         };
         let headers = self.request_headers.as_ref();
-        let rule = state
+        let target = state
             .config
-            .rule_for(&model, &|name| header(headers, name).map(str::to_string))
-            .filter(|rule| rule.is_simple());
-        let target = rule
-            .and_then(|r| r.backend_refs.first())
-            .and_then(|r| state.config.backend_refs.get(&r.ref_key).cloned());
+            .router_targets
+            .get(&model)
+            .and_then(|key| state.config.backend_refs.get(key).cloned());
         let mut reply = match target {
             // One backend serves this rule: build its request now; its cluster has no
             // upstream-level filter.
-            Some(target) => match attempt::prepare(&state, target, headers) {
-                Ok(prepared) => {
-                    let mut reply = Reply {
-                        headers: prepared.headers,
-                        ..Default::default()
-                    };
-                    if let Some(body) = prepared.body {
-                        reply.headers.set("content-length", body.len().to_string());
-                        reply.body = Some(body);
-                    }
-                    reply
+            Some(target) => {
+                let backend = target.backend.name.clone();
+                let prepared = match attempt::prepare(&state, target, headers) {
+                    Ok(p) => p,
+                    Err(e) => return self.reject(e),
+                };
+                let mut reply = Reply {
+                    headers: prepared.headers,
+                    ..Default::default()
+                };
+                reply.headers.set(BACKEND_BINDING_HEADER, backend);
+                if let Some(body) = prepared.body {
+                    reply.headers.set("content-length", body.len().to_string());
+                    reply.body = Some(body);
                 }
-                Err(e) => return self.reject(e),
-            },
+                reply
+            }
             None => {
                 // The upstream level builds each attempt; client credentials go now
                 // already, so none can slip through whatever happens later.
                 let mut reply = Reply::default();
-                for name in CLIENT_CREDENTIAL_HEADERS {
+                for name in CLIENT_CREDENTIAL_HEADERS
+                    .iter()
+                    .chain([&BACKEND_BINDING_HEADER])
+                {
                     reply.headers.remove(name);
                 }
                 reply
@@ -232,6 +238,7 @@ impl RouterStream {
                 provider,
                 streaming: false,
                 first_output: None,
+                broken: false,
             });
             return reply.response_headers();
         };
@@ -258,6 +265,7 @@ impl RouterStream {
             provider,
             streaming,
             first_output: None,
+            broken: false,
         });
         reply.response_headers()
     }
@@ -267,6 +275,11 @@ impl RouterStream {
             return Reply::default().response_body();
         };
         let mut reply = Reply::default();
+        if resp.broken {
+            // The rest of a stream that could no longer be decoded: already ended for the client.
+            reply.body = Some(Vec::new());
+            return reply.response_body();
+        }
         let decoded: Option<Vec<u8>> = match resp.decoder.as_mut() {
             Some(d) => match d.push(&b.body, b.end_of_stream) {
                 Ok(bytes) => Some(bytes),
@@ -274,6 +287,21 @@ impl RouterStream {
                     tracing::warn!(request_id = %self.request_id, error = %e, "response body could not be decoded; usage not read");
                     resp.decoder = None;
                     resp.translator = None;
+                    if resp.deliver_decoded {
+                        // The client was promised plain bytes: end its stream with an error
+                        // event rather than hand it undecodable data.
+                        resp.broken = true;
+                        let error = error_body(
+                            "the provider's compressed stream could not be decoded",
+                            "server_error",
+                            "stream_decode_error",
+                        );
+                        let mut event = b"data: ".to_vec();
+                        event.extend(error);
+                        event.extend_from_slice(b"\n\n");
+                        reply.body = Some(event);
+                        return reply.response_body();
+                    }
                     None
                 }
             },
@@ -330,13 +358,23 @@ impl RouterStream {
         let override_model = attempt
             .as_ref()
             .and_then(|a| a.target.model_name_override.clone());
-        let request_model = override_model.unwrap_or_else(|| state.request.model.clone());
+        // A client-chosen model name becomes a metric label only when the configuration
+        // names it or a provider served it: otherwise (models matched by a regular
+        // expression) random names could grow the label set without bound.
+        let succeeded = (200..300).contains(&resp.status);
+        let original_model = if succeeded || state.config.models.contains_key(&state.request.model)
+        {
+            state.request.model.clone()
+        } else {
+            "other".to_string()
+        };
+        let request_model = override_model.unwrap_or_else(|| original_model.clone());
         let response_model = resp
             .translator
             .as_ref()
             .and_then(|t| t.response_model().map(str::to_string))
             .unwrap_or_else(|| request_model.clone());
-        let error_type = if (200..300).contains(&resp.status) {
+        let error_type = if succeeded {
             String::new()
         } else {
             resp.status.to_string()
@@ -346,7 +384,7 @@ impl RouterStream {
             provider: resp.provider.clone(),
             request_model: request_model.clone(),
             response_model: response_model.clone(),
-            original_model: state.request.model.clone(),
+            original_model,
             usage,
             duration: self.started.elapsed(),
             time_to_first_token: resp.first_output.map(|t| t - self.started),

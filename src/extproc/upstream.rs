@@ -18,12 +18,14 @@ use super::messages::{self, attribute, immediate_error, metadata_string, Reply};
 use super::store::REQUEST_KEY_METADATA;
 use super::Shared;
 use crate::api::ApiError;
+use crate::config::{BackendRefTarget, GatewayConfig};
 
 /// Endpoint metadata attribute naming the backend reference (Envoy AI Gateway's key).
-pub const BACKEND_ATTRIBUTE: &str = "xds.upstream_host_metadata.filter_metadata['aigateway.envoy.io']['per_route_rule_backend_name']";
-/// The same key on the cluster, when an endpoint carries none.
-pub const CLUSTER_BACKEND_ATTRIBUTE: &str =
-    "xds.cluster_metadata.filter_metadata['aigateway.envoy.io']['per_route_rule_backend_name']";
+pub const BACKEND_REF_ATTRIBUTE: &str =
+    "xds.upstream_host_metadata.filter_metadata['aigateway.envoy.io']['per_route_rule_backend_name']";
+/// Endpoint metadata attribute naming the backend (`name.namespace`) whose host this is.
+pub const BACKEND_NAME_ATTRIBUTE: &str =
+    "xds.upstream_host_metadata.filter_metadata['aigateway.envoy.io']['backend_name']";
 
 /// Answers an attempt's request headers. `attributes` are the `request_attributes` Envoy
 /// sent (on the `ProcessingRequest`, not the deprecated field on the headers), and
@@ -46,20 +48,11 @@ pub fn request_headers(
             "no gateway state for this upstream attempt".into(),
         ));
     };
-    let ref_key = attribute(attributes, BACKEND_ATTRIBUTE)
-        .or_else(|| attribute(attributes, CLUSTER_BACKEND_ATTRIBUTE));
-    // The request's own configuration first; a reference added by a reload since the
-    // request started is only in the current one.
-    let target = ref_key.and_then(|k| {
-        state
-            .config
-            .backend_refs
-            .get(k)
-            .cloned()
-            .or_else(|| shared.config.load().backend_refs.get(k).cloned())
-    });
-    let Some(target) = target else {
-        tracing::error!(request_id = %state.request_id, ref_key = ref_key.unwrap_or("<none>"), "endpoint metadata names no configured backend");
+    let ref_key = attribute(attributes, BACKEND_REF_ATTRIBUTE);
+    let host_backend = attribute(attributes, BACKEND_NAME_ATTRIBUTE);
+    let Some(target) = target_for(shared, &state.config, ref_key, host_backend) else {
+        tracing::error!(request_id = %state.request_id, ref_key = ref_key.unwrap_or("<none>"),
+            backend = host_backend.unwrap_or("<none>"), "endpoint metadata names no configured backend");
         return immediate_error(&ApiError::Internal(
             "the chosen endpoint names no configured backend".into(),
         ));
@@ -86,4 +79,42 @@ pub fn request_headers(
         reply.replace_in_header_phase = true;
     }
     reply.request_headers()
+}
+
+/// The backend reference this attempt serves. The reference key is positional, so while a
+/// reload reaches the sidecar and Envoy at different moments it may name another backend:
+/// the credential must always be the one of the backend whose host Envoy picked, so the
+/// reference is only used when its backend is that host's.
+fn target_for(
+    shared: &Shared,
+    request_config: &GatewayConfig,
+    ref_key: Option<&str>,
+    host_backend: Option<&str>,
+) -> Option<BackendRefTarget> {
+    let current = shared.config.load();
+    let by_ref = ref_key.and_then(|k| {
+        [
+            request_config.backend_refs.get(k),
+            current.backend_refs.get(k),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|t| host_backend.is_none_or(|b| t.backend.name == b))
+        .cloned()
+    });
+    by_ref.or_else(|| {
+        // The reference changed meaning: serve the host's backend without reference settings.
+        let name = host_backend?;
+        let backend = request_config
+            .backends
+            .get(name)
+            .or_else(|| current.backends.get(name))?
+            .clone();
+        Some(BackendRefTarget {
+            backend,
+            model_name_override: None,
+            route: String::new(),
+            header_mutation: Default::default(),
+        })
+    })
 }

@@ -1,0 +1,48 @@
+"""A credential only ever reaches its own provider, whatever the client sends."""
+
+import httpx
+
+from harness import backend_yaml, route_yaml
+
+
+def test_client_cannot_steer_a_credential_to_another_provider(gateway_factory, openai_fake, azure_fake):
+    tiered = """apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: tiers, namespace: default}
+spec:
+  rules:
+    - matches: [{headers: [{name: x-ai-eg-model, value: m}, {name: x-tier, value: gold}]}]
+      backendRefs: [{name: azure}]
+    - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]
+      backendRefs: [{name: openai}]
+    - matches: [{headers: [{name: x-ai-eg-model, value: solo}]}]
+      backendRefs: [{name: openai}]
+"""
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        backend_yaml("azure", "AzureOpenAI", azure_fake.port, policy="AzureAPIKey", key="azure-secret-key",
+                     version="2025-01-01-preview"),
+        tiered,
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    cases = [
+        [("x-tier", "gold")],
+        [("x-tier", "silver")],
+        [("x-tier", "gold"), ("x-tier", "x")],  # Envoy joins repeated values: "gold,x"
+        [("x-tier", "gold"), ("x-llm-extproc-backend", "openai.default")],
+    ]
+    for headers in cases:
+        r = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=10)
+        assert r.status_code == 200, (headers, r.text)
+    # Each provider only ever saw its own credential (the fakes refuse anything else).
+    assert openai_fake.rejected == [] and azure_fake.rejected == []
+    # (Which rule repeated values select is Envoy's business; both were used.)
+    assert len(azure_fake.requests) >= 1 and len(openai_fake.requests) >= 1
+    assert len(azure_fake.requests) + len(openai_fake.requests) == len(cases)
+
+    # A single-backend rule the model alone decides: the client's binding header is ignored.
+    r = httpx.post(gw.url + "/v1/chat/completions", json={**body, "model": "solo"},
+                   headers={"x-llm-extproc-backend": "azure.default"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-openai-secret"
+    assert openai_fake.rejected == [] and azure_fake.rejected == []
