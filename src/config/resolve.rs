@@ -990,6 +990,63 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn problems(yaml: &str) -> Vec<String> {
+        let mut res = Resources::default();
+        let mut problems = Vec::new();
+        super::super::load::parse_text(yaml, Path::new("t.yaml"), &mut res, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        match resolve(&res, None) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const BASE: &str = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b}\nspec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}\n---\n\
+        apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b}\nspec: {schema: {name: OpenAI}, backendRef: {name: b}}\n---\n";
+
+    fn policy(name: &str, secret: &str) -> String {
+        format!("apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: {name}}}\n\
+                 spec: {{type: APIKey, targetRefs: [{{name: b}}], apiKey: {{secretRef: {{name: {secret}}}}}}}\n---\n")
+    }
+
+    #[test]
+    fn a_secret_value_with_a_line_break_is_refused() {
+        let p = problems(&format!("{BASE}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{apiKey: \"sk-1\\r\\nx-evil: 1\"}}\n", policy("p", "s")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("line break") && !p[0].contains("sk-1"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn two_policies_for_one_backend_are_refused() {
+        let p = problems(&format!("{BASE}{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{apiKey: k}}\n", policy("p1", "s"), policy("p2", "s")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("already authenticated by policy `p1`"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn weight_zero_refs_and_bad_header_mutations() {
+        let route = |refs: &str, extra: &str| {
+            format!("{BASE}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+            spec: {{rules: [{{matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}], backendRefs: [{refs}]{extra}}}]}}\n")
+        };
+        assert!(problems(&route("{name: b, weight: 0}, {name: b, priority: 1}", "")).is_empty());
+        let p = problems(&route("{name: b, weight: 0}", ""));
+        assert!(p[0].contains("weight 0"), "{p:?}");
+        let p = problems(&route(
+            "{name: b, headerMutation: {set: [{name: \":path\", value: /x}]}}",
+            "",
+        ));
+        assert!(p[0].contains("not a valid header name"), "{p:?}");
+        let p = problems(&route("{name: b}", ", timeouts: {backendRequest: soon}"));
+        assert!(p[0].contains("timeouts.backendRequest"), "{p:?}");
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
