@@ -75,3 +75,25 @@ def test_in_flight_request_finishes_on_the_old_config(gateway_factory, openai_fa
     assert rest[-1] == "data: [DONE]"
     assert gw.chat("gpt-4o-mini").status_code == 404
     assert gw.metric("gen_ai_client_token_usage_count", gen_ai_request_model="gpt-4o-mini", gen_ai_token_type="output") == 1
+
+
+def test_mounted_secret_directory_is_read_and_watched(gateway_factory, openai_fake, tmp_path):
+    """Secrets from a directory of mounted keys (<dir>/<secret>/<key>), as Kubernetes mounts them."""
+    secrets = tmp_path / "secrets"
+    (secrets / "openai-key").mkdir(parents=True)
+    (secrets / "openai-key" / "apiKey").write_text("sk-openai-secret\n")
+    docs = backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey").split("\n---\n")
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    write_config(config_dir, *[d for d in docs if "kind: Secret" not in d],
+                 route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]))
+    gw = gateway_factory(config_dir, extra_args=["--secrets-dir", str(secrets)])
+    assert gw.chat("gpt-4o-mini").status_code == 200
+    assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-openai-secret"
+
+    openai_fake.key = "sk-rotated"
+    tmp = secrets / "openai-key" / ".apiKey.tmp"
+    tmp.write_text("sk-rotated\n")
+    tmp.rename(secrets / "openai-key" / "apiKey")
+    assert wait_for(lambda: gw.chat("gpt-4o-mini").status_code == 200), gw.read_log()[-3000:]
+    assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-rotated"
