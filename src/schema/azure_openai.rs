@@ -14,6 +14,9 @@ use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
 #[derive(Debug)]
 pub struct AzureOpenAi {
     api_version: String,
+    /// `stream_options` exists from api-version 2024-09-01(-preview) on; older versions
+    /// reject unknown fields, so streams there are not metered.
+    takes_stream_options: bool,
 }
 
 impl AzureOpenAi {
@@ -31,7 +34,13 @@ impl AzureOpenAi {
         {
             return Err(format!("`schema.version` {api_version:?} is not an Azure api-version like 2025-01-01-preview"));
         }
-        Ok(Arc::new(AzureOpenAi { api_version }))
+        let takes_stream_options = api_version
+            .get(..10)
+            .is_some_and(|date| date >= "2024-09-01");
+        Ok(Arc::new(AzureOpenAi {
+            api_version,
+            takes_stream_options,
+        }))
     }
 }
 
@@ -46,7 +55,8 @@ impl BackendSchema for AzureOpenAi {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         let deployment = model_override.unwrap_or(&request.model);
-        let (body, usage_injected) = openai_body(request, model_override);
+        let (body, usage_injected) =
+            openai_body(request, model_override, self.takes_stream_options);
         Ok(UpstreamRequest {
             path: format!(
                 "/openai/deployments/{}/{}?api-version={}",
@@ -112,6 +122,31 @@ mod tests {
             u.path,
             "/openai/deployments/my-deploy/embeddings?api-version=2025-01-01-preview"
         );
+    }
+
+    #[test]
+    fn usage_is_asked_for_only_where_the_api_version_has_stream_options() {
+        let r = ClientRequest::parse(
+            ApiKind::ChatCompletions,
+            Bytes::from_static(br#"{"model":"m","stream":true}"#),
+        )
+        .unwrap();
+        for (version, injected) in [
+            ("2025-01-01-preview", true),
+            ("2024-09-01-preview", true),
+            ("2024-02-01", false),
+        ] {
+            let spec = SchemaSpec {
+                name: "AzureOpenAI".into(),
+                version: Some(version.into()),
+                prefix: None,
+            };
+            let u = AzureOpenAi::build(&spec)
+                .unwrap()
+                .upstream_request(&r, None)
+                .unwrap();
+            assert_eq!(u.usage_injected, injected, "{version}");
+        }
     }
 
     #[test]

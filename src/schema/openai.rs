@@ -37,7 +37,7 @@ impl BackendSchema for OpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        let (body, usage_injected) = openai_body(request, model_override);
+        let (body, usage_injected) = openai_body(request, model_override, true);
         Ok(UpstreamRequest {
             path: join_path(&self.prefix, request.api.openai_suffix()),
             body,
@@ -58,12 +58,15 @@ impl BackendSchema for OpenAi {
 /// The body for an OpenAI-compatible provider: the client's bytes, with the model
 /// spliced when overridden, and `stream_options.include_usage` turned on for a stream
 /// whose client did not ask for usage (the gateway meters every request; the extra usage
-/// chunk is hidden from the client again). Returns None when the bytes are unchanged.
+/// chunk is hidden from the client again), where the provider `takes_stream_options`.
+/// Returns None when the bytes are unchanged.
 pub fn openai_body(
     request: &ClientRequest,
     model_override: Option<&str>,
+    takes_stream_options: bool,
 ) -> (Option<Vec<u8>>, bool) {
-    let inject_usage = request.stream
+    let inject_usage = takes_stream_options
+        && request.stream
         && !request.include_usage
         && matches!(request.api, ApiKind::ChatCompletions | ApiKind::Completions);
     let override_model = model_override.filter(|m| *m != request.model);
@@ -125,14 +128,14 @@ mod tests {
     #[test]
     fn passthrough_keeps_bytes() {
         let r = request(r#"{"model":"gpt-4o","messages":[]}"#);
-        assert_eq!(openai_body(&r, None), (None, false));
-        assert_eq!(openai_body(&r, Some("gpt-4o")), (None, false));
+        assert_eq!(openai_body(&r, None, true), (None, false));
+        assert_eq!(openai_body(&r, Some("gpt-4o"), true), (None, false));
     }
 
     #[test]
     fn override_splices_only_the_model() {
         let r = request(r#"{"messages":[{"content":"model"}], "model" : "a", "n":1}"#);
-        let (body, _) = openai_body(&r, Some("b\"c"));
+        let (body, _) = openai_body(&r, Some("b\"c"), true);
         assert_eq!(
             String::from_utf8(body.unwrap()).unwrap(),
             r#"{"messages":[{"content":"model"}], "model" : "b\"c", "n":1}"#
@@ -142,7 +145,7 @@ mod tests {
     #[test]
     fn stream_without_usage_gets_usage_injected() {
         let r = request(r#"{"model":"a","stream":true}"#);
-        let (body, injected) = openai_body(&r, Some("z"));
+        let (body, injected) = openai_body(&r, Some("z"), true);
         assert!(injected);
         let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
@@ -151,7 +154,7 @@ mod tests {
         let r = request(
             r#"{"model":"a","stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
         );
-        let (body, injected) = openai_body(&r, None);
+        let (body, injected) = openai_body(&r, None, true);
         assert!(injected);
         let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
         assert_eq!(
