@@ -141,3 +141,23 @@ def test_sidecar_unreachable_fails_closed_with_json(tmp_path, openai_fake):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_model_outside_a_regex_rule_gets_envoys_404_naming_it(gateway_factory, openai_fake):
+    regex_route = """apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r, namespace: default}
+spec:
+  rules:
+    - matches: [{headers: [{name: x-ai-eg-model, type: RegularExpression, value: "gpt-.*"}]}]
+      backendRefs: [{name: openai}]
+    - matches: [{headers: [{name: x-ai-eg-model, value: exact-model}]}]
+      backendRefs: [{name: openai}]
+"""
+    gw = gateway_factory(backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"), regex_route)
+    assert gw.chat("gpt-4.1").status_code == 200
+    error = assert_openai_error(gw.chat("claude-x"), 404)
+    assert "claude-x" in error["message"] and "exact-model" in error["message"]
+    assert error["code"] == "model_not_found"
+    assert len(openai_fake.requests) == 1
+    assert gw.wait_in_flight_zero()

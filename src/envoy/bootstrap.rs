@@ -130,6 +130,12 @@ fn local_reply_config() -> Value {
             "body_format_override": error("the gateway's request processor is unavailable", "service_unavailable", "processor_unavailable")
         },
         {
+            // The catch-all route: a model no rule takes (the sidecar lets a model through
+            // when a rule matches models by regular expression, which only Envoy evaluates).
+            "filter": cel("response.code == 404 && response.code_details == 'direct_response'"),
+            "body_format_override": error("model `%REQ(X-AI-EG-MODEL)%` is not served by this gateway; %LOCAL_REPLY_BODY%", "invalid_request_error", "model_not_found")
+        },
+        {
             // Every other reply Envoy makes itself (no healthy upstream, timeouts, body over
             // the buffer limit, the unknown-model route): its text becomes the message.
             "filter": cel("!response.code_details.startsWith('llm_extproc') && !response.code_details.startsWith('ext_proc')"),

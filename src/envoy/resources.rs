@@ -85,7 +85,7 @@ pub fn route_configuration(config: &GatewayConfig) -> Value {
         "name": "unknown-model",
         "match": {"prefix": "/"},
         "direct_response": {"status": 404, "body": {"inline_string": format!(
-            "no route for this model and request; known models: {}", known.join(", "))}}
+            "known models: {}", known.join(", "))}}
     }));
     json!({
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
