@@ -80,11 +80,14 @@ impl RouterStream {
         self.request_id = header(map, "x-request-id").unwrap_or("").to_string();
         let method = header(map, ":method").unwrap_or("");
         let path = header(map, ":path").unwrap_or("");
-        let (method, path) = (method.to_string(), path.to_string());
-        if let Some(answer) = self.start(&method, &path) {
-            return answer;
+        match api::route(method, path) {
+            Ok(ApiKind::Models) => {
+                let config = self.shared.config.load();
+                return immediate(200, api::models::list_body(&config), "models");
+            }
+            Ok(api) => self.api = Some(api),
+            Err(e) => return self.reject(e),
         }
-        let map = self.request_headers.as_ref();
         let limit = self.shared.limits.max_body_bytes;
         if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
             if size > limit {
@@ -97,21 +100,6 @@ impl RouterStream {
             ));
         }
         Reply::default().request_headers()
-    }
-
-    /// Picks the API; answers what the gateway answers itself.
-    fn start(&mut self, method: &str, path: &str) -> Option<ProcessingResponse> {
-        match api::route(method, path) {
-            Ok(ApiKind::Models) => {
-                let config = self.shared.config.load();
-                Some(immediate(200, api::models::list_body(&config), "models"))
-            }
-            Ok(api) => {
-                self.api = Some(api);
-                None
-            }
-            Err(e) => Some(self.reject(e)),
-        }
     }
 
     /// The whole (buffered) request body.
