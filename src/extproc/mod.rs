@@ -22,6 +22,24 @@ use crate::config::watch::SharedConfig;
 use crate::metrics::Metrics;
 use store::RequestStore;
 
+/// Bodies above this are parsed on the blocking pool: the runtime has one thread, and a
+/// large JSON body (tens of MiB of images) must not hold up every other request.
+const OFFLOAD_BYTES: usize = 1 << 20;
+
+/// Runs `work` on the router stream on the blocking pool and hands the stream back.
+/// None when the work panicked: the stream then ends and Envoy fails the request closed.
+async fn offload(
+    mut router: router::RouterStream,
+    work: impl FnOnce(&mut router::RouterStream) -> ProcessingResponse + Send + 'static,
+) -> Option<(router::RouterStream, ProcessingResponse)> {
+    tokio::task::spawn_blocking(move || {
+        let answer = work(&mut router);
+        (router, answer)
+    })
+    .await
+    .ok()
+}
+
 /// gRPC initial metadata key that tells the two placements apart.
 pub const PLACEMENT_METADATA: &str = "x-llm-extproc-placement";
 
@@ -65,9 +83,10 @@ impl ExternalProcessor for Service {
             .is_some_and(|v| v.as_bytes() == b"upstream");
         let inbound = request.into_inner();
         let shared = self.shared.clone();
-        // Each message is answered inline: no task hop per message. The handler (and with
-        // it the request-state guard) lives in the closure, so it is dropped when the
-        // stream ends for any reason: Envoy half-closing, resetting, or the sidecar failing.
+        // Each message is answered inline: no task hop per message (large bodies excepted).
+        // The handler (and with it the request-state guard) lives in the stream, so it is
+        // dropped when the stream ends for any reason: Envoy half-closing, resetting, or
+        // the sidecar failing.
         let stream: ResponseStream = if upstream {
             Box::pin(inbound.map(move |m| {
                 let m = m?;
@@ -84,21 +103,38 @@ impl ExternalProcessor for Service {
                 }
             }))
         } else {
-            let mut router = router::RouterStream::new(shared);
-            Box::pin(inbound.map(move |m| {
-                let m = m?;
-                match m.request {
-                    Some(Msg::RequestHeaders(h)) => Ok(router.request_headers(h)),
-                    Some(Msg::RequestBody(b)) => Ok(router.request_body(b)),
-                    Some(Msg::ResponseHeaders(h)) => Ok(router.response_headers(h)),
-                    Some(Msg::ResponseBody(b)) => Ok(router.response_body(b)),
-                    Some(Msg::RequestTrailers(_)) | Some(Msg::ResponseTrailers(_)) | None => {
-                        Err(Status::invalid_argument(
-                            "unexpected ext_proc message; check the filter's processing_mode",
-                        ))
-                    }
-                }
-            }))
+            Box::pin(futures_util::stream::unfold(
+                (inbound, Some(router::RouterStream::new(shared))),
+                |(mut inbound, router)| async move {
+                    let mut router = router?;
+                    let m = match inbound.next().await? {
+                        Ok(m) => m,
+                        Err(status) => return Some((Err(status), (inbound, None))),
+                    };
+                    let answer = match m.request {
+                        Some(Msg::RequestHeaders(h)) => Ok(router.request_headers(h)),
+                        Some(Msg::RequestBody(b)) if b.body.len() > OFFLOAD_BYTES => {
+                            let (r, answer) = offload(router, move |r| r.request_body(b)).await?;
+                            router = r;
+                            Ok(answer)
+                        }
+                        Some(Msg::RequestBody(b)) => Ok(router.request_body(b)),
+                        Some(Msg::ResponseHeaders(h)) => Ok(router.response_headers(h)),
+                        Some(Msg::ResponseBody(b)) if b.body.len() > OFFLOAD_BYTES => {
+                            let (r, answer) = offload(router, move |r| r.response_body(b)).await?;
+                            router = r;
+                            Ok(answer)
+                        }
+                        Some(Msg::ResponseBody(b)) => Ok(router.response_body(b)),
+                        Some(Msg::RequestTrailers(_)) | Some(Msg::ResponseTrailers(_)) | None => {
+                            Err(Status::invalid_argument(
+                                "unexpected ext_proc message; check the filter's processing_mode",
+                            ))
+                        }
+                    };
+                    Some((answer, (inbound, Some(router))))
+                },
+            ))
         };
         Ok(Response::new(stream))
     }
