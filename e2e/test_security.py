@@ -46,3 +46,48 @@ spec:
     assert r.status_code == 200, r.text
     assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-openai-secret"
     assert openai_fake.rejected == [] and azure_fake.rejected == []
+
+
+def _h2_headers_then_trailers(port, headers):
+    """An HTTP/2 request with headers and trailers but no data: Envoy skips the body phase."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "http"),
+                          (":authority", "localhost"), *headers], end_stream=False)
+    conn.send_headers(1, [("x-trailer", "1")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, body = None, b""
+    while True:
+        data = sock.recv(65535)
+        if not data:
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = dict(event.headers)[b":status"].decode()
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+                conn.acknowledge_received_data(len(event.data), event.stream_id)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                sock.close()
+                return status, body
+        sock.sendall(conn.data_to_send())
+    return status, body
+
+
+def test_a_request_without_a_body_phase_cannot_route_itself(gateway_factory, openai_fake):
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("m", [("openai", 0, None)])]),
+    )
+    status, body = _h2_headers_then_trailers(gw.port, [
+        ("content-type", "application/json"), ("x-ai-eg-model", "m"),
+        ("x-llm-extproc-backend", "openai.default"), ("authorization", "Bearer sk-client")])
+    assert status is not None and status != "200", body
+    assert openai_fake.requests == [] and openai_fake.rejected == []

@@ -32,6 +32,7 @@ pub fn resolve(res: &Resources, secrets_dir: Option<&Path>) -> Result<GatewayCon
         resolve_route(doc, &backends, &mut config, &mut problems);
     }
     mark_router_resolved(&mut config);
+    name_clusters(&mut config);
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -87,6 +88,32 @@ fn mark_router_resolved(config: &mut GatewayConfig) {
         }
     }
     config.router_targets = targets;
+}
+
+/// Names each rule's cluster after what it contains (backends, endpoints, TLS, whether it
+/// has the upstream filter). When a reload changes a rule, its cluster gets a new name:
+/// Envoy keeps serving a changed cluster's old version until the new one has warmed up
+/// (DNS included) while new routes apply at once, so with a reused name a new route could
+/// send a new backend's credential to an old backend's host. A new name makes that window
+/// answer 503 instead.
+fn name_clusters(config: &mut GatewayConfig) {
+    use std::hash::{Hash, Hasher};
+    for route in &mut config.routes {
+        for rule in &mut route.rules {
+            let mut hasher = std::hash::DefaultHasher::new();
+            rule.router_resolved.hash(&mut hasher);
+            for r in &rule.backend_refs {
+                (&r.ref_key, &r.backend.name, r.priority, r.weight).hash(&mut hasher);
+                for e in &r.backend.endpoints {
+                    (&e.host, e.port).hash(&mut hasher);
+                }
+                if let Some(tls) = &r.backend.tls {
+                    (&tls.sni, tls.insecure_skip_verify).hash(&mut hasher);
+                }
+            }
+            rule.cluster = format!("{}/{:016x}", rule.cluster, hasher.finish());
+        }
+    }
 }
 
 fn full_name(name: &str, namespace: &str) -> String {
@@ -1045,6 +1072,34 @@ mod tests {
         assert!(p[0].contains("not a valid header name"), "{p:?}");
         let p = problems(&route("{name: b}", ", timeouts: {backendRequest: soon}"));
         assert!(p[0].contains("timeouts.backendRequest"), "{p:?}");
+    }
+
+    fn cluster_names(yaml: &str) -> Vec<String> {
+        let mut res = Resources::default();
+        let mut problems = Vec::new();
+        super::super::load::parse_text(yaml, Path::new("t.yaml"), &mut res, &mut problems);
+        let config = resolve(&res, None).expect("resolves");
+        config
+            .routes
+            .iter()
+            .flat_map(|r| r.rules.iter().map(|rule| rule.cluster.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_changed_rule_gets_a_new_cluster_name() {
+        let route = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\n\
+            spec: {rules: [{matches: [{headers: [{name: x-ai-eg-model, value: m}]}], backendRefs: [{name: b}]}]}\n";
+        let before = cluster_names(&format!("{BASE}{route}"));
+        assert_eq!(
+            before,
+            cluster_names(&format!("{BASE}{route}")),
+            "stable for the same config"
+        );
+        let moved = BASE.replace("port: 1", "port: 2");
+        let after = cluster_names(&format!("{moved}{route}"));
+        assert_ne!(before, after);
+        assert!(before[0].starts_with("default/r/rule/0/"));
     }
 
     #[test]

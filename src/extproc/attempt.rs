@@ -3,8 +3,6 @@
 //! attempt, and the router level for a rule with a single backend, whose cluster then
 //! needs no upstream filter (one gRPC stream fewer per request).
 
-use envoy_types::pb::envoy::config::core::v3::HeaderMap;
-
 use super::messages::{header, Mutations};
 use super::store::{Attempt, RequestState};
 use crate::api::ApiError;
@@ -18,13 +16,9 @@ pub struct Prepared {
     pub body: Option<Vec<u8>>,
 }
 
-/// Prepares the attempt for `target` and records it in the request state. `headers` are
-/// the request headers as Envoy holds them now.
-pub fn prepare(
-    state: &RequestState,
-    target: BackendRefTarget,
-    headers: Option<&HeaderMap>,
-) -> Result<Prepared, ApiError> {
+/// Prepares the attempt for `target` and records it in the request state. Header edits
+/// are computed against the client's original headers (`state.client_headers`).
+pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepared, ApiError> {
     let backend = target.backend.clone();
     let named = |error: ApiError| match error {
         ApiError::BackendUnavailable { backend: b, reason } if b.is_empty() => {
@@ -53,13 +47,8 @@ pub fn prepare(
     let set_before: &[String] = previous.as_ref().map_or(&[], |a| &a.set_headers);
     // What the client sent, not what an earlier attempt set: those mutations persist
     // into the next attempt (seen on Envoy 1.40).
-    let client_header = |name: &str| {
-        if set_before.iter().any(|n| n == name) {
-            None
-        } else {
-            header(headers, name).map(str::to_string)
-        }
-    };
+    let original = Some(&state.client_headers);
+    let client_header = |name: &str| header(original, name).map(str::to_string);
     backend
         .credential
         .apply(&mut upstream, &client_header)
@@ -74,17 +63,29 @@ pub fn prepare(
     }
     let mut edits = Mutations::default();
     edits.set(":path", upstream.path.clone());
-    // Client credentials, headers the configuration removes, and headers an earlier
-    // attempt set for another backend: all go unless this attempt sets them.
+    // Client credentials and headers the configuration removes go; headers an earlier
+    // attempt set get the client's value back (or go); unless this attempt sets them.
+    let sets = |name: &str| upstream.headers.iter().any(|(n, _)| n == name);
     for name in CLIENT_CREDENTIAL_HEADERS
         .iter()
         .copied()
         .chain(target.header_mutation.remove.iter().map(String::as_str))
-        .chain(set_before.iter().map(String::as_str))
     {
-        if !upstream.headers.iter().any(|(n, _)| n == name) {
+        if !sets(name) {
             edits.remove(name);
         }
+    }
+    for name in set_before.iter().map(String::as_str) {
+        if sets(name)
+            || CLIENT_CREDENTIAL_HEADERS.contains(&name)
+            || target.header_mutation.remove.contains(name)
+        {
+            continue;
+        }
+        match header(original, name) {
+            Some(value) => edits.set(name, value.to_string()),
+            None => edits.remove(name),
+        };
     }
     for (name, value) in &upstream.headers {
         edits.set(name, value.clone());
@@ -99,7 +100,13 @@ pub fn prepare(
         target,
         usage_injected: upstream.usage_injected,
         number,
-        set_headers: upstream.headers.into_iter().map(|(name, _)| name).collect(),
+        set_headers: {
+            let mut names: Vec<String> = set_before.to_vec();
+            names.extend(upstream.headers.into_iter().map(|(name, _)| name));
+            names.sort();
+            names.dedup();
+            names
+        },
     });
     Ok(Prepared {
         headers: edits,

@@ -40,6 +40,13 @@ async fn offload(
     .ok()
 }
 
+/// The stream's answer when offloaded work failed: an error status, so that Envoy fails
+/// the request closed (a clean end of stream would let it continue unprocessed).
+fn offload_failed() -> Status {
+    tracing::error!("processing a large body failed");
+    Status::internal("processing a large body failed")
+}
+
 /// gRPC initial metadata key that tells the two placements apart.
 pub const PLACEMENT_METADATA: &str = "x-llm-extproc-placement";
 
@@ -91,9 +98,8 @@ impl ExternalProcessor for Service {
             Box::pin(inbound.map(move |m| {
                 let m = m?;
                 match m.request {
-                    Some(Msg::RequestHeaders(h)) => Ok(upstream::request_headers(
+                    Some(Msg::RequestHeaders(_)) => Ok(upstream::request_headers(
                         &shared,
-                        &h,
                         &m.attributes,
                         m.metadata_context.as_ref(),
                     )),
@@ -114,16 +120,24 @@ impl ExternalProcessor for Service {
                     let answer = match m.request {
                         Some(Msg::RequestHeaders(h)) => Ok(router.request_headers(h)),
                         Some(Msg::RequestBody(b)) if b.body.len() > OFFLOAD_BYTES => {
-                            let (r, answer) = offload(router, move |r| r.request_body(b)).await?;
-                            router = r;
-                            Ok(answer)
+                            match offload(router, move |r| r.request_body(b)).await {
+                                Some((r, answer)) => {
+                                    router = r;
+                                    Ok(answer)
+                                }
+                                None => return Some((Err(offload_failed()), (inbound, None))),
+                            }
                         }
                         Some(Msg::RequestBody(b)) => Ok(router.request_body(b)),
                         Some(Msg::ResponseHeaders(h)) => Ok(router.response_headers(h)),
                         Some(Msg::ResponseBody(b)) if b.body.len() > OFFLOAD_BYTES => {
-                            let (r, answer) = offload(router, move |r| r.response_body(b)).await?;
-                            router = r;
-                            Ok(answer)
+                            match offload(router, move |r| r.response_body(b)).await {
+                                Some((r, answer)) => {
+                                    router = r;
+                                    Ok(answer)
+                                }
+                                None => return Some((Err(offload_failed()), (inbound, None))),
+                            }
                         }
                         Some(Msg::ResponseBody(b)) => Ok(router.response_body(b)),
                         Some(Msg::RequestTrailers(_)) | Some(Msg::ResponseTrailers(_)) | None => {

@@ -99,7 +99,22 @@ impl RouterStream {
                 "request body is empty; send a JSON object".into(),
             ));
         }
-        Reply::default().request_headers()
+        // Until the body phase has decided, the request carries nothing that routes it or
+        // authenticates it: were the body phase skipped (an HTTP/2 request with trailers
+        // and no data), Envoy would otherwise route on what the client sent.
+        let mut reply = Reply::default();
+        for name in CLIENT_CREDENTIAL_HEADERS {
+            reply.headers.remove(name);
+        }
+        let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER];
+        if routing.iter().any(|name| header(map, name).is_some()) {
+            // Envoy may already have matched a route on them: match again without.
+            for name in routing {
+                reply.headers.remove(name);
+            }
+            reply.clear_route_cache = true;
+        }
+        reply.request_headers()
     }
 
     /// The whole (buffered) request body.
@@ -134,12 +149,12 @@ impl RouterStream {
             request,
             config,
             request_id: self.request_id.clone(),
+            client_headers: self.request_headers.clone().unwrap_or_default(),
             attempt: Default::default(),
         });
         let Some(guard) = self.shared.store.insert(state.clone()) else {
             return self.reject(ApiError::Overloaded(self.shared.store.capacity()));
         };
-        let headers = self.request_headers.as_ref();
         let target = state
             .config
             .router_targets
@@ -150,7 +165,7 @@ impl RouterStream {
             // upstream-level filter.
             Some(target) => {
                 let backend = target.backend.name.clone();
-                let prepared = match attempt::prepare(&state, target, headers) {
+                let prepared = match attempt::prepare(&state, target) {
                     Ok(p) => p,
                     Err(e) => return self.reject(e),
                 };

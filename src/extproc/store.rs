@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+
 use crate::api::ClientRequest;
 use crate::config::{BackendRefTarget, GatewayConfig};
 
@@ -23,6 +25,9 @@ pub struct RequestState {
     pub config: Arc<GatewayConfig>,
     /// Envoy's `x-request-id`, for logs.
     pub request_id: String,
+    /// The client's request headers as received: each attempt starts from these, since
+    /// what an earlier attempt changed is still there on a retry.
+    pub client_headers: HeaderMap,
     /// The latest upstream attempt, written by the upstream level.
     pub attempt: Mutex<Option<Attempt>>,
 }
@@ -33,7 +38,8 @@ pub struct Attempt {
     pub target: BackendRefTarget,
     pub usage_injected: bool,
     pub number: u32,
-    /// Headers this attempt set, to be removed again if a retry goes elsewhere.
+    /// Headers this and every earlier attempt set, to be put back to the client's values
+    /// (or removed) by a retry that does not set them.
     pub set_headers: Vec<String>,
 }
 
@@ -125,6 +131,7 @@ mod tests {
             .unwrap(),
             config: Arc::new(GatewayConfig::default()),
             request_id: String::new(),
+            client_headers: Default::default(),
             attempt: Mutex::new(None),
         })
     }

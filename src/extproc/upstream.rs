@@ -7,7 +7,7 @@
 //! changes it (`CONTINUE_AND_REPLACE`), and Envoy is told the new length through dynamic
 //! metadata that the `header_mutation` filter after this one turns into `content-length`.
 
-use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingResponse};
+use envoy_types::pb::envoy::service::ext_proc::v3::ProcessingResponse;
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::Metadata;
@@ -35,7 +35,6 @@ pub const BACKEND_NAME_ATTRIBUTE: &str =
 /// gone on the retry. Verified on Envoy 1.40.)
 pub fn request_headers(
     shared: &Shared,
-    h: &HttpHeaders,
     attributes: &HashMap<String, Struct>,
     metadata: Option<&Metadata>,
 ) -> ProcessingResponse {
@@ -58,7 +57,7 @@ pub fn request_headers(
         ));
     };
     let backend_name = target.backend.name.clone();
-    let prepared = match attempt::prepare(&state, target, h.headers.as_ref()) {
+    let prepared = match attempt::prepare(&state, target) {
         Ok(p) => p,
         Err(error) => {
             tracing::warn!(request_id = %state.request_id, backend = %backend_name, status = error.status(), "{error}");
@@ -110,11 +109,12 @@ fn target_for(
             .get(name)
             .or_else(|| current.backends.get(name))?
             .clone();
+        tracing::warn!(backend = name, "the endpoint's backend reference changed in a reload; serving its backend without the reference's settings");
         Some(BackendRefTarget {
+            header_mutation: backend.header_mutation.clone(),
             backend,
             model_name_override: None,
             route: String::new(),
-            header_mutation: Default::default(),
         })
     })
 }
