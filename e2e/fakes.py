@@ -37,6 +37,7 @@ def _sse_events(body):
 CHAT = _cassette("chat-basic.yaml")[1]
 CHAT_STREAM = _sse_events(_cassette("chat-streaming.yaml")[1])
 CHAT_STREAM_WITH_USAGE = _sse_events(_cassette("chat-streaming-detailed-usage.yaml")[1])
+COMPLETION_STREAM_WITH_USAGE = _sse_events(_cassette("completion-streaming-usage.yaml")[1])
 EMBEDDINGS = _cassette("embeddings-basic.yaml")[1]
 COMPLETION = _cassette("completion-basic.yaml")[1]
 AZURE_CHAT = _cassette("azure-chat-basic.yaml")[1]
@@ -168,7 +169,7 @@ class FakeProvider:
                 request = json.loads(body)
                 gz = provider.gzip and "gzip" in headers.get("accept-encoding", "")
                 if request.get("stream"):
-                    return self._stream(request, gz)
+                    return self._stream(request, gz, result)
                 time.sleep(provider.unary_delay)
                 if result == "embeddings":
                     answer = EMBEDDINGS
@@ -194,10 +195,16 @@ class FakeProvider:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, request, gz):
-                if provider.kind == "azure":
+            def _stream(self, request, gz, api):
+                with_usage = (request.get("stream_options") or {}).get("include_usage")
+                if api == "completions":
+                    # The only completions recording streams with usage; a real provider
+                    # without include_usage would send the same events minus that chunk.
+                    events = COMPLETION_STREAM_WITH_USAGE if with_usage else [
+                        e for e in COMPLETION_STREAM_WITH_USAGE if '"choices":[]' not in e]
+                elif provider.kind == "azure":
                     events = AZURE_STREAM
-                elif (request.get("stream_options") or {}).get("include_usage"):
+                elif with_usage:
                     events = CHAT_STREAM_WITH_USAGE
                 else:
                     events = CHAT_STREAM

@@ -101,3 +101,23 @@ def test_azure_stream_with_filter_results(gw, azure_fake):
     assert json.loads(chunks[0])["prompt_filter_results"]
     assert chunks[-1] == "[DONE]"
     assert azure_fake.last()["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_completions_stream_usage_hidden_and_metered(gateway_factory, openai_fake):
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("babbage-002", [("openai", 0, None)])]),
+    )
+    body = {"model": "babbage-002", "prompt": "def fib(n):", "stream": True, "max_tokens": 25}
+    r = httpx.post(gw.url + "/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200
+    assert openai_fake.last()["path"] == "/v1/completions"
+    assert openai_fake.last()["body"]["stream_options"] == {"include_usage": True}
+    chunks = events(r.text)
+    assert chunks[-1] == "[DONE]" and "usage" not in r.text
+    recorded = [json.loads(e[6:]) for e in fakes.COMPLETION_STREAM_WITH_USAGE if not e.startswith("data: [DONE]")]
+    assert "".join(json.loads(c)["choices"][0]["text"] for c in chunks[:-1]) == \
+        "".join(e["choices"][0]["text"] for e in recorded if e["choices"])
+    usage = [e["usage"] for e in recorded if e.get("usage")][0]
+    assert gw.metric("gen_ai_client_token_usage_sum", gen_ai_token_type="output", gen_ai_operation_name="text_completion") \
+        == usage["completion_tokens"]
