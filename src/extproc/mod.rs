@@ -26,12 +26,20 @@ use store::RequestStore;
 /// large JSON body (tens of MiB of images) must not hold up every other request.
 const OFFLOAD_BYTES: usize = 1 << 20;
 
-/// Runs `work` on the router stream on the blocking pool and hands the stream back.
-/// None when the work panicked: the stream then ends and Envoy fails the request closed.
-async fn offload(
+/// One message's handling on the router stream.
+type Work = Box<dyn FnOnce(&mut router::RouterStream) -> ProcessingResponse + Send>;
+
+/// Runs `work` on the router stream, inline for a small body and on the blocking pool for
+/// one over [`OFFLOAD_BYTES`], and hands the stream back. None when the work panicked.
+async fn run(
     mut router: router::RouterStream,
-    work: impl FnOnce(&mut router::RouterStream) -> ProcessingResponse + Send + 'static,
+    body_size: usize,
+    work: Work,
 ) -> Option<(router::RouterStream, ProcessingResponse)> {
+    if body_size <= OFFLOAD_BYTES {
+        let answer = work(&mut router);
+        return Some((router, answer));
+    }
     tokio::task::spawn_blocking(move || {
         let answer = work(&mut router);
         (router, answer)
@@ -112,41 +120,36 @@ impl ExternalProcessor for Service {
             Box::pin(futures_util::stream::unfold(
                 (inbound, Some(router::RouterStream::new(shared))),
                 |(mut inbound, router)| async move {
-                    let mut router = router?;
+                    let router = router?;
                     let m = match inbound.next().await? {
                         Ok(m) => m,
                         Err(status) => return Some((Err(status), (inbound, None))),
                     };
-                    let answer = match m.request {
-                        Some(Msg::RequestHeaders(h)) => Ok(router.request_headers(h)),
-                        Some(Msg::RequestBody(b)) if b.body.len() > OFFLOAD_BYTES => {
-                            match offload(router, move |r| r.request_body(b)).await {
-                                Some((r, answer)) => {
-                                    router = r;
-                                    Ok(answer)
-                                }
-                                None => return Some((Err(offload_failed()), (inbound, None))),
-                            }
+                    // What to do with the message, and how large a body it carries.
+                    let (size, work): (usize, Work) = match m.request {
+                        Some(Msg::RequestHeaders(h)) => {
+                            (0, Box::new(move |r| r.request_headers(h)))
                         }
-                        Some(Msg::RequestBody(b)) => Ok(router.request_body(b)),
-                        Some(Msg::ResponseHeaders(h)) => Ok(router.response_headers(h)),
-                        Some(Msg::ResponseBody(b)) if b.body.len() > OFFLOAD_BYTES => {
-                            match offload(router, move |r| r.response_body(b)).await {
-                                Some((r, answer)) => {
-                                    router = r;
-                                    Ok(answer)
-                                }
-                                None => return Some((Err(offload_failed()), (inbound, None))),
-                            }
+                        Some(Msg::RequestBody(b)) => {
+                            (b.body.len(), Box::new(move |r| r.request_body(b)))
                         }
-                        Some(Msg::ResponseBody(b)) => Ok(router.response_body(b)),
+                        Some(Msg::ResponseHeaders(h)) => {
+                            (0, Box::new(move |r| r.response_headers(h)))
+                        }
+                        Some(Msg::ResponseBody(b)) => {
+                            (b.body.len(), Box::new(move |r| r.response_body(b)))
+                        }
                         Some(Msg::RequestTrailers(_)) | Some(Msg::ResponseTrailers(_)) | None => {
-                            Err(Status::invalid_argument(
+                            let status = Status::invalid_argument(
                                 "unexpected ext_proc message; check the filter's processing_mode",
-                            ))
+                            );
+                            return Some((Err(status), (inbound, None)));
                         }
                     };
-                    Some((answer, (inbound, Some(router))))
+                    let Some((router, answer)) = run(router, size, work).await else {
+                        return Some((Err(offload_failed()), (inbound, None)));
+                    };
+                    Some((Ok(answer), (inbound, Some(router))))
                 },
             ))
         };
