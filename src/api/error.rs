@@ -7,6 +7,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// Well-formed, but the chosen provider cannot honour it (named in the message).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("model `{model}` is not served by this gateway; known models: {known}")]
     UnknownModel { model: String, known: String },
     #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models")]
@@ -31,6 +34,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
+            ApiError::Unprocessable(_) => 422,
             ApiError::UnknownModel { .. } | ApiError::UnsupportedPath { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BodyTooLarge { .. } => 413,
@@ -43,6 +47,7 @@ impl ApiError {
     pub fn error_type(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_)
+            | ApiError::Unprocessable(_)
             | ApiError::UnknownModel { .. }
             | ApiError::UnsupportedPath { .. }
             | ApiError::MethodNotAllowed { .. }
@@ -56,6 +61,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "invalid_request",
+            ApiError::Unprocessable(_) => "unsupported_parameter",
             ApiError::UnknownModel { .. } => "model_not_found",
             ApiError::UnsupportedPath { .. } => "unknown_url",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

@@ -1,6 +1,6 @@
 //! `APIKey`: `Authorization: Bearer <apiKey>` (OpenAI and compatible providers).
 
-use super::{AuthError, Credential};
+use super::{AttemptContext, AuthError, Credential};
 use crate::config::secrets::SecretValue;
 use crate::schema::UpstreamRequest;
 
@@ -10,11 +10,7 @@ pub struct ApiKey {
 }
 
 impl Credential for ApiKey {
-    fn apply(
-        &self,
-        request: &mut UpstreamRequest,
-        _: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), AuthError> {
+    fn apply(&self, request: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
         request.headers.push((
             "authorization".into(),
             format!("Bearer {}", self.key.expose()),

@@ -1,6 +1,6 @@
 //! `AzureAPIKey`: Azure OpenAI's `api-key` header.
 
-use super::{AuthError, Credential};
+use super::{AttemptContext, AuthError, Credential};
 use crate::config::secrets::SecretValue;
 use crate::schema::UpstreamRequest;
 
@@ -10,11 +10,7 @@ pub struct AzureApiKey {
 }
 
 impl Credential for AzureApiKey {
-    fn apply(
-        &self,
-        request: &mut UpstreamRequest,
-        _: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), AuthError> {
+    fn apply(&self, request: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
         request
             .headers
             .push(("api-key".into(), self.key.expose().to_string()));

@@ -21,13 +21,30 @@ pub enum AuthError {
     NotSupported { policy_type: String },
 }
 
+/// What a credential may need to know about the attempt it signs.
+pub struct AttemptContext<'a> {
+    /// Looks up a header the client sent.
+    pub client_header: &'a dyn Fn(&str) -> Option<String>,
+    /// The client's body: what is sent when the schema left `request.body` empty.
+    pub client_body: &'a [u8],
+    /// The `host` the provider receives (Envoy rewrites it to the backend's authority).
+    pub host: &'a str,
+}
+
+impl AttemptContext<'_> {
+    /// The body this attempt sends.
+    pub fn body<'b>(&'b self, request: &'b UpstreamRequest) -> &'b [u8] {
+        request.body.as_deref().unwrap_or(self.client_body)
+    }
+}
+
 /// A way to authenticate to a provider.
 pub trait Credential: Send + Sync + fmt::Debug {
-    /// Adds the credential to `request`. `client_header` looks up a header the client sent.
+    /// Adds the credential to `request`, the final provider request of this attempt.
     fn apply(
         &self,
         request: &mut UpstreamRequest,
-        client_header: &dyn Fn(&str) -> Option<String>,
+        context: &AttemptContext,
     ) -> Result<(), AuthError>;
 }
 
@@ -36,11 +53,7 @@ pub trait Credential: Send + Sync + fmt::Debug {
 pub struct NoCredential;
 
 impl Credential for NoCredential {
-    fn apply(
-        &self,
-        _: &mut UpstreamRequest,
-        _: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), AuthError> {
+    fn apply(&self, _: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
         Ok(())
     }
 }
@@ -52,11 +65,7 @@ pub struct NotYetSupported {
 }
 
 impl Credential for NotYetSupported {
-    fn apply(
-        &self,
-        _: &mut UpstreamRequest,
-        _: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), AuthError> {
+    fn apply(&self, _: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
         Err(AuthError::NotSupported {
             policy_type: self.policy_type.clone(),
         })

@@ -6,7 +6,7 @@
 use super::messages::{header, Mutations};
 use super::store::{Attempt, RequestState};
 use crate::api::ApiError;
-use crate::auth::CLIENT_CREDENTIAL_HEADERS;
+use crate::auth::{AttemptContext, CLIENT_CREDENTIAL_HEADERS};
 use crate::config::BackendRefTarget;
 
 /// The edits that turn the client's request into this attempt's provider request.
@@ -49,9 +49,15 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
     // into the next attempt (seen on Envoy 1.40).
     let original = Some(&state.client_headers);
     let client_header = |name: &str| header(original, name).map(str::to_string);
+    let host = backend.authority();
+    let context = AttemptContext {
+        client_header: &client_header,
+        client_body: &state.request.body,
+        host: &host,
+    };
     backend
         .credential
-        .apply(&mut upstream, &client_header)
+        .apply(&mut upstream, &context)
         .map_err(|e| ApiError::BackendUnavailable {
             backend: backend.name.clone(),
             reason: e.to_string(),

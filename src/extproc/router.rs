@@ -25,7 +25,7 @@ use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
 use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
 use crate::metrics::{provider_name, Completed};
-use crate::schema::ResponseTranslator;
+use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
 
 pub struct RouterStream {
@@ -43,8 +43,8 @@ pub struct RouterStream {
 
 /// How the response of the attempt that answered is being handled.
 struct ResponseState {
-    status: u16,
-    /// Some for a success answered by a backend: its translator.
+    head: ResponseHead,
+    /// Some for an answer from a backend (success or error): its schema's translator.
     translator: Option<Box<dyn ResponseTranslator>>,
     decoder: Option<BodyDecoder>,
     /// The client receives decoded bytes (the encoding header was removed).
@@ -213,13 +213,17 @@ impl RouterStream {
 
     pub fn response_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
         let map = h.headers.as_ref();
-        let status = header(map, ":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let content_type = header(map, "content-type")
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let head = ResponseHead {
+            status: header(map, ":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            content_type: header(map, "content-type")
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            aws_error_type: header(map, "x-amzn-errortype").map(str::to_string),
+        };
         let encoding = header(map, "content-encoding").map(str::to_ascii_lowercase);
+        let decoder = BodyDecoder::for_encoding(encoding.as_deref());
         let attempt = self
             .state
             .as_ref()
@@ -229,40 +233,39 @@ impl RouterStream {
             .as_ref()
             .map(|a| provider_name(a.target.backend.schema.name()).to_string())
             .unwrap_or_default();
-        let (Some(state), Some(attempt), true) =
-            (&self.state, attempt, (200..300).contains(&status))
-        else {
-            // An error, or a reply Envoy made itself: buffered, made OpenAI-shaped at the body.
-            self.response = Some(ResponseState {
-                status,
-                translator: None,
-                decoder: BodyDecoder::for_encoding(encoding.as_deref()),
-                deliver_decoded: false,
-                provider,
-                streaming: false,
-                first_output: None,
-                broken: false,
-            });
-            return reply.response_headers();
+        // The schema of the backend that answered translates its success or its error.
+        let translator = match (&self.state, &attempt) {
+            (Some(state), Some(attempt)) => Some(
+                attempt
+                    .target
+                    .backend
+                    .schema
+                    .response_translator(&state.request, attempt.usage_injected),
+            ),
+            _ => None,
         };
-        let translator = attempt
-            .target
-            .backend
-            .schema
-            .response_translator(&state.request, attempt.usage_injected);
-        let streaming = state.request.stream && content_type.starts_with("text/event-stream");
-        let decoder = BodyDecoder::for_encoding(encoding.as_deref());
-        let deliver_decoded = decoder.is_some() && translator.rewrites_body();
+        let succeeded = (200..300).contains(&head.status);
+        let streaming = succeeded
+            && self.state.as_ref().is_some_and(|s| s.request.stream)
+            && translator
+                .as_ref()
+                .is_some_and(|t| head.content_type.starts_with(t.stream_content_type()));
+        let rewrites = translator.as_ref().is_some_and(|t| t.rewrites_body());
+        // An error is buffered and rewritten at the body, which fixes its headers there.
+        let deliver_decoded = succeeded && decoder.is_some() && rewrites;
         if deliver_decoded {
             reply.headers.remove("content-encoding");
         }
         if streaming {
             reply.stream_response_body = true;
             reply.headers.remove("content-length");
+            if rewrites {
+                reply.headers.set("content-type", "text/event-stream");
+            }
         }
         self.response = Some(ResponseState {
-            status,
-            translator: Some(translator),
+            head,
+            translator,
             decoder,
             deliver_decoded,
             provider,
@@ -311,15 +314,25 @@ impl RouterStream {
             None => None,
         };
         let plain: &[u8] = decoded.as_deref().unwrap_or(&b.body);
+        let failed = !(200..300).contains(&resp.head.status);
         match resp.translator.as_mut() {
-            None if resp.status >= 300 || resp.status < 200 => {
-                if let Some(body) = openai_error_body(resp.status, plain) {
-                    reply
-                        .headers
-                        .set("content-type", "application/json")
-                        .set("content-length", body.len().to_string())
-                        .remove("content-encoding");
-                    reply.body = Some(body);
+            _ if failed => {
+                let translated = resp
+                    .translator
+                    .as_mut()
+                    .and_then(|t| t.error(&resp.head, plain));
+                let body = translated.or_else(|| openai_error_body(resp.head.status, plain));
+                match body {
+                    Some(body) => {
+                        reply
+                            .headers
+                            .set("content-type", "application/json")
+                            .set("content-length", body.len().to_string())
+                            .remove("content-encoding");
+                        reply.body = Some(body);
+                    }
+                    // Passed as it came, still compressed when it was.
+                    None => {}
                 }
             }
             None => {}
@@ -364,7 +377,7 @@ impl RouterStream {
         // A client-chosen model name becomes a metric label only when the configuration
         // names it or a provider served it: otherwise (models matched by a regular
         // expression) random names could grow the label set without bound.
-        let succeeded = (200..300).contains(&resp.status);
+        let succeeded = (200..300).contains(&resp.head.status);
         let original_model = if succeeded || state.config.models.contains_key(&state.request.model)
         {
             state.request.model.clone()
@@ -380,7 +393,7 @@ impl RouterStream {
         let error_type = if succeeded {
             String::new()
         } else {
-            resp.status.to_string()
+            resp.head.status.to_string()
         };
         self.shared.metrics.record(&Completed {
             operation: state.request.api.operation(),

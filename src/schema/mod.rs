@@ -5,6 +5,8 @@
 //! [`REGISTRY`]; the ext_proc state machine never changes for it.
 
 pub mod azure_openai;
+pub mod chat;
+pub mod completion;
 pub mod openai;
 pub mod openai_response;
 
@@ -28,8 +30,28 @@ pub struct UpstreamRequest {
     pub usage_injected: bool,
 }
 
+/// What a translator needs of the provider's response headers.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// Lower-cased, parameters included.
+    pub content_type: String,
+    /// AWS's `x-amzn-errortype` header (the error code of a Bedrock error).
+    pub aws_error_type: Option<String>,
+}
+
 /// Translates one attempt's response back to the client's API and reads its usage.
 pub trait ResponseTranslator: Send + Sync {
+    /// The content type of the provider's stream; a success response with it is handled
+    /// chunk by chunk. When the body is rewritten the client gets `text/event-stream`.
+    fn stream_content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    /// A provider error (a non-2xx answer, decoded) as the client's API error body. None
+    /// keeps the generic handling: an OpenAI error passes, anything else is wrapped.
+    fn error(&mut self, _head: &ResponseHead, _body: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
     /// True when the body bytes will be rewritten (so a compressed body must be decoded).
     fn rewrites_body(&self) -> bool;
     /// A whole unary success body (already decoded); returns a replacement, if any.
