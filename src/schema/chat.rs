@@ -74,14 +74,13 @@ impl ChatRequest {
     }
 
     /// Refuses fields in `other` that change the answer and that the provider cannot
-    /// honour. Fields that only shape metadata (`metadata`, `store`, `service_tier`,
-    /// `stream_options`, `logit_bias` ...) are dropped by the translators silently.
+    /// honour. null, false and 0 count as not set: SDKs send them as defaults.
     pub fn refuse_unsupported(&self, provider: &str, fields: &[&str]) -> Result<(), ApiError> {
         for field in fields {
             if self
                 .other
                 .get(*field)
-                .is_some_and(|v| !v.is_null() && v != false)
+                .is_some_and(|v| !v.is_null() && v != false && v.as_f64() != Some(0.0))
             {
                 return Err(ApiError::Unprocessable(format!(
                     "`{field}` is not supported by {provider}"

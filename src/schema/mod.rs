@@ -4,11 +4,17 @@
 //! Adding a provider is one module implementing [`BackendSchema`] plus one line in
 //! [`REGISTRY`]; the ext_proc state machine never changes for it.
 
+pub mod anthropic;
+pub mod anthropic_request;
+pub mod anthropic_response;
 pub mod azure_openai;
 pub mod chat;
 pub mod completion;
 pub mod openai;
 pub mod openai_response;
+
+#[cfg(test)]
+pub mod fixtures;
 
 use std::fmt;
 use std::sync::Arc;
@@ -95,8 +101,8 @@ pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("AWSBedrock", None),
     ("AWSAnthropic", None),
     ("GCPVertexAI", None),
-    ("GCPAnthropic", None),
-    ("Anthropic", None),
+    ("GCPAnthropic", Some(anthropic::GcpAnthropic::build)),
+    ("Anthropic", Some(anthropic::Anthropic::build)),
     ("Cohere", None),
 ];
 
@@ -145,4 +151,18 @@ pub fn join_path(prefix: &str, suffix: &str) -> String {
     } else {
         format!("/{prefix}/{suffix}")
     }
+}
+
+/// Percent-encodes a value (a model id) as one path segment: everything but unreserved
+/// characters and `@` (Vertex model versions, `claude-x@20250514`) is encoded, so `/`,
+/// `:` and `?` cannot change the path's meaning.
+pub fn path_segment(value: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'@');
+    utf8_percent_encode(value, SEGMENT).to_string()
 }

@@ -1,0 +1,182 @@
+//! The `Anthropic` and `GCPAnthropic` schemas: OpenAI chat completions to Claude, on
+//! Anthropic's API (`/v1/messages`) or on Vertex AI (`…/publishers/anthropic/models/
+//! {model}:rawPredict`, `:streamRawPredict`; the GCP credential adds the project and
+//! region prefix). Only chat completions: Anthropic has no embeddings or legacy
+//! completions API.
+
+use std::sync::Arc;
+
+use super::anthropic_request::{messages_body, Flavor};
+use super::anthropic_response::AnthropicResponse;
+use super::chat::ChatRequest;
+use super::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
+use crate::api::{ApiError, ApiKind, ClientRequest};
+use crate::config::resources::SchemaSpec;
+
+/// The chat body for `flavor`, serialized.
+fn chat_body(request: &ClientRequest, flavor: &Flavor, model: &str) -> Result<Vec<u8>, ApiError> {
+    if request.api != ApiKind::ChatCompletions {
+        return Err(ApiError::Unprocessable(format!(
+            "{} serves only chat completions, not /v1/{}",
+            flavor.provider,
+            request.api.openai_suffix()
+        )));
+    }
+    let chat = ChatRequest::parse(request)?;
+    let body = messages_body(&chat, flavor, model)?;
+    serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn json_request(path: String, body: Vec<u8>) -> UpstreamRequest {
+    UpstreamRequest {
+        path,
+        body: Some(body),
+        headers: vec![("content-type".into(), "application/json".into())],
+        usage_injected: false,
+    }
+}
+
+#[derive(Debug)]
+pub struct Anthropic {
+    prefix: String,
+}
+
+impl Anthropic {
+    const FLAVOR: Flavor = Flavor {
+        provider: "Anthropic",
+        model_in_body: true,
+        body_version: None,
+        url_images: true,
+    };
+
+    pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        let prefix = spec.prefix.clone().unwrap_or_else(|| "v1".to_string());
+        Ok(Arc::new(Anthropic { prefix }))
+    }
+}
+
+impl BackendSchema for Anthropic {
+    fn name(&self) -> &'static str {
+        "Anthropic"
+    }
+
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let model = model_override.unwrap_or(&request.model);
+        let body = chat_body(request, &Self::FLAVOR, model)?;
+        Ok(json_request(join_path(&self.prefix, "messages"), body))
+    }
+
+    fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        Box::new(AnthropicResponse::new(request))
+    }
+}
+
+#[derive(Debug)]
+pub struct GcpAnthropic;
+
+impl GcpAnthropic {
+    /// Vertex AI takes http image URLs only from Cloud Storage: inline bytes only.
+    const FLAVOR: Flavor = Flavor {
+        provider: "GCP Vertex AI (Anthropic)",
+        model_in_body: false,
+        body_version: Some("vertex-2023-10-16"),
+        url_images: false,
+    };
+
+    pub fn build(_: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        Ok(Arc::new(GcpAnthropic))
+    }
+}
+
+impl BackendSchema for GcpAnthropic {
+    fn name(&self) -> &'static str {
+        "GCPAnthropic"
+    }
+
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let model = model_override.unwrap_or(&request.model);
+        let body = chat_body(request, &Self::FLAVOR, model)?;
+        let verb = if request.stream {
+            "streamRawPredict"
+        } else {
+            "rawPredict"
+        };
+        let path = format!(
+            "/publishers/anthropic/models/{}:{verb}",
+            path_segment(model)
+        );
+        Ok(json_request(path, body))
+    }
+
+    fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        Box::new(AnthropicResponse::new(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn request(body: &str) -> ClientRequest {
+        ClientRequest::parse(ApiKind::ChatCompletions, Bytes::from(body.to_string())).unwrap()
+    }
+
+    fn spec(name: &str) -> SchemaSpec {
+        serde_yaml::from_str(&format!("name: {name}")).unwrap()
+    }
+
+    #[test]
+    fn anthropic_posts_messages_with_the_model() {
+        let s = Anthropic::build(&spec("Anthropic")).unwrap();
+        let r = s
+            .upstream_request(
+                &request(r#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#),
+                Some("claude-sonnet-4-5"),
+            )
+            .unwrap();
+        assert_eq!(r.path, "/v1/messages");
+        let body: serde_json::Value = serde_json::from_slice(&r.body.unwrap()).unwrap();
+        assert_eq!(body["model"], "claude-sonnet-4-5");
+        assert_eq!(body["max_tokens"], 4096);
+    }
+
+    #[test]
+    fn vertex_puts_the_model_in_the_path() {
+        let s = GcpAnthropic::build(&spec("GCPAnthropic")).unwrap();
+        let r = s
+            .upstream_request(
+                &request(r#"{"model":"claude-sonnet-4@20250514","stream":true,"messages":[{"role":"user","content":"hi"}]}"#),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            r.path,
+            "/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&r.body.unwrap()).unwrap();
+        assert_eq!(body["anthropic_version"], "vertex-2023-10-16");
+        assert!(body.get("model").is_none());
+    }
+
+    #[test]
+    fn embeddings_are_refused_by_name() {
+        let s = Anthropic::build(&spec("Anthropic")).unwrap();
+        let r = ClientRequest::parse(
+            ApiKind::Embeddings,
+            Bytes::from_static(br#"{"model":"claude","input":"x"}"#),
+        )
+        .unwrap();
+        let e = s.upstream_request(&r, None).unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.to_string().contains("embeddings"));
+    }
+}
