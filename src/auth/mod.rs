@@ -6,6 +6,7 @@
 
 pub mod anthropic_api_key;
 pub mod api_key;
+pub mod aws_credentials;
 pub mod azure_api_key;
 
 use std::fmt;
@@ -19,6 +20,9 @@ pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "
 pub enum AuthError {
     #[error("its {policy_type} credential is not supported by this build of llm-extproc yet")]
     NotSupported { policy_type: String },
+    /// Signing failed (a malformed header or URI; never a key).
+    #[error("the request could not be signed: {0}")]
+    Signing(String),
 }
 
 /// What a credential may need to know about the attempt it signs.

@@ -201,7 +201,8 @@ fn resolve_policies(
             .map(|key| {
                 Arc::new(auth::anthropic_api_key::AnthropicApiKey { key }) as Arc<dyn Credential>
             }),
-            "AWSCredentials" | "AzureCredentials" | "GCPCredentials" => {
+            "AWSCredentials" => aws_credentials(res, secrets_dir, doc, &w, problems),
+            "AzureCredentials" | "GCPCredentials" => {
                 check_rotating_policy(res, secrets_dir, doc, &w, problems);
                 Some(Arc::new(auth::NotYetSupported {
                     policy_type: spec.policy_type.clone(),
@@ -304,6 +305,7 @@ fn api_key_secret(
     )
 }
 
+/// A Secret entry that becomes a header value: one line of printable ASCII.
 #[allow(clippy::too_many_arguments)]
 fn secret_key(
     res: &Resources,
@@ -313,6 +315,37 @@ fn secret_key(
     field: &str,
     secret_ref: &resources::ObjectRef,
     key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretValue> {
+    secret_entry(res, secrets_dir, doc, w, field, secret_ref, key, true, problems)
+}
+
+/// A Secret entry holding a file (a credentials file, a key JSON): any text.
+#[allow(clippy::too_many_arguments)]
+fn secret_file(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    field: &str,
+    secret_ref: &resources::ObjectRef,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretValue> {
+    secret_entry(res, secrets_dir, doc, w, field, secret_ref, key, false, problems)
+}
+
+/// Looks `key` up in a Secret; a Problem names what is wrong when it cannot be used.
+#[allow(clippy::too_many_arguments)]
+fn secret_entry(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    field: &str,
+    secret_ref: &resources::ObjectRef,
+    key: &str,
+    header_value: bool,
     problems: &mut Vec<Problem>,
 ) -> Option<SecretValue> {
     let ns = secret_ref.namespace.as_deref().unwrap_or(doc.namespace());
@@ -329,9 +362,10 @@ fn secret_key(
             None
         }
         Ok(v)
-            if !v
-                .expose()
-                .bytes()
+            if header_value
+                && !v
+                    .expose()
+                    .bytes()
                 .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
         {
             // The value becomes a header: a line break in it could inject headers.
@@ -399,6 +433,51 @@ fn secret_key(
                 field,
                 format!("Secret `{ns}/{name}`: {why}"),
                 "store the key as base64 in data, or as text in stringData".into(),
+            ));
+            None
+        }
+    }
+}
+
+/// An `AWSCredentials` policy with a credentials file; OIDC federation is validated and
+/// served by a later issue (503 until then).
+fn aws_credentials(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn Credential>> {
+    let not_yet = || -> Option<Arc<dyn Credential>> {
+        Some(Arc::new(auth::NotYetSupported {
+            policy_type: "AWSCredentials with oidcExchangeToken".into(),
+        }))
+    };
+    let (Some(aws), Some(file)) = (
+        &doc.spec.aws_credentials,
+        doc.spec
+            .aws_credentials
+            .as_ref()
+            .and_then(|a| a.credentials_file.as_ref()),
+    ) else {
+        check_rotating_policy(res, secrets_dir, doc, w, problems);
+        return not_yet();
+    };
+    let field = "spec.awsCredentials.credentialsFile.secretRef";
+    let text = secret_file(res, secrets_dir, doc, w, field, &file.secret_ref, "credentials", problems)?;
+    match auth::aws_credentials::AwsCredentials::from_file(
+        text.expose(),
+        file.profile.as_deref(),
+        &aws.region,
+    ) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            problems.push(Problem::new(
+                &doc.file,
+                w,
+                field,
+                format!("the credentials file in Secret `{}` {e}", file.secret_ref.name),
+                "store an AWS shared credentials file (aws_access_key_id, aws_secret_access_key under [profile]) in the Secret's `credentials`".into(),
             ));
             None
         }
