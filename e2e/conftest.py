@@ -50,3 +50,19 @@ def pytest_runtest_makereport(item, call):
                 if isinstance(value, list):
                     for gw in value:
                         report.sections.append(("gateway log", gw.read_log()[-6000:]))
+
+
+@pytest.fixture
+def anthropic_fake():
+    from providers import AnthropicFake
+    fake = AnthropicFake(key="sk-ant-provider-key")
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def bedrock_fake():
+    from providers import BedrockFake
+    fake = BedrockFake(access_key="AKIDEXAMPLE", secret_key="bedrock-secret-key", region="us-east-1")
+    yield fake
+    fake.stop()

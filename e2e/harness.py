@@ -110,6 +110,14 @@ class Gateway:
         return False
 
 
+def _indent(text, spaces):
+    return "\n".join(" " * spaces + line for line in text.splitlines())
+
+
+def aws_credentials_file(access_key="AKIDEXAMPLE", secret_key="bedrock-secret-key"):
+    return f"[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"
+
+
 def backend_yaml(name, schema, port, policy=None, host="127.0.0.1", version=None, secret_key="apiKey", key="sk-provider-key"):
     """A provider as the guide writes it: Backend, AIServiceBackend, BackendSecurityPolicy, Secret."""
     endpoint = f"ip:\n        address: {host}\n        port: {port}" if host[0].isdigit() else \
@@ -160,7 +168,8 @@ metadata:
   namespace: default
 type: Opaque
 stringData:
-  {secret_key if field else 'credentials'}: {key}""")
+  {secret_key if field else 'credentials'}: |-
+{_indent(key, 4)}""")
     return "\n---\n".join(docs)
 
 
