@@ -4,6 +4,7 @@
 //! Adding a provider is one module implementing [`BackendSchema`] plus one line in
 //! [`REGISTRY`]; the ext_proc state machine never changes for it.
 
+pub mod aws_eventstream;
 pub mod azure_openai;
 pub mod chat;
 pub mod completion;
