@@ -71,11 +71,6 @@ impl EventStreamDecoder {
         Self::default()
     }
 
-    /// Whether an error was returned; nothing is decoded after one.
-    pub fn failed(&self) -> bool {
-        self.failed
-    }
-
     /// Feeds `chunk`; returns every frame it completes, in order, then the error that
     /// stopped decoding, if any.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<Frame, EventStreamError>> {

@@ -6,6 +6,7 @@
 
 pub mod aws_eventstream;
 pub mod azure_openai;
+pub mod bedrock;
 pub mod chat;
 pub mod completion;
 pub mod openai;
@@ -93,7 +94,7 @@ type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;
 pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("OpenAI", Some(openai::OpenAi::build)),
     ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
-    ("AWSBedrock", None),
+    ("AWSBedrock", Some(bedrock::Bedrock::build)),
     ("AWSAnthropic", None),
     ("GCPVertexAI", None),
     ("GCPAnthropic", None),
