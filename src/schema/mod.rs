@@ -7,7 +7,9 @@
 pub mod anthropic;
 pub mod anthropic_request;
 pub mod anthropic_response;
+pub mod aws_eventstream;
 pub mod azure_openai;
+pub mod bedrock;
 pub mod chat;
 pub mod completion;
 pub mod openai;
@@ -98,7 +100,7 @@ type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;
 pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("OpenAI", Some(openai::OpenAi::build)),
     ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
-    ("AWSBedrock", None),
+    ("AWSBedrock", Some(bedrock::Bedrock::build)),
     ("AWSAnthropic", None),
     ("GCPVertexAI", None),
     ("GCPAnthropic", Some(anthropic::GcpAnthropic::build)),

@@ -1,0 +1,834 @@
+//! Converse answers as OpenAI chat completions: the unary JSON document, and the
+//! ConverseStream event stream as `chat.completion.chunk` SSE.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::ClientRequest;
+use crate::schema::aws_eventstream::{EventStreamDecoder, Frame, MessageType};
+use crate::schema::completion::{
+    generated_id, now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut,
+};
+use crate::schema::{ResponseHead, ResponseTranslator};
+use crate::usage::Usage;
+
+use super::errors;
+
+/// Bedrock's `TokenUsage`. `inputTokens` excludes cache reads and writes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: Option<u64>,
+    cache_read_input_tokens: u64,
+    cache_write_input_tokens: u64,
+}
+
+impl TokenUsage {
+    /// As the gateway counts: input includes cached input, as in OpenAI.
+    pub fn to_usage(&self) -> Usage {
+        let input = self
+            .input_tokens
+            .saturating_add(self.cache_read_input_tokens)
+            .saturating_add(self.cache_write_input_tokens);
+        Usage {
+            input,
+            cached_input: self.cache_read_input_tokens,
+            cache_creation_input: self.cache_write_input_tokens,
+            output: self.output_tokens,
+            reasoning: 0,
+            total: self
+                .total_tokens
+                .unwrap_or_else(|| input.saturating_add(self.output_tokens)),
+        }
+    }
+}
+
+/// Converse `stopReason` as an OpenAI finish reason.
+pub fn finish_reason(stop_reason: &str) -> FinishReason {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+// ------------------------------------------------------------------ unary documents
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseOutput {
+    output: OutputUnion,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<TokenUsage>,
+}
+
+#[derive(Deserialize)]
+struct OutputUnion {
+    message: OutputMessage,
+}
+
+#[derive(Deserialize)]
+struct OutputMessage {
+    #[serde(default)]
+    content: Vec<ContentBlock>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContentBlock {
+    text: Option<String>,
+    tool_use: Option<ToolUse>,
+    reasoning_content: Option<ReasoningContent>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolUse {
+    tool_use_id: String,
+    name: String,
+    #[serde(default)]
+    input: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReasoningContent {
+    reasoning_text: Option<ReasoningText>,
+    redacted_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReasoningText {
+    #[serde(default)]
+    text: String,
+    signature: Option<String>,
+}
+
+fn thinking_block(text: &str, signature: Option<&str>) -> Value {
+    let mut block = json!({"type": "thinking", "thinking": text});
+    if let Some(signature) = signature {
+        block["signature"] = signature.into();
+    }
+    block
+}
+
+fn redacted_block(data: &str) -> Value {
+    json!({"type": "redacted_thinking", "data": data})
+}
+
+fn add_block(completion: &mut Completion, block: ContentBlock) {
+    if let Some(text) = block.text {
+        completion.text.push_str(&text);
+    }
+    if let Some(call) = block.tool_use {
+        let arguments = match call.input {
+            Value::Null => "{}".to_string(),
+            input => input.to_string(),
+        };
+        completion.tool_calls.push(ToolCallOut {
+            id: call.tool_use_id,
+            name: call.name,
+            arguments,
+            thought_signature: None,
+        });
+    }
+    if let Some(reasoning) = block.reasoning_content {
+        if let Some(r) = reasoning.reasoning_text {
+            completion.reasoning.push_str(&r.text);
+            completion
+                .thinking_blocks
+                .push(thinking_block(&r.text, r.signature.as_deref()));
+        }
+        if let Some(data) = reasoning.redacted_content {
+            completion.thinking_blocks.push(redacted_block(&data));
+        }
+    }
+}
+
+fn completion_of(output: ConverseOutput, model: &str) -> Completion {
+    let mut completion = Completion {
+        id: generated_id(),
+        model: model.to_string(),
+        created: now_unix(),
+        finish_reason: Some(finish_reason(output.stop_reason.as_deref().unwrap_or(""))),
+        usage: output.usage.unwrap_or_default().to_usage(),
+        ..Completion::default()
+    };
+    for block in output.output.message.content {
+        add_block(&mut completion, block);
+    }
+    completion
+}
+
+// ------------------------------------------------------------------ stream events
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockStart {
+    #[serde(default)]
+    content_block_index: u64,
+    #[serde(default)]
+    start: Option<StartUnion>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartUnion {
+    tool_use: Option<ToolUseStart>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolUseStart {
+    tool_use_id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockDelta {
+    #[serde(default)]
+    content_block_index: u64,
+    delta: DeltaUnion,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeltaUnion {
+    text: Option<String>,
+    tool_use: Option<ToolUseDelta>,
+    reasoning_content: Option<ReasoningDelta>,
+}
+
+#[derive(Deserialize)]
+struct ToolUseDelta {
+    #[serde(default)]
+    input: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReasoningDelta {
+    text: Option<String>,
+    signature: Option<String>,
+    redacted_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockStop {
+    #[serde(default)]
+    content_block_index: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageStop {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    usage: Option<TokenUsage>,
+}
+
+/// A reasoning block being streamed: its text is kept to hand the whole block back,
+/// with its signature, as a `thinking_blocks` entry when the block stops.
+#[derive(Default)]
+struct PendingThinking {
+    text: String,
+    signature: Option<String>,
+}
+
+/// Translates a Converse (unary) or ConverseStream answer.
+pub struct ConverseResponse {
+    model: String,
+    decoder: EventStreamDecoder,
+    writer: ChunkWriter,
+    /// Converse content block index → OpenAI tool call index.
+    tool_calls: HashMap<u64, usize>,
+    /// By block index, so blocks left open are flushed in order.
+    thinking: BTreeMap<u64, PendingThinking>,
+    usage: Usage,
+    saw_output: bool,
+}
+
+impl ConverseResponse {
+    pub fn new(request: &ClientRequest) -> Self {
+        let mut writer = ChunkWriter::new(request.include_usage);
+        writer.model = request.model.clone();
+        ConverseResponse {
+            model: request.model.clone(),
+            decoder: EventStreamDecoder::new(),
+            writer,
+            tool_calls: HashMap::new(),
+            thinking: BTreeMap::new(),
+            usage: Usage::default(),
+            saw_output: false,
+        }
+    }
+
+    fn on_frame(&mut self, out: &mut Vec<u8>, frame: Frame) {
+        match frame.message_type {
+            MessageType::Event => self.on_event(out, &frame.name, &frame.payload),
+            MessageType::Exception | MessageType::Error => {
+                let message = errors::exception_message(&frame.name, &frame.payload);
+                let error_type = errors::openai_error_type(0, Some(&frame.name));
+                self.writer.error(out, &message, error_type);
+            }
+        }
+    }
+
+    fn on_event(&mut self, out: &mut Vec<u8>, event: &str, payload: &[u8]) {
+        let handled = match event {
+            "messageStart" => {
+                self.writer.start(out);
+                Ok(())
+            }
+            "contentBlockStart" => parse(payload).map(|e| self.on_block_start(out, e)),
+            "contentBlockDelta" => parse(payload).map(|e| self.on_block_delta(out, e)),
+            "contentBlockStop" => parse(payload).map(|e: BlockStop| {
+                self.flush_thinking(out, Some(e.content_block_index));
+            }),
+            "messageStop" => parse(payload).map(|e| self.on_message_stop(out, e)),
+            "metadata" => parse(payload).map(|e| self.on_metadata(out, e)),
+            // Newer events (e.g. server tool traces) carry nothing an OpenAI client reads.
+            _ => Ok(()),
+        };
+        if let Err(e) = handled {
+            let message = format!("AWS Bedrock sent a `{event}` event that is not valid: {e}");
+            self.writer.error(out, &message, "upstream_error");
+        }
+    }
+
+    fn on_block_start(&mut self, out: &mut Vec<u8>, event: BlockStart) {
+        let Some(tool) = event.start.and_then(|s| s.tool_use) else {
+            return;
+        };
+        self.saw_output = true;
+        let call = ToolCallOut {
+            id: tool.tool_use_id,
+            name: tool.name,
+            arguments: String::new(),
+            thought_signature: None,
+        };
+        let index = self.writer.tool_call(out, &call);
+        self.tool_calls.insert(event.content_block_index, index);
+    }
+
+    fn on_block_delta(&mut self, out: &mut Vec<u8>, event: BlockDelta) {
+        let block = event.content_block_index;
+        let delta = event.delta;
+        if let Some(text) = delta.text {
+            self.saw_output |= !text.is_empty();
+            self.writer.text(out, &text);
+        }
+        if let Some(tool) = delta.tool_use {
+            // Input for a block that never started as a tool use has no call to join.
+            if let Some(&index) = self.tool_calls.get(&block) {
+                self.writer.tool_arguments(out, index, &tool.input);
+            }
+        }
+        if let Some(reasoning) = delta.reasoning_content {
+            self.on_reasoning(out, block, reasoning);
+        }
+    }
+
+    fn on_reasoning(&mut self, out: &mut Vec<u8>, block: u64, delta: ReasoningDelta) {
+        if let Some(text) = delta.text {
+            self.saw_output |= !text.is_empty();
+            self.writer.reasoning(out, &text);
+            self.thinking.entry(block).or_default().text.push_str(&text);
+        }
+        if let Some(signature) = delta.signature {
+            let pending = self.thinking.entry(block).or_default();
+            pending
+                .signature
+                .get_or_insert_with(String::new)
+                .push_str(&signature);
+        }
+        if let Some(data) = delta.redacted_content {
+            self.writer.thinking_block(out, redacted_block(&data));
+        }
+    }
+
+    /// Emits the finished reasoning block `only`, or every one still open.
+    fn flush_thinking(&mut self, out: &mut Vec<u8>, only: Option<u64>) {
+        let blocks: Vec<u64> = match only {
+            Some(block) => vec![block],
+            None => self.thinking.keys().copied().collect(),
+        };
+        for block in blocks {
+            if let Some(pending) = self.thinking.remove(&block) {
+                let entry = thinking_block(&pending.text, pending.signature.as_deref());
+                self.writer.thinking_block(out, entry);
+            }
+        }
+    }
+
+    fn on_message_stop(&mut self, out: &mut Vec<u8>, event: MessageStop) {
+        self.flush_thinking(out, None);
+        let reason = finish_reason(event.stop_reason.as_deref().unwrap_or(""));
+        self.writer.finish(out, reason);
+    }
+
+    fn on_metadata(&mut self, out: &mut Vec<u8>, event: Metadata) {
+        if let Some(usage) = event.usage {
+            self.usage = usage.to_usage();
+        }
+        // Metadata is ConverseStream's last event.
+        self.writer.end(out, &self.usage);
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
+impl ResponseTranslator for ConverseResponse {
+    fn stream_content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
+    }
+
+    fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
+        errors::openai_error(head, body)
+    }
+
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
+    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        let output: ConverseOutput = serde_json::from_slice(body).ok()?;
+        let completion = completion_of(output, &self.model);
+        self.usage = completion.usage;
+        self.saw_output = true;
+        Some(completion.to_json())
+    }
+
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for decoded in self.decoder.push(chunk) {
+            match decoded {
+                Ok(frame) => self.on_frame(&mut out, frame),
+                Err(e) => self.writer.error(
+                    &mut out,
+                    &format!("AWS Bedrock sent a stream that cannot be decoded: {e}"),
+                    "upstream_error",
+                ),
+            }
+        }
+        if end_of_stream {
+            if let Some(e) = self.decoder.finish() {
+                let message = format!("AWS Bedrock's stream was cut short: {e}");
+                self.writer.error(&mut out, &message, "upstream_error");
+            }
+            self.writer.end(&mut out, &self.usage);
+        }
+        Some(out)
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn response_model(&self) -> Option<&str> {
+        // Bedrock does not name the model that answered.
+        None
+    }
+
+    fn saw_output(&self) -> bool {
+        self.saw_output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiKind;
+    use crate::schema::aws_eventstream::testing::{encode, fixture, recorded_body};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn request(body: &str) -> ClientRequest {
+        ClientRequest::parse(
+            ApiKind::ChatCompletions,
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn stream_request() -> ClientRequest {
+        request(r#"{"model":"claude","stream":true,"stream_options":{"include_usage":true}}"#)
+    }
+
+    fn translator(r: &ClientRequest) -> ConverseResponse {
+        let mut t = ConverseResponse::new(r);
+        // Fixed so outputs of different runs compare equal.
+        t.writer.id = "chatcmpl-test".into();
+        t.writer.created = 1;
+        t
+    }
+
+    /// Runs `body` through a fresh translator, cut at `cuts`.
+    fn replay(body: &[u8], cuts: &[usize]) -> (Vec<u8>, Usage) {
+        let mut t = translator(&stream_request());
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts {
+            let cut = cut.clamp(at, body.len());
+            out.extend(t.stream_chunk(&body[at..cut], false).unwrap());
+            at = cut;
+        }
+        out.extend(t.stream_chunk(&body[at..], true).unwrap());
+        (out, t.usage())
+    }
+
+    fn events(out: &[u8]) -> Vec<Value> {
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n") || text.contains("\"error\""));
+        text.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    /// What the recording itself says, read from its events independently of the
+    /// translator.
+    #[derive(Debug, Default, PartialEq)]
+    struct Expected {
+        text: String,
+        reasoning: String,
+        signature: String,
+        /// (id, name, arguments)
+        tools: Vec<(String, String, String)>,
+        stop_reason: String,
+        usage: Value,
+    }
+
+    fn expected_from_recording(name: &str) -> Expected {
+        let body = recorded_body(name);
+        let mut d = EventStreamDecoder::new();
+        let mut e = Expected::default();
+        let mut tool_blocks: Vec<u64> = Vec::new();
+        for frame in d.push(&body) {
+            let frame = frame.unwrap();
+            let p: Value = serde_json::from_slice(&frame.payload).unwrap();
+            let index = p["contentBlockIndex"].as_u64();
+            match frame.name.as_str() {
+                "contentBlockStart" => {
+                    let t = &p["start"]["toolUse"];
+                    tool_blocks.push(index.unwrap());
+                    e.tools.push((
+                        t["toolUseId"].as_str().unwrap().into(),
+                        t["name"].as_str().unwrap().into(),
+                        String::new(),
+                    ));
+                }
+                "contentBlockDelta" => {
+                    let delta = &p["delta"];
+                    if let Some(s) = delta["text"].as_str() {
+                        e.text.push_str(s);
+                    }
+                    if let Some(s) = delta["reasoningContent"]["text"].as_str() {
+                        e.reasoning.push_str(s);
+                    }
+                    if let Some(s) = delta["reasoningContent"]["signature"].as_str() {
+                        e.signature.push_str(s);
+                    }
+                    if let Some(s) = delta["toolUse"]["input"].as_str() {
+                        let at = tool_blocks.iter().position(|b| Some(*b) == index).unwrap();
+                        e.tools[at].2.push_str(s);
+                    }
+                }
+                "messageStop" => e.stop_reason = p["stopReason"].as_str().unwrap().into(),
+                "metadata" => e.usage = p["usage"].clone(),
+                _ => {}
+            }
+        }
+        e
+    }
+
+    /// What the client gets, accumulated from the chunks as an OpenAI SDK would.
+    fn received(out: &[u8]) -> (Expected, Option<String>, Value) {
+        let mut r = Expected::default();
+        let mut finish = None;
+        let mut usage = Value::Null;
+        for ev in events(out) {
+            if !ev["usage"].is_null() {
+                usage = ev["usage"].clone();
+            }
+            let Some(choice) = ev["choices"].get(0) else {
+                continue;
+            };
+            let delta = &choice["delta"];
+            if let Some(s) = delta["content"].as_str() {
+                r.text.push_str(s);
+            }
+            if let Some(s) = delta["reasoning_content"].as_str() {
+                r.reasoning.push_str(s);
+            }
+            for block in delta["thinking_blocks"].as_array().into_iter().flatten() {
+                r.signature
+                    .push_str(block["signature"].as_str().unwrap_or(""));
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                let i = call["index"].as_u64().unwrap() as usize;
+                if r.tools.len() <= i {
+                    r.tools.resize(i + 1, Default::default());
+                }
+                if let Some(id) = call["id"].as_str() {
+                    r.tools[i].0 = id.into();
+                    r.tools[i].1 = call["function"]["name"].as_str().unwrap().into();
+                }
+                r.tools[i]
+                    .2
+                    .push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+        (r, finish, usage)
+    }
+
+    fn check_recording(name: &str, finish: &str) {
+        let expected = expected_from_recording(name);
+        let (out, usage) = replay(&recorded_body(name), &[]);
+        let (got, got_finish, got_usage) = received(&out);
+        assert_eq!(got.text, expected.text);
+        assert_eq!(got.reasoning, expected.reasoning);
+        assert_eq!(got.signature, expected.signature);
+        assert_eq!(got.tools, expected.tools);
+        assert_eq!(
+            finish_reason(&expected.stop_reason).as_str(),
+            got_finish.as_deref().unwrap()
+        );
+        assert_eq!(got_finish.as_deref(), Some(finish));
+        let n = |k: &str| expected.usage[k].as_u64().unwrap_or(0);
+        let cached = n("cacheReadInputTokens");
+        let prompt = n("inputTokens") + cached + n("cacheWriteInputTokens");
+        assert_eq!(got_usage["prompt_tokens"], prompt);
+        assert_eq!(got_usage["completion_tokens"], n("outputTokens"));
+        assert_eq!(got_usage["total_tokens"], n("totalTokens"));
+        assert_eq!(got_usage["prompt_tokens_details"]["cached_tokens"], cached);
+        assert_eq!((usage.input, usage.cached_input), (prompt, cached));
+    }
+
+    #[test]
+    fn recorded_tool_use_stream() {
+        check_recording("bedrock/converse-stream-tool-use.json", "tool_calls");
+        let e = expected_from_recording("bedrock/converse-stream-tool-use.json");
+        assert_eq!(e.tools.len(), 1);
+        assert!(serde_json::from_str::<Value>(&e.tools[0].2).is_ok());
+    }
+
+    #[test]
+    fn recorded_cache_usage_stream() {
+        check_recording("bedrock/converse-stream-cache-usage.json", "stop");
+        let e = expected_from_recording("bedrock/converse-stream-cache-usage.json");
+        assert!(e.usage["cacheReadInputTokens"].as_u64().unwrap() > 0);
+    }
+
+    #[test]
+    fn recorded_reasoning_stream() {
+        check_recording("bedrock/converse-stream-reasoning.json", "stop");
+        let (out, _) = replay(
+            &recorded_body("bedrock/converse-stream-reasoning.json"),
+            &[],
+        );
+        let blocks: Vec<Value> = events(&out)
+            .into_iter()
+            .filter_map(|e| e["choices"][0]["delta"]["thinking_blocks"].get(0).cloned())
+            .collect();
+        let e = expected_from_recording("bedrock/converse-stream-reasoning.json");
+        assert_eq!(
+            blocks,
+            vec![json!({"type": "thinking", "thinking": e.reasoning, "signature": e.signature})]
+        );
+    }
+
+    #[test]
+    fn first_chunk_has_the_role_and_usage_only_when_asked() {
+        let body = recorded_body("bedrock/converse-stream-cache-usage.json");
+        let (out, _) = replay(&body, &[]);
+        let ev = events(&out);
+        assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(ev[0]["model"], "claude");
+        let mut t = translator(&request(r#"{"model":"claude","stream":true}"#));
+        let out = t.stream_chunk(&body, true).unwrap();
+        assert!(events(&out).iter().all(|e| e["usage"].is_null()));
+        assert_eq!(t.usage().cached_input, 1028);
+        assert!(t.saw_output());
+        assert!(t.rewrites_body());
+        assert_eq!(
+            t.stream_content_type(),
+            "application/vnd.amazon.eventstream"
+        );
+    }
+
+    #[test]
+    fn an_exception_mid_stream_is_an_error_event() {
+        let mut body = encode("event", "messageStart", br#"{"role":"assistant"}"#);
+        body.extend(encode(
+            "event",
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#,
+        ));
+        body.extend(encode(
+            "exception",
+            "throttlingException",
+            br#"{"message":"Too many tokens"}"#,
+        ));
+        body.extend(encode(
+            "event",
+            "messageStop",
+            br#"{"stopReason":"end_turn"}"#,
+        ));
+        let (out, _) = replay(&body, &[]);
+        let ev = events(&out);
+        let last = ev.last().unwrap();
+        assert_eq!(last["error"]["type"], "rate_limit_exceeded");
+        assert!(last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many tokens"));
+        assert!(!String::from_utf8(out).unwrap().contains("[DONE]"));
+    }
+
+    #[test]
+    fn a_corrupt_or_cut_stream_is_an_error_event() {
+        let mut body = recorded_body("bedrock/converse-stream-tool-use.json");
+        body[200] ^= 0x55;
+        let (out, _) = replay(&body, &[]);
+        let ev = events(&out);
+        assert!(ev.last().unwrap()["error"]["message"].is_string());
+
+        let body = recorded_body("bedrock/converse-stream-tool-use.json");
+        let (out, _) = replay(&body[..body.len() - 10], &[]);
+        let ev = events(&out);
+        assert!(ev.last().unwrap()["error"]["message"].is_string());
+    }
+
+    #[test]
+    fn unary_recorded_answers() {
+        let r = request(r#"{"model":"claude"}"#);
+        let recorded = fixture("bedrock/converse-tool-use.json");
+        let mut t = ConverseResponse::new(&r);
+        let out = t
+            .unary(recorded["response"]["body"].to_string().as_bytes())
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let message = &v["choices"][0]["message"];
+        let blocks = &recorded["response"]["body"]["output"]["message"]["content"];
+        assert_eq!(message["content"], blocks[0]["text"]);
+        let call = &message["tool_calls"][0];
+        assert_eq!(call["id"], blocks[1]["toolUse"]["toolUseId"]);
+        assert_eq!(call["function"]["name"], blocks[1]["toolUse"]["name"]);
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, blocks[1]["toolUse"]["input"]);
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["model"], "claude");
+        assert_eq!(v["object"], "chat.completion");
+        assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+
+        let recorded = fixture("bedrock/converse-cache-usage.json");
+        let usage = &recorded["response"]["body"]["usage"];
+        let mut t = ConverseResponse::new(&r);
+        let out = t
+            .unary(recorded["response"]["body"].to_string().as_bytes())
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let n = |k: &str| usage[k].as_u64().unwrap();
+        let prompt = n("inputTokens") + n("cacheReadInputTokens") + n("cacheWriteInputTokens");
+        assert_eq!(v["usage"]["prompt_tokens"], prompt);
+        assert_eq!(
+            v["usage"]["prompt_tokens_details"]["cached_tokens"],
+            n("cacheReadInputTokens")
+        );
+        assert_eq!(v["usage"]["total_tokens"], n("totalTokens"));
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(t.usage().input, prompt);
+    }
+
+    #[test]
+    fn unary_reasoning_is_surfaced_with_its_signature() {
+        let r = request(r#"{"model":"claude"}"#);
+        let mut t = ConverseResponse::new(&r);
+        let body = json!({
+            "output": {"message": {"role": "assistant", "content": [
+                {"reasoningContent": {"reasoningText": {"text": "think", "signature": "sig"}}},
+                {"reasoningContent": {"redactedContent": "UkVE"}},
+                {"text": "answer"}]}},
+            "stopReason": "max_tokens",
+            "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}
+        });
+        let v: Value =
+            serde_json::from_slice(&t.unary(body.to_string().as_bytes()).unwrap()).unwrap();
+        let message = &v["choices"][0]["message"];
+        assert_eq!(message["content"], "answer");
+        assert_eq!(message["reasoning_content"], "think");
+        assert_eq!(
+            message["thinking_blocks"],
+            json!([{"type": "thinking", "thinking": "think", "signature": "sig"},
+                   {"type": "redacted_thinking", "data": "UkVE"}])
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn finish_reasons() {
+        for (stop, finish) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("tool_use", "tool_calls"),
+            ("guardrail_intervened", "content_filter"),
+            ("content_filtered", "content_filter"),
+        ] {
+            assert_eq!(finish_reason(stop).as_str(), finish);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..800),
+            cuts in proptest::collection::vec(0usize..800, 0..8),
+        ) {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let (out, _) = replay(&bytes, &cuts);
+            // Whatever came in, the client gets a properly ended stream.
+            let text = String::from_utf8(out).unwrap();
+            prop_assert!(text.ends_with("data: [DONE]\n\n") || text.contains("\"error\""));
+        }
+
+        #[test]
+        fn recorded_streams_at_any_cuts_translate_the_same(
+            which in 0usize..3,
+            cuts in proptest::collection::vec(0usize..24000, 0..12),
+        ) {
+            let name = [
+                "bedrock/converse-stream-tool-use.json",
+                "bedrock/converse-stream-cache-usage.json",
+                "bedrock/converse-stream-reasoning.json",
+            ][which];
+            let body = recorded_body(name);
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            prop_assert_eq!(replay(&body, &cuts), replay(&body, &[]));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The `AWSBedrock` schema: OpenAI chat completions on the Converse API and OpenAI
+//! embeddings on Amazon Titan text embeddings. Credentials (SigV4) are added later by
+//! the backend's credential, over the body and path built here.
+//!
+//! # Paths
+//! - chat: `POST /model/{modelId}/converse`, or `/converse-stream` when `stream` is set;
+//! - embeddings: `POST /model/{modelId}/invoke` with a Titan body;
+//! - legacy completions (`/v1/completions`): 422, Bedrock has no such API.
+//!
+//! `{modelId}` is the backend's `modelNameOverride` or the request's `model`,
+//! percent-encoded as one path segment the way the AWS SDKs do it (an inference-profile
+//! ARN becomes `arn%3Aaws%3Abedrock%3A...%2F...`). The body is always replaced.
+//!
+//! # Chat request rules
+//! - `system` and `developer` messages become `system` text blocks, in order, wherever
+//!   they appear in the conversation.
+//! - Consecutive messages of the same Converse role are merged (Converse requires turns
+//!   to alternate); `tool` messages become user `toolResult` blocks, so a run of tool
+//!   results and a following user message form one user turn.
+//! - Images: a `data:` URL becomes an `image` block (png, jpeg, gif, webp; any other
+//!   media type is 422); an http(s) URL is 422 (the gateway never fetches URLs).
+//!   `input_audio` and `file` parts are 422.
+//! - Assistant `thinking_blocks` come first in the assistant turn as `reasoningContent`;
+//!   `reasoning_content` without `thinking_blocks` is dropped (Converse needs the
+//!   signature to replay reasoning). Assistant `tool_calls` become `toolUse` blocks.
+//! - `tools` become `toolConfig.tools[].toolSpec`; a tool type other than `function` is 422.
+//! - `tool_choice`: `auto` → `{auto:{}}`, `required` → `{any:{}}`, a named function →
+//!   `{tool:{name}}`. Converse has no `none`: with `none` the tools are left out of the
+//!   request, which is 422 when the conversation already holds tool calls or results
+//!   (Converse rejects tool blocks without a `toolConfig`). `required` or a named tool
+//!   without `tools` is 400.
+//! - `max_completion_tokens` (or `max_tokens`), `temperature`, `top_p`, `stop` →
+//!   `inferenceConfig`.
+//! - `reasoning_effort` → `additionalModelRequestFields.thinking` with the budget of
+//!   [`chat::thinking_budget`]; `none` sends no thinking.
+//! - `response_format`: `text` is dropped; `json_schema` → `outputConfig.textFormat`
+//!   (Bedrock structured outputs); `json_object` is 422 (Converse has no schema-less
+//!   JSON mode).
+//! - 422: `n` > 1, `logprobs: true`, `top_logprobs` > 0, non-zero `frequency_penalty` or
+//!   `presence_penalty`, a non-empty `logit_bias`, `audio`, `modalities` other than text,
+//!   `web_search_options`, the legacy `functions` / `function_call`, `function` role
+//!   messages, and `parallel_tool_calls: false` with tools (Converse cannot forbid
+//!   parallel calls).
+//! - Dropped, harmless: `seed` (best-effort in OpenAI too), `user`, `metadata`, `store`,
+//!   `service_tier`, `prediction`, `stream_options`, `parallel_tool_calls: true`, message
+//!   `name`, and any other unknown field. Nothing OpenAI-only is forwarded.
+//!
+//! # Embeddings request rules
+//! `input` must be one string (or an array of exactly one string): Titan embeds one text
+//! per call, so several inputs or token arrays are 422. `dimensions` is sent with
+//! `normalize: true` (Titan v2); for a model id naming Titan v1 only 1536 is accepted.
+//! `encoding_format: base64` is honoured on the way back; `user` is dropped.
+//!
+//! # Responses
+//! Converse answers become `chat.completion` (unary) or `chat.completion.chunk` SSE
+//! (stream, decoded from the AWS event stream). Bedrock's `inputTokens` excludes
+//! cache reads and writes (the recorded `totalTokens` is their sum with `outputTokens`),
+//! so `prompt_tokens` = `inputTokens` + `cacheReadInputTokens` + `cacheWriteInputTokens`,
+//! with `cached_tokens` = cache reads. The completion id is generated, `created` is now,
+//! and `model` is the client's. Bedrock errors (`{"message"}` plus `x-amzn-errortype`)
+//! become OpenAI error bodies with the AWS error type as `code`.
+
+mod converse_request;
+mod converse_response;
+mod errors;
+mod titan_embeddings;
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, ApiKind, ClientRequest};
+use crate::config::resources::SchemaSpec;
+
+use super::azure_openai::encode_path_segment;
+use super::chat::ChatRequest;
+use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
+
+/// The provider's name in client-facing messages.
+const PROVIDER: &str = "AWS Bedrock";
+
+#[derive(Debug)]
+pub struct Bedrock;
+
+impl Bedrock {
+    pub fn build(_spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        Ok(Arc::new(Bedrock))
+    }
+}
+
+impl BackendSchema for Bedrock {
+    fn name(&self) -> &'static str {
+        "AWSBedrock"
+    }
+
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let model = encode_path_segment(model_override.unwrap_or(&request.model));
+        let (path, body) = match request.api {
+            ApiKind::ChatCompletions => {
+                let chat = ChatRequest::parse(request)?;
+                let operation = if request.stream {
+                    "converse-stream"
+                } else {
+                    "converse"
+                };
+                (
+                    format!("/model/{model}/{operation}"),
+                    converse_request::converse_body(&chat)?,
+                )
+            }
+            ApiKind::Embeddings => {
+                let body = titan_embeddings::titan_body(request, model_override)?;
+                (format!("/model/{model}/invoke"), body)
+            }
+            ApiKind::Completions | ApiKind::Models => {
+                return Err(ApiError::Unprocessable(format!(
+                    "{PROVIDER} serves /v1/chat/completions and /v1/embeddings; the legacy /v1/completions API is not available on it"
+                )))
+            }
+        };
+        Ok(UpstreamRequest {
+            path,
+            body: Some(body.to_string().into_bytes()),
+            headers: vec![("content-type".into(), "application/json".into())],
+            usage_injected: false,
+        })
+    }
+
+    fn response_translator(
+        &self,
+        request: &ClientRequest,
+        _usage_injected: bool,
+    ) -> Box<dyn ResponseTranslator> {
+        match request.api {
+            ApiKind::Embeddings => Box::new(titan_embeddings::TitanResponse::new(request)),
+            _ => Box::new(converse_response::ConverseResponse::new(request)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::aws_eventstream::testing::fixture;
+    use bytes::Bytes;
+
+    fn request(api: ApiKind, body: &str) -> ClientRequest {
+        ClientRequest::parse(api, Bytes::copy_from_slice(body.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn inference_profile_arn_is_one_segment_as_the_sdk_encodes_it() {
+        let recorded = fixture("bedrock/converse-inference-profile-arn-guardrail.json");
+        let arn = "arn:aws:bedrock:us-east-1:012345678901:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0";
+        let r = request(
+            ApiKind::ChatCompletions,
+            r#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let u = Bedrock.upstream_request(&r, Some(arn)).unwrap();
+        assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+        assert_eq!(
+            u.headers,
+            vec![("content-type".to_string(), "application/json".to_string())]
+        );
+        assert!(u.body.is_some());
+    }
+
+    #[test]
+    fn stream_uses_converse_stream() {
+        let r = request(
+            ApiKind::ChatCompletions,
+            r#"{"model":"anthropic.claude-3-sonnet-20240229-v1:0","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let u = Bedrock.upstream_request(&r, None).unwrap();
+        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+    }
+
+    #[test]
+    fn legacy_completions_are_422() {
+        let r = request(ApiKind::Completions, r#"{"model":"m","prompt":"x"}"#);
+        let e = Bedrock.upstream_request(&r, None).unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.to_string().contains("/v1/completions"));
+    }
+
+    #[test]
+    fn embeddings_invoke_titan() {
+        let recorded = fixture("bedrock/invoke-titan-embed-text-v1.json");
+        let r = request(
+            ApiKind::Embeddings,
+            r#"{"model":"amazon.titan-embed-text-v1","input":"Hello World!"}"#,
+        );
+        let u = Bedrock.upstream_request(&r, None).unwrap();
+        assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+        let body: serde_json::Value = serde_json::from_slice(&u.body.unwrap()).unwrap();
+        assert_eq!(body, recorded["request"]["body"]);
+    }
+}
