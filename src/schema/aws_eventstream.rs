@@ -192,7 +192,6 @@ fn frame_of(message: &Message) -> Result<Frame, EventStreamError> {
 pub mod testing {
     use aws_smithy_eventstream::frame::write_message_to;
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-    use base64::Engine;
 
     /// One encoded frame.
     pub fn encode(message_type: &str, name: &str, payload: &[u8]) -> Vec<u8> {
@@ -219,25 +218,14 @@ pub mod testing {
         out
     }
 
-    /// A recorded fixture under `shared/fixtures/` (next to the worktree, or /work/shared).
+    /// A recorded fixture (see `e2e/fixtures`).
     pub fn fixture(name: &str) -> serde_json::Value {
-        let candidates = [
-            format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR")),
-            format!("/work/shared/fixtures/{name}"),
-        ];
-        let text = candidates
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_else(|| panic!("fixture {name} not found in {candidates:?}"));
-        serde_json::from_str(&text).unwrap()
+        crate::schema::fixtures::load(name)
     }
 
     /// The recorded response body of a streamed fixture.
     pub fn recorded_body(name: &str) -> Vec<u8> {
-        let f = fixture(name);
-        base64::engine::general_purpose::STANDARD
-            .decode(f["response"]["body_base64"].as_str().unwrap())
-            .unwrap()
+        crate::schema::fixtures::response_body(&fixture(name))
     }
 }
 
