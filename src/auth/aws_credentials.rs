@@ -226,7 +226,12 @@ mod tests {
             host: "bedrock-runtime.us-east-1.amazonaws.com",
         };
         c.apply(&mut r, &context).unwrap();
-        let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let get = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
         let auth = get("authorization").unwrap();
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDPROD/"));
         assert!(auth.contains("/us-east-1/bedrock/aws4_request"));

@@ -317,7 +317,17 @@ fn secret_key(
     key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<SecretValue> {
-    secret_entry(res, secrets_dir, doc, w, field, secret_ref, key, true, problems)
+    secret_entry(
+        res,
+        secrets_dir,
+        doc,
+        w,
+        field,
+        secret_ref,
+        key,
+        true,
+        problems,
+    )
 }
 
 /// A Secret entry holding a file (a credentials file, a key JSON): any text.
@@ -332,7 +342,17 @@ fn secret_file(
     key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<SecretValue> {
-    secret_entry(res, secrets_dir, doc, w, field, secret_ref, key, false, problems)
+    secret_entry(
+        res,
+        secrets_dir,
+        doc,
+        w,
+        field,
+        secret_ref,
+        key,
+        false,
+        problems,
+    )
 }
 
 /// Looks `key` up in a Secret; a Problem names what is wrong when it cannot be used.
@@ -366,7 +386,7 @@ fn secret_entry(
                 && !v
                     .expose()
                     .bytes()
-                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
         {
             // The value becomes a header: a line break in it could inject headers.
             problems.push(Problem::new(
@@ -464,7 +484,16 @@ fn aws_credentials(
         return not_yet();
     };
     let field = "spec.awsCredentials.credentialsFile.secretRef";
-    let text = secret_file(res, secrets_dir, doc, w, field, &file.secret_ref, "credentials", problems)?;
+    let text = secret_file(
+        res,
+        secrets_dir,
+        doc,
+        w,
+        field,
+        &file.secret_ref,
+        "credentials",
+        problems,
+    )?;
     match auth::aws_credentials::AwsCredentials::from_file(
         text.expose(),
         file.profile.as_deref(),

@@ -249,6 +249,11 @@ impl AnthropicResponse {
         }
     }
 
+    /// Ends the client's stream with an error event (a failure the transport reported).
+    pub fn fail(&mut self, out: &mut Vec<u8>, message: &str, kind: &str) {
+        self.writer.error(out, message, kind);
+    }
+
     /// The end of the provider's stream: a stream cut before `message_stop` ends with an
     /// error event rather than silently.
     pub fn end_of_stream(&mut self, out: &mut Vec<u8>) {

@@ -9,7 +9,7 @@ use crate::config::resources::SchemaSpec;
 
 use super::openai::openai_body;
 use super::openai_response::OpenAiResponse;
-use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
+use super::{path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct AzureOpenAi {
@@ -60,7 +60,7 @@ impl BackendSchema for AzureOpenAi {
         Ok(UpstreamRequest {
             path: format!(
                 "/openai/deployments/{}/{}?api-version={}",
-                encode_path_segment(deployment),
+                path_segment(deployment),
                 request.api.openai_suffix(),
                 self.api_version
             ),
@@ -77,20 +77,6 @@ impl BackendSchema for AzureOpenAi {
     ) -> Box<dyn ResponseTranslator> {
         Box::new(OpenAiResponse::new(request, usage_injected))
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so a model name is
-/// always exactly one path segment.
-pub fn encode_path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

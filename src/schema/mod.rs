@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod anthropic_request;
 pub mod anthropic_response;
+pub mod aws_anthropic;
 pub mod aws_eventstream;
 pub mod azure_openai;
 pub mod bedrock;
@@ -101,7 +102,7 @@ pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("OpenAI", Some(openai::OpenAi::build)),
     ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
     ("AWSBedrock", Some(bedrock::Bedrock::build)),
-    ("AWSAnthropic", None),
+    ("AWSAnthropic", Some(aws_anthropic::AwsAnthropic::build)),
     ("GCPVertexAI", None),
     ("GCPAnthropic", Some(anthropic::GcpAnthropic::build)),
     ("Anthropic", Some(anthropic::Anthropic::build)),

@@ -62,7 +62,7 @@
 
 mod converse_request;
 mod converse_response;
-mod errors;
+pub(crate) mod errors;
 mod titan_embeddings;
 
 use std::sync::Arc;
@@ -70,8 +70,8 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
-use super::azure_openai::encode_path_segment;
 use super::chat::ChatRequest;
+use super::path_segment;
 use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
 
 /// The provider's name in client-facing messages.
@@ -96,7 +96,7 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        let model = encode_path_segment(model_override.unwrap_or(&request.model));
+        let model = path_segment(model_override.unwrap_or(&request.model));
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
                 let chat = ChatRequest::parse(request)?;

@@ -1,0 +1,285 @@
+//! The `AWSAnthropic` schema: Claude on AWS Bedrock through InvokeModel
+//! (`/model/{modelId}/invoke`) and InvokeModelWithResponseStream
+//! (`/invoke-with-response-stream`), with an Anthropic Messages body naming
+//! `anthropic_version: bedrock-2023-05-31` instead of a model. The stream is Bedrock's
+//! binary event-stream whose `chunk` events carry Anthropic's stream events, base64
+//! encoded; they go through the same translator as Anthropic's own SSE. Request rules
+//! are those of [`super::anthropic_request`]; Bedrock takes images only inline, and the
+//! body has no `stream` field (the operation says it).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::anthropic_request::{messages_body, Flavor};
+use super::anthropic_response::AnthropicResponse;
+use super::aws_eventstream::{EventStreamDecoder, MessageType};
+use super::bedrock::errors;
+use super::chat::ChatRequest;
+use super::path_segment;
+use super::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
+use crate::api::{ApiError, ApiKind, ClientRequest};
+use crate::config::resources::SchemaSpec;
+use crate::usage::Usage;
+
+const FLAVOR: Flavor = Flavor {
+    provider: "AWS Bedrock (Anthropic)",
+    model_in_body: false,
+    body_version: Some("bedrock-2023-05-31"),
+    url_images: false,
+};
+
+#[derive(Debug)]
+pub struct AwsAnthropic;
+
+impl AwsAnthropic {
+    pub fn build(_: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        Ok(Arc::new(AwsAnthropic))
+    }
+}
+
+impl BackendSchema for AwsAnthropic {
+    fn name(&self) -> &'static str {
+        "AWSAnthropic"
+    }
+
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        if request.api != ApiKind::ChatCompletions {
+            return Err(ApiError::Unprocessable(format!(
+                "{} serves only chat completions, not /v1/{}",
+                FLAVOR.provider,
+                request.api.openai_suffix()
+            )));
+        }
+        let model = model_override.unwrap_or(&request.model);
+        let mut body = messages_body(&ChatRequest::parse(request)?, &FLAVOR, model)?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("stream");
+        }
+        let operation = if request.stream {
+            "invoke-with-response-stream"
+        } else {
+            "invoke"
+        };
+        Ok(UpstreamRequest {
+            path: format!("/model/{}/{operation}", path_segment(model)),
+            body: Some(body.to_string().into_bytes()),
+            headers: vec![("content-type".into(), "application/json".into())],
+            usage_injected: false,
+        })
+    }
+
+    fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        Box::new(InvokeResponse {
+            frames: EventStreamDecoder::new(),
+            anthropic: AnthropicResponse::new(request),
+        })
+    }
+}
+
+/// Unwraps Bedrock's event-stream around Anthropic's events.
+struct InvokeResponse {
+    frames: EventStreamDecoder,
+    anthropic: AnthropicResponse,
+}
+
+impl InvokeResponse {
+    /// The Anthropic event inside a `chunk` event's payload (`{"bytes":"<base64>"}`).
+    fn chunk_event(payload: &[u8]) -> Option<Vec<u8>> {
+        let v: Value = serde_json::from_slice(payload).ok()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.get("bytes")?.as_str()?)
+            .ok()
+    }
+}
+
+impl ResponseTranslator for InvokeResponse {
+    fn stream_content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
+    }
+
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
+    fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
+        errors::openai_error(head, body)
+    }
+
+    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        self.anthropic.unary(body)
+    }
+
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut frames = self.frames.push(chunk);
+        if end_of_stream {
+            frames.extend(self.frames.finish().map(Err));
+        }
+        for frame in frames {
+            match frame {
+                Ok(f) if f.message_type == MessageType::Event && f.name == "chunk" => {
+                    match Self::chunk_event(&f.payload) {
+                        Some(event) => self.anthropic.event(&event, &mut out),
+                        None => self.anthropic.fail(
+                            &mut out,
+                            "the provider sent a stream chunk that could not be read",
+                            "upstream_error",
+                        ),
+                    }
+                }
+                Ok(f) if f.message_type == MessageType::Event => {}
+                Ok(f) => {
+                    let message = errors::exception_message(&f.name, &f.payload);
+                    self.anthropic.fail(&mut out, &message, &f.name);
+                }
+                Err(e) => self
+                    .anthropic
+                    .fail(&mut out, &e.to_string(), "upstream_error"),
+            }
+        }
+        if end_of_stream {
+            self.anthropic.end_of_stream(&mut out);
+        }
+        Some(out)
+    }
+
+    fn usage(&self) -> Usage {
+        self.anthropic.usage()
+    }
+
+    fn response_model(&self) -> Option<&str> {
+        self.anthropic.response_model()
+    }
+
+    fn saw_output(&self) -> bool {
+        self.anthropic.saw_output()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::fixtures::{load, reassemble, response_body};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn request(body: &str) -> ClientRequest {
+        ClientRequest::parse(ApiKind::ChatCompletions, Bytes::from(body.to_string())).unwrap()
+    }
+
+    #[test]
+    fn invoke_paths_and_body_follow_the_recording() {
+        let recorded = load("bedrock/invoke-anthropic-messages.json");
+        let r = request(
+            r#"{"model":"anthropic.claude-3-haiku-20240307-v1:0","max_tokens":1000,"temperature":0.7,"messages":[{"role":"user","content":"Hello there."}]}"#,
+        );
+        let u = AwsAnthropic.upstream_request(&r, None).unwrap();
+        assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+        let body: Value = serde_json::from_slice(&u.body.unwrap()).unwrap();
+        assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
+        assert!(body.get("model").is_none());
+        let stream = request(
+            r#"{"model":"anthropic.claude-3-5-sonnet-20240620-v1:0","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let u = AwsAnthropic.upstream_request(&stream, None).unwrap();
+        let recorded = load("bedrock/invoke-stream-anthropic-tool-use.json");
+        assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+        let body: Value = serde_json::from_slice(&u.body.unwrap()).unwrap();
+        assert!(body.get("stream").is_none());
+    }
+
+    fn translate(body: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let r = request(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+        );
+        let mut t = AwsAnthropic.response_translator(&r, false);
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&body.len()]) {
+            let cut = cut.clamp(from, body.len());
+            out.extend(t.stream_chunk(&body[from..cut], cut == body.len()).unwrap());
+            from = cut;
+        }
+        out
+    }
+
+    /// The Anthropic events inside the recorded event-stream, decoded independently.
+    fn recorded_events(body: &[u8]) -> Vec<Value> {
+        let mut d = EventStreamDecoder::new();
+        d.push(body)
+            .into_iter()
+            .map(|f| {
+                let f = f.unwrap();
+                let bytes = InvokeResponse::chunk_event(&f.payload).unwrap();
+                serde_json::from_slice(&bytes).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recorded_invoke_stream_gives_its_text_tools_finish_and_usage() {
+        let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
+        let events = recorded_events(&body);
+        let a = reassemble(&translate(&body, &[]));
+        let text: String = events
+            .iter()
+            .filter_map(|e| e.pointer("/delta/text").and_then(Value::as_str))
+            .collect();
+        assert_eq!(a.text, text);
+        let tool_ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.pointer("/content_block/id").and_then(Value::as_str))
+            .collect();
+        assert_eq!(
+            a.tool_calls
+                .iter()
+                .map(|t| t.0.as_str())
+                .collect::<Vec<_>>(),
+            tool_ids
+        );
+        for call in &a.tool_calls {
+            serde_json::from_str::<Value>(&call.2).unwrap();
+        }
+        assert_eq!(a.finish_reason.as_deref(), Some("tool_calls"));
+        let output = events
+            .iter()
+            .filter_map(|e| e.pointer("/usage/output_tokens").and_then(Value::as_u64))
+            .last()
+            .unwrap();
+        assert_eq!(a.usage.unwrap()["completion_tokens"], output);
+        assert!(a.done && a.error.is_none());
+    }
+
+    #[test]
+    fn exception_frame_ends_the_stream_with_an_error() {
+        let frame = crate::schema::aws_eventstream::testing::encode(
+            "exception",
+            "throttlingException",
+            br#"{"message":"Too many requests"}"#,
+        );
+        let a = reassemble(&translate(&frame, &[]));
+        assert!(a.error.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests"));
+    }
+
+    proptest! {
+        #[test]
+        fn split_invariant_and_panic_free(cuts in proptest::collection::vec(0usize..12000, 0..6), noise in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
+            let mut cuts = cuts;
+            cuts.sort();
+            let strip = |v: Vec<u8>| String::from_utf8(v).unwrap().split("\"created\":").count();
+            prop_assert_eq!(strip(translate(&body, &cuts)), strip(translate(&body, &[])));
+            prop_assert_eq!(reassemble(&translate(&body, &cuts)), reassemble(&translate(&body, &[])));
+            translate(&noise, &cuts);
+        }
+    }
+}
