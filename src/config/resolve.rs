@@ -996,7 +996,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Seconds since the epoch of an RFC 3339 timestamp's date and time (UTC; offset ignored).
-fn parse_rfc3339(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);

@@ -7,8 +7,16 @@
 pub mod azure_openai;
 pub mod chat;
 pub mod completion;
+#[cfg(test)]
+mod fixtures;
+pub mod gcp_vertex;
+pub mod gemini_request;
+pub mod gemini_response;
+pub mod gemini_types;
+pub mod google_error;
 pub mod openai;
 pub mod openai_response;
+pub mod vertex_embeddings;
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,7 +102,7 @@ pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
     ("AWSBedrock", None),
     ("AWSAnthropic", None),
-    ("GCPVertexAI", None),
+    ("GCPVertexAI", Some(gcp_vertex::GcpVertexAi::build)),
     ("GCPAnthropic", None),
     ("Anthropic", None),
     ("Cohere", None),
