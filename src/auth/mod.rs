@@ -7,6 +7,8 @@
 pub mod anthropic_api_key;
 pub mod api_key;
 pub mod azure_api_key;
+pub mod gcp_credentials;
+pub mod google_token;
 
 use std::fmt;
 
@@ -19,6 +21,9 @@ pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "
 pub enum AuthError {
     #[error("its {policy_type} credential is not supported by this build of llm-extproc yet")]
     NotSupported { policy_type: String },
+    /// A rotating credential has no valid token right now (the reason never holds a secret).
+    #[error("its {policy_type} access token is unavailable: {reason}")]
+    TokenUnavailable { policy_type: String, reason: String },
 }
 
 /// What a credential may need to know about the attempt it signs.
