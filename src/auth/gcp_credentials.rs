@@ -101,8 +101,9 @@ impl Drop for GcpCredentials {
 }
 
 impl GcpCredentials {
-    /// Starts refreshing on the current tokio runtime, if there is one (`check` validates
-    /// without fetching anything).
+    /// Starts refreshing on the current tokio runtime, if there is one. (`check` returns
+    /// before its runtime polls the task, and a config that fails validation drops the
+    /// credential, which stops the task: neither fetches a token.)
     pub fn new(exchange: TokenExchange, project: &str, region: &str) -> Self {
         let shared = Arc::new(Shared {
             cache: Mutex::new(TokenCache::default()),
