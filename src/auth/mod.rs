@@ -8,6 +8,8 @@ pub mod anthropic_api_key;
 pub mod api_key;
 pub mod aws_credentials;
 pub mod azure_api_key;
+pub mod gcp_credentials;
+pub mod google_token;
 
 use std::fmt;
 
@@ -23,6 +25,9 @@ pub enum AuthError {
     /// Signing failed (a malformed header or URI; never a key).
     #[error("the request could not be signed: {0}")]
     Signing(String),
+    /// A rotating credential has no valid token right now (the reason never holds a secret).
+    #[error("its {policy_type} access token is unavailable: {reason}")]
+    TokenUnavailable { policy_type: String, reason: String },
 }
 
 /// What a credential may need to know about the attempt it signs.

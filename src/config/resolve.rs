@@ -202,7 +202,8 @@ fn resolve_policies(
                 Arc::new(auth::anthropic_api_key::AnthropicApiKey { key }) as Arc<dyn Credential>
             }),
             "AWSCredentials" => aws_credentials(res, secrets_dir, doc, &w, problems),
-            "AzureCredentials" | "GCPCredentials" => {
+            "GCPCredentials" => gcp_credentials(res, secrets_dir, doc, &w, problems),
+            "AzureCredentials" => {
                 check_rotating_policy(res, secrets_dir, doc, &w, problems);
                 Some(Arc::new(auth::NotYetSupported {
                     policy_type: spec.policy_type.clone(),
@@ -305,7 +306,7 @@ fn api_key_secret(
     )
 }
 
-/// A Secret entry that becomes a header value: one line of printable ASCII.
+/// A Secret value that becomes a header: [`secret_text`], single-line printable ASCII.
 #[allow(clippy::too_many_arguments)]
 fn secret_key(
     res: &Resources,
@@ -317,22 +318,29 @@ fn secret_key(
     key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<SecretValue> {
-    secret_entry(
-        res,
-        secrets_dir,
-        doc,
-        w,
-        field,
-        secret_ref,
-        key,
-        true,
-        problems,
-    )
+    let value = secret_text(res, secrets_dir, doc, w, field, secret_ref, key, problems)?;
+    if !value
+        .expose()
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        let ns = secret_ref.namespace.as_deref().unwrap_or(doc.namespace());
+        // The value becomes a header: a line break in it could inject headers.
+        problems.push(Problem::new(
+            &doc.file,
+            w,
+            field,
+            format!("Secret `{ns}/{}`: `{key}` contains a line break or a non-ASCII or control character", secret_ref.name),
+            format!("store the bare credential in `{key}`"),
+        ));
+        return None;
+    }
+    Some(value)
 }
 
-/// A Secret entry holding a file (a credentials file, a key JSON): any text.
+/// A non-empty Secret value, or a problem naming the Secret, the key and the fix.
 #[allow(clippy::too_many_arguments)]
-fn secret_file(
+fn secret_text(
     res: &Resources,
     secrets_dir: Option<&Path>,
     doc: &Document<BackendSecurityPolicySpec>,
@@ -340,32 +348,6 @@ fn secret_file(
     field: &str,
     secret_ref: &resources::ObjectRef,
     key: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<SecretValue> {
-    secret_entry(
-        res,
-        secrets_dir,
-        doc,
-        w,
-        field,
-        secret_ref,
-        key,
-        false,
-        problems,
-    )
-}
-
-/// Looks `key` up in a Secret; a Problem names what is wrong when it cannot be used.
-#[allow(clippy::too_many_arguments)]
-fn secret_entry(
-    res: &Resources,
-    secrets_dir: Option<&Path>,
-    doc: &Document<BackendSecurityPolicySpec>,
-    w: &str,
-    field: &str,
-    secret_ref: &resources::ObjectRef,
-    key: &str,
-    header_value: bool,
     problems: &mut Vec<Problem>,
 ) -> Option<SecretValue> {
     let ns = secret_ref.namespace.as_deref().unwrap_or(doc.namespace());
@@ -378,23 +360,6 @@ fn secret_entry(
                 field,
                 format!("Secret `{ns}/{name}` has an empty `{key}`"),
                 format!("put the credential in the Secret's `{key}`"),
-            ));
-            None
-        }
-        Ok(v)
-            if header_value
-                && !v
-                    .expose()
-                    .bytes()
-                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
-        {
-            // The value becomes a header: a line break in it could inject headers.
-            problems.push(Problem::new(
-                &doc.file,
-                w,
-                field,
-                format!("Secret `{ns}/{name}`: `{key}` contains a line break or a non-ASCII or control character"),
-                format!("store the bare credential in `{key}`"),
             ));
             None
         }
@@ -484,7 +449,7 @@ fn aws_credentials(
         return not_yet();
     };
     let field = "spec.awsCredentials.credentialsFile.secretRef";
-    let text = secret_file(
+    let text = secret_text(
         res,
         secrets_dir,
         doc,
@@ -587,16 +552,125 @@ fn check_rotating_policy(
                 }
             }
         },
-        _ => {
-            if spec.gcp_credentials.is_none() {
-                missing(
-                    "spec.gcpCredentials",
-                    "type GCPCredentials needs `gcpCredentials` with projectName and region",
-                    problems,
-                );
-            }
+        _ => {}
+    }
+}
+
+/// The `GCPCredentials` credential: a service account key file from
+/// `credentialsFile.secretRef` (key `service_account.json`). Workload identity
+/// federation is validated but not served yet (its attempts answer 503).
+fn gcp_credentials(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn Credential>> {
+    let problem = |field: &str, message: String, fix: &str, problems: &mut Vec<Problem>| {
+        problems.push(Problem::new(&doc.file, w, field, message, fix.into()));
+    };
+    let Some(gcp) = &doc.spec.gcp_credentials else {
+        problem(
+            "spec.gcpCredentials",
+            "missing".into(),
+            "type GCPCredentials needs `gcpCredentials` with projectName, region and credentialsFile",
+            problems,
+        );
+        return None;
+    };
+    let mut valid = true;
+    for (field, value) in [("projectName", &gcp.project_name), ("region", &gcp.region)] {
+        let path_safe = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !path_safe {
+            valid = false;
+            problem(
+                &format!("spec.gcpCredentials.{field}"),
+                format!("{value:?} is not a GCP {field}"),
+                "use the project ID and the region (e.g. us-central1, or global) as Google writes them",
+                problems,
+            );
         }
     }
+    let file = match (
+        &gcp.credentials_file,
+        &gcp.workload_identity_federation_config,
+    ) {
+        (Some(_), Some(_)) => {
+            problem(
+                "spec.gcpCredentials",
+                "sets both credentialsFile and workloadIdentityFederationConfig".into(),
+                "keep one of them",
+                problems,
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            return valid.then(|| {
+                Arc::new(auth::NotYetSupported {
+                    policy_type: "GCPCredentials (workload identity federation)".into(),
+                }) as Arc<dyn Credential>
+            })
+        }
+        (None, None) => {
+            problem(
+                "spec.gcpCredentials.credentialsFile",
+                "missing".into(),
+                "set `credentialsFile.secretRef` naming the Secret with the service account key in `service_account.json`",
+                problems,
+            );
+            return None;
+        }
+        (Some(file), None) => file,
+    };
+    const KEY: &str = "service_account.json";
+    let field = "spec.gcpCredentials.credentialsFile.secretRef";
+    let text = secret_text(
+        res,
+        secrets_dir,
+        doc,
+        w,
+        field,
+        &file.secret_ref,
+        KEY,
+        problems,
+    )?;
+    let secret = format!(
+        "{}/{}",
+        file.secret_ref
+            .namespace
+            .as_deref()
+            .unwrap_or(doc.namespace()),
+        file.secret_ref.name
+    );
+    let key = match auth::google_token::ServiceAccountKey::parse(&text) {
+        Ok(key) => key,
+        Err(why) => {
+            problem(
+                field,
+                format!("Secret `{secret}`: `{KEY}` {why}"),
+                "store the service account key file downloaded from Google Cloud (IAM > Service accounts > Keys) under `service_account.json`",
+                problems,
+            );
+            return None;
+        }
+    };
+    let exchange = match auth::google_token::TokenExchange::new(key) {
+        Ok(exchange) => exchange,
+        Err(why) => {
+            problem(field, why.to_string(), "report this as a bug", problems);
+            return None;
+        }
+    };
+    valid.then(|| {
+        Arc::new(auth::gcp_credentials::GcpCredentials::new(
+            exchange,
+            &gcp.project_name,
+            &gcp.region,
+        )) as Arc<dyn Credential>
+    })
 }
 
 // ------------------------------------------------------------------ backends
@@ -1104,7 +1178,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Seconds since the epoch of an RFC 3339 timestamp's date and time (UTC; offset ignored).
-fn parse_rfc3339(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
@@ -1208,6 +1282,66 @@ mod tests {
         let after = cluster_names(&format!("{moved}{route}"));
         assert_ne!(before, after);
         assert!(before[0].starts_with("default/r/rule/0/"));
+    }
+
+    fn gcp_policy(gcp: &str, secret: Option<&str>) -> String {
+        let mut yaml = format!("{BASE}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: gp}}\n\
+             spec: {{type: GCPCredentials, targetRefs: [{{name: b}}], gcpCredentials: {gcp}}}\n");
+        if let Some(data) = secret {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: sa}}\nstringData: {{{data}}}\n"
+            ));
+        }
+        yaml
+    }
+
+    const GCP: &str =
+        "{projectName: my-project, region: us-central1, credentialsFile: {secretRef: {name: sa}}}";
+
+    fn key_entry(text: &str) -> String {
+        format!(
+            "service_account.json: {}",
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    #[test]
+    fn gcp_service_account_key_is_checked() {
+        let good =
+            crate::auth::google_token::tests::key_file("https://oauth2.googleapis.com/token");
+        assert!(problems(&gcp_policy(GCP, Some(&key_entry(&good)))).is_empty());
+
+        let p = problems(&gcp_policy(GCP, Some("key.json: x")));
+        assert!(
+            p[0].contains("Secret `default/sa` has no `service_account.json` key"),
+            "{p:?}"
+        );
+        let p = problems(&gcp_policy(GCP, Some(&key_entry("not json"))));
+        assert!(
+            p[0].contains("Secret `default/sa`: `service_account.json` is not JSON"),
+            "{p:?}"
+        );
+        let mut missing: serde_json::Value = serde_json::from_str(&good).unwrap();
+        missing.as_object_mut().unwrap().remove("token_uri");
+        let p = problems(&gcp_policy(GCP, Some(&key_entry(&missing.to_string()))));
+        assert!(p[0].contains("lacks `token_uri`"), "{p:?}");
+        assert!(p.iter().all(|p| !p.contains("PRIVATE KEY")), "{p:?}");
+
+        let p = problems(&gcp_policy(
+            "{projectName: \"a/b\", region: us-central1, credentialsFile: {secretRef: {name: sa}}}",
+            Some(&key_entry(&good)),
+        ));
+        assert!(p[0].contains("projectName"), "{p:?}");
+        let p = problems(&gcp_policy("{projectName: p, region: r}", None));
+        assert!(
+            p[0].contains("credentialsFile") && p[0].contains("missing"),
+            "{p:?}"
+        );
+        assert!(problems(&gcp_policy(
+            "{projectName: p, region: r, workloadIdentityFederationConfig: {projectID: x}}",
+            None
+        ))
+        .is_empty());
     }
 
     #[test]

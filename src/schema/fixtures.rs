@@ -109,3 +109,8 @@ pub fn reassemble(sse: &[u8]) -> Assembled {
     }
     a
 }
+
+/// One recorded interaction, e.g. `fixture("vertex/generate-content-text.json")`.
+pub fn fixture(name: &str) -> Value {
+    load(name)
+}

@@ -13,8 +13,14 @@ pub mod azure_openai;
 pub mod bedrock;
 pub mod chat;
 pub mod completion;
+pub mod gcp_vertex;
+pub mod gemini_request;
+pub mod gemini_response;
+pub mod gemini_types;
+pub mod google_error;
 pub mod openai;
 pub mod openai_response;
+pub mod vertex_embeddings;
 
 #[cfg(test)]
 pub mod fixtures;
@@ -103,7 +109,7 @@ pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
     ("AWSBedrock", Some(bedrock::Bedrock::build)),
     ("AWSAnthropic", Some(aws_anthropic::AwsAnthropic::build)),
-    ("GCPVertexAI", None),
+    ("GCPVertexAI", Some(gcp_vertex::GcpVertexAi::build)),
     ("GCPAnthropic", Some(anthropic::GcpAnthropic::build)),
     ("Anthropic", Some(anthropic::Anthropic::build)),
     ("Cohere", None),

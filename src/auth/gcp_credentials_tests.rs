@@ -1,0 +1,249 @@
+//! `GCPCredentials` against a fake Google token endpoint on a local port.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::auth::google_token::tests::{key_file, verify, TEST_PRIVATE_KEY};
+use crate::auth::google_token::ServiceAccountKey;
+
+/// A token endpoint that answers each request with the next of `answers` (the last
+/// one repeats), and records the request bodies.
+struct FakeTokenEndpoint {
+    uri: String,
+    requests: Arc<AtomicUsize>,
+    bodies: Arc<StdMutex<Vec<String>>>,
+}
+
+async fn fake_token_endpoint(answers: Vec<(u16, String)>) -> FakeTokenEndpoint {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}/token", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(StdMutex::new(Vec::new()));
+    let (count, seen) = (requests.clone(), bodies.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = read_request_body(&mut socket).await;
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            seen.lock().unwrap().push(body);
+            let (status, answer) = answers[n.min(answers.len() - 1)].clone();
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    FakeTokenEndpoint {
+        uri,
+        requests,
+        bodies,
+    }
+}
+
+async fn read_request_body(socket: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return body.to_string();
+            }
+        }
+    }
+    String::new()
+}
+
+fn token_answer(token: &str, expires_in: u64) -> (u16, String) {
+    (
+        200,
+        format!(r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#),
+    )
+}
+
+fn credential(uri: &str) -> GcpCredentials {
+    let key = ServiceAccountKey::parse(&SecretValue::new(key_file(uri))).unwrap();
+    GcpCredentials::new(
+        TokenExchange::new(key).unwrap(),
+        "my-project",
+        "us-central1",
+    )
+}
+
+fn context() -> AttemptContext<'static> {
+    AttemptContext {
+        client_header: &|_| None,
+        client_body: b"",
+        host: "us-central1-aiplatform.googleapis.com",
+    }
+}
+
+fn publisher_request() -> UpstreamRequest {
+    UpstreamRequest {
+        path: "/publishers/google/models/gemini-2.5-flash:generateContent".into(),
+        ..UpstreamRequest::default()
+    }
+}
+
+/// Applies until it succeeds (the first fetch runs in the background), for up to 5 s.
+async fn apply_when_ready(c: &GcpCredentials) -> UpstreamRequest {
+    for _ in 0..500 {
+        let mut r = publisher_request();
+        if c.apply(&mut r, &context()).is_ok() {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no token within 5 s");
+}
+
+#[tokio::test]
+async fn fetches_caches_and_applies_the_token() {
+    let endpoint = fake_token_endpoint(vec![token_answer("ya29.first", 3600)]).await;
+    let c = credential(&endpoint.uri);
+    let r = apply_when_ready(&c).await;
+    assert_eq!(
+        r.path,
+        "/v1/projects/my-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(
+        r.headers,
+        vec![("authorization".to_string(), "Bearer ya29.first".to_string())]
+    );
+    for _ in 0..20 {
+        let mut r = publisher_request();
+        c.apply(&mut r, &context()).unwrap();
+    }
+    assert_eq!(endpoint.requests.load(Ordering::SeqCst), 1, "cached");
+
+    let body = endpoint.bodies.lock().unwrap()[0].clone();
+    let assertion = body
+        .strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=")
+        .unwrap();
+    let (claims, kid) = verify(assertion, &endpoint.uri);
+    assert_eq!(claims.aud, endpoint.uri);
+    assert_eq!(kid.as_deref(), Some("kid-1"));
+
+    let mut other = UpstreamRequest {
+        path: "/v1/already/absolute".into(),
+        ..UpstreamRequest::default()
+    };
+    c.apply(&mut other, &context()).unwrap();
+    assert_eq!(
+        other.path, "/v1/already/absolute",
+        "only publisher paths are prefixed"
+    );
+}
+
+#[tokio::test]
+async fn refreshes_ahead_of_expiry() {
+    // A 2 s token is refreshed halfway through its life.
+    let endpoint = fake_token_endpoint(vec![
+        token_answer("ya29.short", 2),
+        token_answer("ya29.next", 3600),
+    ])
+    .await;
+    let c = credential(&endpoint.uri);
+    let first = apply_when_ready(&c).await;
+    assert_eq!(first.headers[0].1, "Bearer ya29.short");
+    for _ in 0..300 {
+        if endpoint.requests.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = apply_when_ready(&c).await;
+    assert_eq!(r.headers[0].1, "Bearer ya29.next");
+}
+
+#[tokio::test]
+async fn a_refused_exchange_fails_attempts_without_leaking_and_is_retried() {
+    let endpoint = fake_token_endpoint(vec![
+        (
+            400,
+            r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#.into(),
+        ),
+        token_answer("ya29.after-retry", 3600),
+    ])
+    .await;
+    let c = credential(&endpoint.uri);
+    let mut error = None;
+    for _ in 0..300 {
+        let mut r = publisher_request();
+        match c.apply(&mut r, &context()) {
+            Err(e) if e.to_string().contains("invalid_grant") => {
+                error = Some(e);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(()) => panic!("no token was issued yet"),
+        }
+    }
+    let error = error.expect("the refusal is reported").to_string();
+    assert!(
+        error.contains("GCPCredentials") && error.contains("HTTP 400"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("PRIVATE KEY") && !error.contains("eyJ"),
+        "{error}"
+    );
+    // The failed attempt woke the task: the retry (1 s later) succeeds.
+    let r = apply_when_ready(&c).await;
+    assert_eq!(r.headers[0].1, "Bearer ya29.after-retry");
+    assert_eq!(endpoint.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn debug_shows_no_secret() {
+    let endpoint = fake_token_endpoint(vec![token_answer("ya29.secret-token", 3600)]).await;
+    let c = credential(&endpoint.uri);
+    apply_when_ready(&c).await;
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("ya29") && !shown.contains("PRIVATE"),
+        "{shown}"
+    );
+    assert!(!TEST_PRIVATE_KEY.is_empty());
+}
+
+#[test]
+fn without_a_runtime_nothing_is_fetched() {
+    let c = credential("http://127.0.0.1:9/token");
+    let mut r = publisher_request();
+    let e = c.apply(&mut r, &context()).unwrap_err();
+    assert!(e.to_string().contains("not been fetched yet"), "{e}");
+}
+
+#[test]
+fn refresh_schedule() {
+    assert_eq!(
+        refresh_after(Duration::from_secs(3600)),
+        Duration::from_secs(3300)
+    );
+    assert_eq!(
+        refresh_after(Duration::from_secs(2)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(retry_after(1), Duration::from_secs(1));
+    assert_eq!(retry_after(3), Duration::from_secs(4));
+    assert_eq!(retry_after(100), MAX_RETRY_INTERVAL);
+}

@@ -1,0 +1,121 @@
+//! The `GCPVertexAI` schema: OpenAI chat completions and embeddings served by Gemini and
+//! the text embedding models on Vertex AI.
+//!
+//! Paths (the `GCPCredentials` credential prefixes `/v1/projects/{project}/locations/{region}`):
+//! - chat → `/publishers/google/models/{model}:generateContent`, or
+//!   `:streamGenerateContent?alt=sse` for a stream (each SSE event a whole response);
+//! - embeddings → `/publishers/google/models/{model}:predict`;
+//! - `/v1/completions` → 422: Gemini has no plain-text completion API.
+//!
+//! `{model}` is the backend reference's `modelNameOverride`, else the client's model. The
+//! body is always rewritten (`content-type: application/json`); no OpenAI-only field
+//! (`stream_options`, `store`, `metadata` ...) reaches Google.
+//!
+//! How each OpenAI request field is treated (details in `gemini_request`):
+//! - translated: messages (system/developer → `systemInstruction`), images, audio, files
+//!   as data URLs, tools, `tool_choice`, `response_format`, `temperature`, `top_p`,
+//!   `max_tokens`/`max_completion_tokens`, `stop`, `seed`, `frequency_penalty`,
+//!   `presence_penalty`, `reasoning_effort`;
+//! - http(s) image URLs → `fileData{fileUri}`: Vertex's API reference accepts a publicly
+//!   readable HTTP URL there and fetches it itself (a refused fetch comes back as Google's
+//!   400 INVALID_ARGUMENT, translated for the client); the gateway never fetches. The
+//!   required `mimeType` is taken from the URL's extension; without one it is 422;
+//! - tool schemas go as `parametersJsonSchema` and structured output as
+//!   `responseJsonSchema`: both take JSON Schema unchanged, where `parameters` and
+//!   `responseSchema` take Google's OpenAPI subset and would need the client's schema
+//!   rewritten, losing what the subset lacks;
+//! - refused with 422 naming the field: `n` > 1 (the OpenAI answer written here has one
+//!   choice; `candidateCount` would be billed for answers the client never sees),
+//!   `logprobs`, `top_logprobs`, `audio`, non-text `modalities`, `prediction`,
+//!   `web_search_options`, legacy `functions`/`function_call`, non-function tools;
+//! - dropped, as they do not change the answer: `user`, `metadata`, `store`,
+//!   `service_tier`, `stream_options` (usage is always metered; the usage chunk is sent
+//!   when the client asked for it), `parallel_tool_calls` (Gemini decides itself
+//!   whether to call functions in parallel), `logit_bias`.
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, ApiKind, ClientRequest};
+use crate::config::resources::SchemaSpec;
+
+use super::chat::ChatRequest;
+use super::gemini_request::{generate_content_request, PROVIDER};
+use super::gemini_response::GeminiChatResponse;
+use super::openai_response::OpenAiResponse;
+use super::path_segment;
+use super::vertex_embeddings::{predict_request, VertexEmbeddingsResponse};
+use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
+
+#[derive(Debug)]
+pub struct GcpVertexAi;
+
+impl GcpVertexAi {
+    pub fn build(_: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        Ok(Arc::new(GcpVertexAi))
+    }
+}
+
+/// The path of a Google publisher model method, before the credential's project prefix.
+pub fn publisher_model_path(model: &str, method: &str) -> String {
+    format!("/publishers/google/models/{}:{method}", path_segment(model))
+}
+
+impl BackendSchema for GcpVertexAi {
+    fn name(&self) -> &'static str {
+        "GCPVertexAI"
+    }
+
+    fn upstream_request(
+        &self,
+        request: &ClientRequest,
+        model_override: Option<&str>,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let model = model_override.unwrap_or(&request.model);
+        let (path, body) = match request.api {
+            ApiKind::ChatCompletions => {
+                let chat = ChatRequest::parse(request)?;
+                let method = if request.stream {
+                    "streamGenerateContent?alt=sse"
+                } else {
+                    "generateContent"
+                };
+                (
+                    publisher_model_path(model, method),
+                    generate_content_request(&chat)?,
+                )
+            }
+            ApiKind::Embeddings => (
+                publisher_model_path(model, "predict"),
+                predict_request(request)?,
+            ),
+            ApiKind::Completions | ApiKind::Models => {
+                return Err(ApiError::Unprocessable(format!(
+                    "{PROVIDER} has no text completions API; use /v1/chat/completions"
+                )))
+            }
+        };
+        Ok(UpstreamRequest {
+            path,
+            body: Some(body.to_string().into_bytes()),
+            headers: vec![("content-type".into(), "application/json".into())],
+            usage_injected: false,
+        })
+    }
+
+    fn response_translator(
+        &self,
+        request: &ClientRequest,
+        _usage_injected: bool,
+    ) -> Box<dyn ResponseTranslator> {
+        match request.api {
+            ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
+            ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
+            // Refused before any attempt; errors are read the generic way.
+            ApiKind::Completions | ApiKind::Models => Box::new(OpenAiResponse::new(request, false)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "gcp_vertex_tests.rs"]
+mod tests;

@@ -1,0 +1,277 @@
+//! OpenAI embeddings ↔ Vertex AI text embeddings (`:predict`).
+//!
+//! Request: each input text becomes an instance `{"content": text}`; `dimensions` becomes
+//! `parameters.outputDimensionality`. Token-array inputs are refused (422): Vertex embeds
+//! text only. `user` is dropped. Response: `predictions[].embeddings.values` in order,
+//! as floats or, for `encoding_format: base64`, as little-endian f32 bytes in base64
+//! (what OpenAI sends); usage is the sum of `statistics.token_count`.
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::api::{ApiError, ClientRequest};
+use crate::usage::Usage;
+
+use super::gemini_request::PROVIDER;
+use super::google_error::translate_error;
+use super::{ResponseHead, ResponseTranslator};
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest {
+    input: Value,
+    #[serde(default)]
+    dimensions: Option<u64>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+impl EmbeddingsRequest {
+    fn parse(request: &ClientRequest) -> Result<Self, ApiError> {
+        serde_json::from_slice(&request.body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid embeddings request: {e}")))
+    }
+
+    fn texts(&self) -> Result<Vec<&str>, ApiError> {
+        let token_arrays = || {
+            ApiError::Unprocessable(format!(
+                "{PROVIDER} embeds text only; send `input` as a string or a list of strings"
+            ))
+        };
+        match &self.input {
+            Value::String(text) => Ok(vec![text.as_str()]),
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|item| item.as_str().ok_or_else(token_arrays))
+                .collect(),
+            Value::Array(_) => Err(ApiError::BadRequest("`input` is empty".into())),
+            _ => Err(token_arrays()),
+        }
+    }
+
+    fn base64(&self) -> Result<bool, ApiError> {
+        match self.encoding_format.as_deref() {
+            None | Some("float") => Ok(false),
+            Some("base64") => Ok(true),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "`encoding_format` must be float or base64; got `{other}`"
+            ))),
+        }
+    }
+}
+
+/// The `:predict` body for an OpenAI embeddings request.
+pub fn predict_request(request: &ClientRequest) -> Result<Value, ApiError> {
+    let parsed = EmbeddingsRequest::parse(request)?;
+    parsed.base64()?;
+    let instances: Vec<Value> = parsed
+        .texts()?
+        .into_iter()
+        .map(|text| json!({ "content": text }))
+        .collect();
+    let mut body = json!({ "instances": instances });
+    if let Some(dimensions) = parsed.dimensions {
+        body["parameters"] = json!({ "outputDimensionality": dimensions });
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+struct PredictResponse {
+    #[serde(default)]
+    predictions: Vec<Prediction>,
+}
+
+#[derive(Deserialize)]
+struct Prediction {
+    embeddings: PredictionEmbeddings,
+}
+
+#[derive(Deserialize)]
+struct PredictionEmbeddings {
+    #[serde(default)]
+    values: Vec<f64>,
+    #[serde(default)]
+    statistics: Option<Statistics>,
+}
+
+#[derive(Deserialize)]
+struct Statistics {
+    /// A count, sent as a JSON number that may carry a fraction (`6.0`).
+    #[serde(default)]
+    token_count: f64,
+}
+
+pub struct VertexEmbeddingsResponse {
+    model: String,
+    base64: bool,
+    usage: Usage,
+    answered: bool,
+}
+
+impl VertexEmbeddingsResponse {
+    pub fn new(request: &ClientRequest) -> Self {
+        let base64 = EmbeddingsRequest::parse(request)
+            .and_then(|r| r.base64())
+            .unwrap_or(false);
+        VertexEmbeddingsResponse {
+            model: request.model.clone(),
+            base64,
+            usage: Usage::default(),
+            answered: false,
+        }
+    }
+
+    fn embedding(&self, values: &[f64]) -> Value {
+        if !self.base64 {
+            return values.iter().copied().collect();
+        }
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into()
+    }
+
+    fn translate(&mut self, response: &PredictResponse) -> Vec<u8> {
+        let tokens: f64 = response
+            .predictions
+            .iter()
+            .filter_map(|p| p.embeddings.statistics.as_ref())
+            .map(|s| s.token_count.max(0.0))
+            .sum();
+        let tokens = tokens.round() as u64;
+        self.usage = Usage {
+            input: tokens,
+            total: tokens,
+            ..Usage::default()
+        };
+        let data: Vec<Value> = response
+            .predictions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                json!({
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": self.embedding(&p.embeddings.values),
+                })
+            })
+            .collect();
+        let mut usage = Map::new();
+        usage.insert("prompt_tokens".into(), tokens.into());
+        usage.insert("total_tokens".into(), tokens.into());
+        json!({ "object": "list", "data": data, "model": self.model, "usage": usage })
+            .to_string()
+            .into_bytes()
+    }
+}
+
+impl ResponseTranslator for VertexEmbeddingsResponse {
+    fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
+        translate_error(head.status, body)
+    }
+
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
+    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        match serde_json::from_slice::<PredictResponse>(body) {
+            Ok(response) => {
+                self.answered = !response.predictions.is_empty();
+                Some(self.translate(&response))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a Vertex AI predict answer could not be read; passed as it came");
+                None
+            }
+        }
+    }
+
+    fn stream_chunk(&mut self, _: &[u8], _: bool) -> Option<Vec<u8>> {
+        // Embeddings are never streamed (the request parser refuses `stream`).
+        None
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn response_model(&self) -> Option<&str> {
+        // `:predict` names no model version.
+        None
+    }
+
+    fn saw_output(&self) -> bool {
+        self.answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiKind;
+    use bytes::Bytes;
+
+    fn request(body: &str) -> ClientRequest {
+        ClientRequest::parse(ApiKind::Embeddings, Bytes::from(body.to_string())).unwrap()
+    }
+
+    const PREDICT: &[u8] = br#"{"predictions":[
+        {"embeddings":{"statistics":{"truncated":false,"token_count":6},"values":[0.5,-1.0,0.25]}},
+        {"embeddings":{"statistics":{"truncated":false,"token_count":4.0},"values":[1.0,2.0,3.0]}}],
+        "metadata":{"billableCharacterCount":30}}"#;
+
+    #[test]
+    fn request_shape() {
+        let r = request(
+            r#"{"model":"text-embedding-005","input":["a","b"],"dimensions":3,"user":"u"}"#,
+        );
+        assert_eq!(
+            predict_request(&r).unwrap(),
+            json!({"instances":[{"content":"a"},{"content":"b"}],"parameters":{"outputDimensionality":3}})
+        );
+        let r = request(r#"{"model":"m","input":"one"}"#);
+        assert_eq!(
+            predict_request(&r).unwrap(),
+            json!({"instances":[{"content":"one"}]})
+        );
+        let r = request(r#"{"model":"m","input":[[1,2,3]]}"#);
+        assert_eq!(predict_request(&r).unwrap_err().status(), 422);
+        let r = request(r#"{"model":"m","input":"x","encoding_format":"int8"}"#);
+        assert_eq!(predict_request(&r).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn floats_and_usage() {
+        let mut t = VertexEmbeddingsResponse::new(&request(r#"{"model":"m","input":["a","b"]}"#));
+        let out: Value = serde_json::from_slice(&t.unary(PREDICT).unwrap()).unwrap();
+        assert_eq!(out["data"][0]["embedding"], json!([0.5, -1.0, 0.25]));
+        assert_eq!(out["data"][1]["index"], 1);
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens": 10, "total_tokens": 10})
+        );
+        assert_eq!(out["model"], "m");
+        assert_eq!((t.usage().input, t.usage().total), (10, 10));
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        let mut t = VertexEmbeddingsResponse::new(&request(
+            r#"{"model":"m","input":"a","encoding_format":"base64"}"#,
+        ));
+        let out: Value = serde_json::from_slice(&t.unary(PREDICT).unwrap()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(out["data"][0]["embedding"].as_str().unwrap())
+            .unwrap();
+        let floats: Vec<f32> = bytes
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(floats, vec![0.5, -1.0, 0.25]);
+    }
+}
