@@ -322,17 +322,14 @@ impl RouterStream {
                     .as_mut()
                     .and_then(|t| t.error(&resp.head, plain));
                 let body = translated.or_else(|| openai_error_body(resp.head.status, plain));
-                match body {
-                    Some(body) => {
-                        reply
-                            .headers
-                            .set("content-type", "application/json")
-                            .set("content-length", body.len().to_string())
-                            .remove("content-encoding");
-                        reply.body = Some(body);
-                    }
-                    // Passed as it came, still compressed when it was.
-                    None => {}
+                // None: an OpenAI error already, passed as it came (compressed or not).
+                if let Some(body) = body {
+                    reply
+                        .headers
+                        .set("content-type", "application/json")
+                        .set("content-length", body.len().to_string())
+                        .remove("content-encoding");
+                    reply.body = Some(body);
                 }
             }
             None => {}

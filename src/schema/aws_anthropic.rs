@@ -250,7 +250,7 @@ mod tests {
         let output = events
             .iter()
             .filter_map(|e| e.pointer("/usage/output_tokens").and_then(Value::as_u64))
-            .last()
+            .next_back()
             .unwrap();
         assert_eq!(a.usage.unwrap()["completion_tokens"], output);
         assert!(a.done && a.error.is_none());

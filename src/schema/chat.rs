@@ -7,7 +7,7 @@
 //! Reasoning round trips use two documented extension fields, the ones OpenAI-compatible
 //! gateways and SDKs already use:
 //! - `reasoning_content` (string) on an assistant message or stream delta: the provider's
-//!   thinking text;
+//!   thinking text (ignored when sent back: without its signature no provider replays it);
 //! - `thinking_blocks` on an assistant message: `[{"type":"thinking","thinking","signature"}]`
 //!   or `[{"type":"redacted_thinking","data"}]`, sent back as received on the next turn;
 //! - `extra_content.google.thought_signature` on a tool call (Google's own OpenAI
@@ -20,7 +20,6 @@ use crate::api::{ApiError, ClientRequest};
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
-    pub model: String,
     pub messages: Vec<Message>,
     #[serde(default)]
     pub stream: bool,
@@ -118,7 +117,6 @@ pub struct Message {
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
     pub tool_call_id: Option<String>,
-    pub reasoning_content: Option<String>,
     #[serde(default)]
     pub thinking_blocks: Vec<ThinkingBlock>,
 }

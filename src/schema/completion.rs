@@ -184,11 +184,6 @@ impl ChunkWriter {
         self.ended
     }
 
-    /// Whether a finish chunk was written.
-    pub fn finished(&self) -> bool {
-        self.finished
-    }
-
     fn event(&self, out: &mut Vec<u8>, choices: Value, usage: Option<Value>) {
         let mut chunk = json!({
             "id": self.id,
