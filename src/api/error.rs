@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use super::ApiKind;
+
 /// Every way a request can fail before or instead of reaching a provider.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ApiError {
@@ -12,7 +14,7 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("model `{model}` is not served by this gateway; known models: {known}")]
     UnknownModel { model: String, known: String },
-    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models")]
+    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and Anthropic's /v1/messages")]
     UnsupportedPath { method: String, path: String },
     #[error("method {method} is not allowed on {path}; use {allowed}")]
     MethodNotAllowed {
@@ -75,6 +77,36 @@ impl ApiError {
     /// The JSON body the client receives.
     pub fn body(&self) -> Vec<u8> {
         error_body(&self.to_string(), self.error_type(), self.code())
+    }
+
+    /// The body in the shape of the client's API: Anthropic's for Messages clients.
+    pub fn body_for(&self, api: Option<ApiKind>) -> Vec<u8> {
+        match api {
+            Some(ApiKind::Messages) => anthropic_error_body(self.status(), &self.to_string()),
+            _ => self.body(),
+        }
+    }
+}
+
+/// An Anthropic-style error body: `{"type":"error","error":{"type","message"}}`, with the
+/// type Anthropic uses for `status`.
+pub fn anthropic_error_body(status: u16, message: &str) -> Vec<u8> {
+    json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}})
+        .to_string()
+        .into_bytes()
+}
+
+/// Anthropic's error type for an HTTP status (its API reference's table).
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
     }
 }
 

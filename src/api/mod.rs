@@ -13,6 +13,9 @@ pub enum ApiKind {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API (`/v1/messages`, `/anthropic/v1/messages`), for clients
+    /// built on the Anthropic SDKs. Its errors are Anthropic-shaped.
+    Messages,
     /// `GET /v1/models`, answered by the gateway itself.
     Models,
 }
@@ -21,7 +24,7 @@ impl ApiKind {
     /// The OpenTelemetry `gen_ai.operation.name`.
     pub fn operation(self) -> &'static str {
         match self {
-            ApiKind::ChatCompletions => "chat",
+            ApiKind::ChatCompletions | ApiKind::Messages => "chat",
             ApiKind::Completions => "text_completion",
             ApiKind::Embeddings => "embeddings",
             ApiKind::Models => "models",
@@ -34,6 +37,7 @@ impl ApiKind {
             ApiKind::ChatCompletions => "chat/completions",
             ApiKind::Completions => "completions",
             ApiKind::Embeddings => "embeddings",
+            ApiKind::Messages => "messages",
             ApiKind::Models => "models",
         }
     }
@@ -59,6 +63,7 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
         "/v1/completions" => ApiKind::Completions,
         "/v1/embeddings" => ApiKind::Embeddings,
         "/v1/models" => ApiKind::Models,
+        "/v1/messages" | "/anthropic/v1/messages" => ApiKind::Messages,
         _ => {
             return Err(ApiError::UnsupportedPath {
                 method: method.to_string(),
@@ -96,6 +101,11 @@ mod tests {
             Ok(ApiKind::ChatCompletions)
         );
         assert_eq!(route("GET", "/v1/models"), Ok(ApiKind::Models));
+        assert_eq!(route("POST", "/v1/messages"), Ok(ApiKind::Messages));
+        assert_eq!(
+            route("POST", "/anthropic/v1/messages?beta=true"),
+            Ok(ApiKind::Messages)
+        );
         assert_eq!(
             route("GET", "/v1/chat/completions").unwrap_err().status(),
             405

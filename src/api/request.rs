@@ -27,6 +27,9 @@ pub struct ClientRequest {
     pub include_usage: bool,
     /// Byte range of the `stream_options` value, when present.
     pub stream_options_span: Option<Range<usize>>,
+    /// The client's `anthropic-beta` header (Messages clients), for backends that take
+    /// beta flags in the body rather than as a header.
+    pub anthropic_beta: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +96,7 @@ impl ClientRequest {
             stream,
             include_usage,
             stream_options_span,
+            anthropic_beta: None,
         })
     }
 }

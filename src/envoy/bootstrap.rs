@@ -122,7 +122,32 @@ fn local_reply_config() -> Value {
             "content_type": "application/json"
         })
     };
+    let anthropic = |message: &str, error_type: &str| {
+        json!({
+            "json_format": {"type": "error", "error": {"type": error_type, "message": message}},
+            "content_type": "application/json"
+        })
+    };
+    // Anthropic SDK clients (the Messages API) get Anthropic's error shape. The path is
+    // the client's until the sidecar rewrites it for a provider; by then the sidecar has
+    // marked the request in dynamic metadata.
+    let messages =
+        "(request.path.startsWith('/v1/messages') || request.path.startsWith('/anthropic/') \
+        || metadata.filter_metadata['io.envoy.ai_gateway']['client_api'] == 'messages')";
     json!({"mappers": [
+        {
+            "filter": cel(&format!("response.code_details.startsWith('ext_proc_error') && {messages}")),
+            "status_code": 503,
+            "body_format_override": anthropic("the gateway's request processor is unavailable", "overloaded_error")
+        },
+        {
+            "filter": cel(&format!("response.code == 404 && response.code_details == 'direct_response' && {messages}")),
+            "body_format_override": anthropic("model `%REQ(X-AI-EG-MODEL)%` is not served by this gateway; %LOCAL_REPLY_BODY%", "not_found_error")
+        },
+        {
+            "filter": cel(&format!("!response.code_details.startsWith('llm_extproc') && !response.code_details.startsWith('ext_proc') && {messages}")),
+            "body_format_override": anthropic("%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "api_error")
+        },
         {
             // The sidecar is unreachable or failed: fail closed, never pass the request on.
             "filter": cel("response.code_details.startsWith('ext_proc_error')"),

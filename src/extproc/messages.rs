@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
-use crate::api::ApiError;
+use crate::api::{ApiError, ApiKind};
 
 /// The dynamic metadata namespace Envoy AI Gateway uses for what the filter emits.
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
@@ -183,6 +183,11 @@ pub fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingRespons
 /// An immediate OpenAI-style error.
 pub fn immediate_error(error: &ApiError) -> ProcessingResponse {
     immediate(error.status(), error.body(), error.code())
+}
+
+/// [`immediate_error`] in the shape of the client's API.
+pub fn immediate_error_for(error: &ApiError, api: Option<ApiKind>) -> ProcessingResponse {
+    immediate(error.status(), error.body_for(api), error.code())
 }
 
 /// Dynamic metadata under [`METADATA_NAMESPACE`] from (key, value) pairs.

@@ -18,7 +18,7 @@ use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::attempt;
 use super::decode::BodyDecoder;
-use super::messages::{self, header, immediate, immediate_error, Reply};
+use super::messages::{self, header, immediate, immediate_error_for, Reply};
 use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
@@ -27,6 +27,9 @@ use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
 use crate::metrics::{provider_name, Completed};
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
+
+/// Dynamic metadata key naming the client's API when it is not OpenAI's.
+pub const CLIENT_API_METADATA: &str = "client_api";
 
 pub struct RouterStream {
     shared: Arc<Shared>,
@@ -106,6 +109,13 @@ impl RouterStream {
         for name in CLIENT_CREDENTIAL_HEADERS {
             reply.headers.remove(name);
         }
+        if self.api == Some(ApiKind::Messages) {
+            // Envoy's own error replies read this to answer in Anthropic's shape.
+            reply.metadata = messages::metadata([(
+                CLIENT_API_METADATA.to_string(),
+                Kind::StringValue("messages".into()),
+            )]);
+        }
         let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER];
         if routing.iter().any(|name| header(map, name).is_some()) {
             // Envoy may already have matched a route on them: match again without.
@@ -129,10 +139,14 @@ impl RouterStream {
                 limit,
             });
         }
-        let request = match ClientRequest::parse(api, Bytes::from(b.body)) {
+        let mut request = match ClientRequest::parse(api, Bytes::from(b.body)) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
+        if api == ApiKind::Messages {
+            let headers = self.request_headers.as_ref();
+            request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
+        }
         let config = self.shared.config.load_full();
         if !config.knows_model(&request.model) {
             let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
@@ -321,7 +335,11 @@ impl RouterStream {
                     .translator
                     .as_mut()
                     .and_then(|t| t.error(&resp.head, plain));
-                let body = translated.or_else(|| openai_error_body(resp.head.status, plain));
+                let api = self.state.as_ref().map(|s| s.request.api);
+                let body = translated.or_else(|| match api {
+                    Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
+                    _ => openai_error_body(resp.head.status, plain),
+                });
                 // None: an OpenAI error already, passed as it came (compressed or not).
                 if let Some(body) = body {
                     reply
@@ -437,7 +455,7 @@ impl RouterStream {
             }
             _ => tracing::debug!(request_id = %self.request_id, status = error.status(), "{error}"),
         }
-        immediate_error(&error)
+        immediate_error_for(&error, self.api)
     }
 }
 
@@ -460,21 +478,42 @@ pub fn openai_error_body(status: u16, body: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
     }
-    let text: String = String::from_utf8_lossy(body)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(1000)
-        .collect();
-    let text = text.trim();
-    let message = if text.is_empty() {
-        format!("upstream answered HTTP {status}")
-    } else {
-        format!("upstream answered HTTP {status}: {text}")
-    };
+    let message = upstream_error_message(status, body);
     let (kind, code) = match status {
         429 => ("rate_limit_exceeded", "rate_limit_exceeded"),
         400..=499 => ("invalid_request_error", "upstream_error"),
         _ => ("upstream_error", "upstream_error"),
     };
     Some(error_body(&message, kind, code))
+}
+
+/// The same for an Anthropic Messages client: None when the body is an Anthropic error
+/// already; an OpenAI error's message is kept; anything else is wrapped.
+pub fn anthropic_error_body(status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
+    if let Some(v) = &parsed {
+        if v.get("type").and_then(|t| t.as_str()) == Some("error") {
+            return None;
+        }
+    }
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| upstream_error_message(status, body));
+    Some(api::error::anthropic_error_body(status, &message))
+}
+
+/// "upstream answered HTTP 502: <the body's text, cleaned and capped>".
+fn upstream_error_message(status: u16, body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(1000)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        format!("upstream answered HTTP {status}")
+    } else {
+        format!("upstream answered HTTP {status}: {text}")
+    }
 }

@@ -14,7 +14,9 @@ use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 
 use super::attempt;
-use super::messages::{self, attribute, immediate_error, metadata_string, Reply};
+use super::messages::{
+    self, attribute, immediate_error, immediate_error_for, metadata_string, Reply,
+};
 use super::store::REQUEST_KEY_METADATA;
 use super::Shared;
 use crate::api::ApiError;
@@ -61,7 +63,7 @@ pub fn request_headers(
         Ok(p) => p,
         Err(error) => {
             tracing::warn!(request_id = %state.request_id, backend = %backend_name, status = error.status(), "{error}");
-            return immediate_error(&error);
+            return immediate_error_for(&error, Some(state.request.api));
         }
     };
     let mut reply = Reply {

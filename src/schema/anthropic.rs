@@ -1,17 +1,28 @@
 //! The `Anthropic` and `GCPAnthropic` schemas: OpenAI chat completions to Claude, on
 //! Anthropic's API (`/v1/messages`) or on Vertex AI (`…/publishers/anthropic/models/
 //! {model}:rawPredict`, `:streamRawPredict`; the GCP credential adds the project and
-//! region prefix). Only chat completions: Anthropic has no embeddings or legacy
-//! completions API.
+//! region prefix). OpenAI chat completions are translated; Anthropic Messages requests
+//! (Anthropic SDK clients) pass as [`super::anthropic_native`] describes. Anthropic has no
+//! embeddings or legacy completions API.
 
 use std::sync::Arc;
 
+use super::anthropic_native::{hosted_body, AnthropicMeter, Hosting};
 use super::anthropic_request::{messages_body, Flavor};
 use super::anthropic_response::AnthropicResponse;
 use super::chat::ChatRequest;
+use super::openai::openai_body;
 use super::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
+
+/// The translator for an answer to `request`: Messages answers pass, read for usage.
+fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {
+    match request.api {
+        ApiKind::Messages => Box::new(AnthropicMeter::new()),
+        _ => Box::new(AnthropicResponse::new(request)),
+    }
+}
 
 /// The chat body for `flavor`, serialized.
 fn chat_body(request: &ClientRequest, flavor: &Flavor, model: &str) -> Result<Vec<u8>, ApiError> {
@@ -66,12 +77,18 @@ impl BackendSchema for Anthropic {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         let model = model_override.unwrap_or(&request.model);
-        let body = chat_body(request, &Self::FLAVOR, model)?;
+        let body = match request.api {
+            // The client's bytes, with the model spliced when overridden.
+            ApiKind::Messages => openai_body(request, model_override, false)
+                .0
+                .unwrap_or_else(|| request.body.to_vec()),
+            _ => chat_body(request, &Self::FLAVOR, model)?,
+        };
         Ok(json_request(join_path(&self.prefix, "messages"), body))
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
-        Box::new(AnthropicResponse::new(request))
+        translator(request)
     }
 }
 
@@ -103,7 +120,16 @@ impl BackendSchema for GcpAnthropic {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         let model = model_override.unwrap_or(&request.model);
-        let body = chat_body(request, &Self::FLAVOR, model)?;
+        let body = match request.api {
+            ApiKind::Messages => hosted_body(
+                request,
+                &Hosting {
+                    version: "vertex-2023-10-16",
+                    bedrock: false,
+                },
+            )?,
+            _ => chat_body(request, &Self::FLAVOR, model)?,
+        };
         let verb = if request.stream {
             "streamRawPredict"
         } else {
@@ -117,7 +143,7 @@ impl BackendSchema for GcpAnthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
-        Box::new(AnthropicResponse::new(request))
+        translator(request)
     }
 }
 

@@ -36,7 +36,7 @@ pub fn finish_reason(stop_reason: &str) -> FinishReason {
 
 /// Anthropic's usage counts; absent fields keep their earlier value in a stream.
 #[derive(Debug, Default, Deserialize)]
-struct AnthropicUsage {
+pub(crate) struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
@@ -45,7 +45,7 @@ struct AnthropicUsage {
 
 /// The raw counts, kept apart so stream updates can replace one at a time.
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
+pub(crate) struct Counts {
     input: u64,
     output: u64,
     cache_read: u64,
@@ -53,14 +53,14 @@ struct Counts {
 }
 
 impl Counts {
-    fn update(&mut self, u: &AnthropicUsage) {
+    pub(crate) fn update(&mut self, u: &AnthropicUsage) {
         self.input = u.input_tokens.unwrap_or(self.input);
         self.output = u.output_tokens.unwrap_or(self.output);
         self.cache_read = u.cache_read_input_tokens.unwrap_or(self.cache_read);
         self.cache_creation = u.cache_creation_input_tokens.unwrap_or(self.cache_creation);
     }
 
-    fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> Usage {
         let prompt = self
             .input
             .saturating_add(self.cache_read)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::Value;
 
+use super::anthropic_native::{hosted_body, Hosting, InvokeStreamAsSse};
 use super::anthropic_request::{messages_body, Flavor};
 use super::anthropic_response::AnthropicResponse;
 use super::aws_eventstream::{EventStreamDecoder, MessageType};
@@ -49,18 +50,30 @@ impl BackendSchema for AwsAnthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        if request.api != ApiKind::ChatCompletions {
-            return Err(ApiError::Unprocessable(format!(
-                "{} serves only chat completions, not /v1/{}",
-                FLAVOR.provider,
-                request.api.openai_suffix()
-            )));
-        }
         let model = model_override.unwrap_or(&request.model);
-        let mut body = messages_body(&ChatRequest::parse(request)?, &FLAVOR, model)?;
-        if let Some(fields) = body.as_object_mut() {
-            fields.remove("stream");
-        }
+        let body = match request.api {
+            ApiKind::ChatCompletions => {
+                let mut body = messages_body(&ChatRequest::parse(request)?, &FLAVOR, model)?;
+                if let Some(fields) = body.as_object_mut() {
+                    fields.remove("stream");
+                }
+                body.to_string().into_bytes()
+            }
+            ApiKind::Messages => hosted_body(
+                request,
+                &Hosting {
+                    version: "bedrock-2023-05-31",
+                    bedrock: true,
+                },
+            )?,
+            _ => {
+                return Err(ApiError::Unprocessable(format!(
+                    "{} serves only chat completions, not /v1/{}",
+                    FLAVOR.provider,
+                    request.api.openai_suffix()
+                )))
+            }
+        };
         let operation = if request.stream {
             "invoke-with-response-stream"
         } else {
@@ -68,13 +81,16 @@ impl BackendSchema for AwsAnthropic {
         };
         Ok(UpstreamRequest {
             path: format!("/model/{}/{operation}", path_segment(model)),
-            body: Some(body.to_string().into_bytes()),
+            body: Some(body),
             headers: vec![("content-type".into(), "application/json".into())],
             usage_injected: false,
         })
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Messages {
+            return Box::new(InvokeStreamAsSse::new());
+        }
         Box::new(InvokeResponse {
             frames: EventStreamDecoder::new(),
             anthropic: AnthropicResponse::new(request),

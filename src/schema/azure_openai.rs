@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use crate::api::{ApiError, ClientRequest};
+use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
 use super::openai::openai_body;
 use super::openai_response::OpenAiResponse;
-use super::{path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
+use super::{
+    messages_not_served, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest,
+};
 
 #[derive(Debug)]
 pub struct AzureOpenAi {
@@ -54,6 +56,9 @@ impl BackendSchema for AzureOpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Messages {
+            return Err(messages_not_served("Azure OpenAI"));
+        }
         let deployment = model_override.unwrap_or(&request.model);
         let (body, usage_injected) =
             openai_body(request, model_override, self.takes_stream_options);

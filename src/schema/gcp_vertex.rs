@@ -44,7 +44,7 @@ use super::gemini_response::GeminiChatResponse;
 use super::openai_response::OpenAiResponse;
 use super::path_segment;
 use super::vertex_embeddings::{predict_request, VertexEmbeddingsResponse};
-use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
+use super::{messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct GcpVertexAi;
@@ -70,6 +70,9 @@ impl BackendSchema for GcpVertexAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Messages {
+            return Err(messages_not_served(PROVIDER));
+        }
         let model = model_override.unwrap_or(&request.model);
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
@@ -88,7 +91,7 @@ impl BackendSchema for GcpVertexAi {
                 publisher_model_path(model, "predict"),
                 predict_request(request)?,
             ),
-            ApiKind::Completions | ApiKind::Models => {
+            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
                 return Err(ApiError::Unprocessable(format!(
                     "{PROVIDER} has no text completions API; use /v1/chat/completions"
                 )))
@@ -111,7 +114,9 @@ impl BackendSchema for GcpVertexAi {
             ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
             ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
             // Refused before any attempt; errors are read the generic way.
-            ApiKind::Completions | ApiKind::Models => Box::new(OpenAiResponse::new(request, false)),
+            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
+                Box::new(OpenAiResponse::new(request, false))
+            }
         }
     }
 }

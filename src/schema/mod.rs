@@ -5,6 +5,7 @@
 //! [`REGISTRY`]; the ext_proc state machine never changes for it.
 
 pub mod anthropic;
+pub mod anthropic_native;
 pub mod anthropic_request;
 pub mod anthropic_response;
 pub mod aws_anthropic;
@@ -174,4 +175,11 @@ pub fn path_segment(value: &str) -> String {
         .remove(b'~')
         .remove(b'@');
     utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+/// The 422 for an Anthropic Messages request to a backend that cannot take one.
+pub fn messages_not_served(provider: &str) -> ApiError {
+    ApiError::Unprocessable(format!(
+        "{provider} does not serve Anthropic's Messages API; send OpenAI chat completions to this model"
+    ))
 }

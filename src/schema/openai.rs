@@ -7,7 +7,7 @@ use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
 use super::openai_response::OpenAiResponse;
-use super::{join_path, BackendSchema, ResponseTranslator, UpstreamRequest};
+use super::{join_path, messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct OpenAi {
@@ -37,6 +37,9 @@ impl BackendSchema for OpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Messages {
+            return Err(messages_not_served("OpenAI"));
+        }
         let (body, usage_injected) = openai_body(request, model_override, true);
         Ok(UpstreamRequest {
             path: join_path(&self.prefix, request.api.openai_suffix()),

@@ -72,7 +72,7 @@ use crate::config::resources::SchemaSpec;
 
 use super::chat::ChatRequest;
 use super::path_segment;
-use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
+use super::{messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 /// The provider's name in client-facing messages.
 const PROVIDER: &str = "AWS Bedrock";
@@ -96,6 +96,9 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Messages {
+            return Err(messages_not_served(PROVIDER));
+        }
         let model = path_segment(model_override.unwrap_or(&request.model));
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
@@ -114,7 +117,7 @@ impl BackendSchema for Bedrock {
                 let body = titan_embeddings::titan_body(request, model_override)?;
                 (format!("/model/{model}/invoke"), body)
             }
-            ApiKind::Completions | ApiKind::Models => {
+            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
                 return Err(ApiError::Unprocessable(format!(
                     "{PROVIDER} serves /v1/chat/completions and /v1/embeddings; the legacy /v1/completions API is not available on it"
                 )))
