@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: the gateway vs. the same Envoy proxying straight to the same fast upstream,
-# interleaved in one run. Prints the RPS ratio at 16 connections, the added p50/p99 at 1
-# connection, and the sidecar's RSS. Arguments go to e2e/bench.py (--rounds, --seconds).
+# interleaved in one run, per scenario (OpenAI, OpenAI to Anthropic Messages, to Bedrock
+# Converse, to Bedrock ConverseStream). Prints the RPS ratio at 16 connections, the added
+# p50/p99 at 1 connection, and the sidecar's RSS. Arguments go to e2e/bench.py (--rounds,
+# --seconds per scenario; --scenario openai|anthropic|bedrock|bedrock-stream|all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
