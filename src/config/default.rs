@@ -110,12 +110,84 @@ fn providers() -> Vec<Provider> {
             ),
         });
     }
+    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        let region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let mut file =
+            format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
+        if let Some(token) = env("AWS_SESSION_TOKEN") {
+            file.push_str(&format!("aws_session_token = {token}\n"));
+        }
+        out.push(Provider {
+            name: "bedrock",
+            schema: "name: AWSBedrock".into(),
+            policy: file_policy(
+                &format!(
+                    "type: AWSCredentials\n  awsCredentials: {{region: {}, credentialsFile: {{secretRef: {{name: bedrock}}}}}}",
+                    quote(&region)
+                ),
+                "bedrock",
+                "credentials",
+                &file,
+            ),
+            host: format!("bedrock-runtime.{region}.amazonaws.com"),
+            port: 443,
+            models: models_from(
+                "BEDROCK_MODELS",
+                &[
+                    "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                    "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                    "amazon.titan-embed-text-v2:0",
+                ],
+            ),
+        });
+    }
+    let project = env("GOOGLE_CLOUD_PROJECT").or_else(|| env("GCP_PROJECT"));
+    let key_file =
+        env("GOOGLE_APPLICATION_CREDENTIALS").and_then(|p| std::fs::read_to_string(p).ok());
+    if let (Some(project), Some(key_file)) = (project, key_file) {
+        let region = env("GOOGLE_CLOUD_LOCATION").unwrap_or_else(|| "us-central1".into());
+        out.push(Provider {
+            name: "vertex",
+            schema: "name: GCPVertexAI".into(),
+            policy: file_policy(
+                &format!(
+                    "type: GCPCredentials\n  gcpCredentials: {{projectName: {}, region: {}, credentialsFile: {{secretRef: {{name: vertex}}}}}}",
+                    quote(&project),
+                    quote(&region)
+                ),
+                "vertex",
+                "service_account.json",
+                &key_file,
+            ),
+            host: format!("{region}-aiplatform.googleapis.com"),
+            port: 443,
+            models: models_from(
+                "VERTEX_MODELS",
+                &["gemini-2.5-flash", "gemini-2.5-pro", "text-embedding-005"],
+            ),
+        });
+    }
     out
 }
 
+/// A value as a YAML scalar: JSON string quoting, which YAML reads verbatim.
+fn quote(value: &str) -> String {
+    serde_json::Value::from(value).to_string()
+}
+
+/// A policy whose Secret holds a file (credentials file, key JSON) under `key`.
+fn file_policy(spec: &str, name: &str, key: &str, file: &str) -> String {
+    format!(
+        "{spec}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{}: {}}}",
+        quote(key),
+        quote(file)
+    )
+}
+
 fn secret_policy(policy_type: &str, field: &str, name: &str, key: &str) -> String {
-    // The key is quoted as a JSON string, which YAML reads verbatim.
-    let quoted = serde_json::Value::from(key).to_string();
+    let quoted = quote(key);
     format!("type: {policy_type}\n  {field}: {{secretRef: {{name: {name}}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{apiKey: {quoted}}}")
 }
 
@@ -188,5 +260,27 @@ mod tests {
         let res = resources().expect("default parses");
         let config = super::super::resolve::resolve(&res, None).expect("default resolves");
         assert!(config.models.contains_key(DEMO_MODEL));
+    }
+
+    #[test]
+    fn file_policies_resolve() {
+        let file = "[default]\naws_access_key_id = AKID\naws_secret_access_key = s\n";
+        let yaml = format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: bedrock}}\nspec:\n  endpoints:\n  - fqdn: {{hostname: bedrock-runtime.us-east-1.amazonaws.com, port: 443}}\n---\n\
+             apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {{name: bedrock}}\nspec:\n  schema:\n    name: AWSBedrock\n  backendRef: {{name: bedrock, kind: Backend, group: gateway.envoyproxy.io}}\n---\n\
+             apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: bedrock}}\nspec:\n  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}}]\n  {}",
+            file_policy(
+                "type: AWSCredentials\n  awsCredentials: {region: \"us-east-1\", credentialsFile: {secretRef: {name: bedrock}}}",
+                "bedrock",
+                "credentials",
+                file
+            )
+        );
+        let mut res = Resources::default();
+        let mut problems = Vec::new();
+        parse_text(&yaml, Path::new("t"), &mut res, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let config = super::super::resolve::resolve(&res, None);
+        assert!(config.is_ok(), "{:?}", config.err());
     }
 }
