@@ -259,3 +259,389 @@ class BedrockFake(_Fake):
         if "embed" in urllib.parse.unquote(model):
             return 200, "application/json", recorded_body("bedrock/invoke-titan-embed-text-v1.json")
         return 200, "application/json", recorded_body("bedrock/invoke-anthropic-messages.json")
+
+
+# --------------------------------------------------------------------------- Google Cloud
+#
+# A service account key made at test time, Google's OAuth token endpoint for the
+# jwt-bearer grant (https://developers.google.com/identity/protocols/oauth2/service-account#httprest)
+# and Vertex AI (Gemini's generateContent/streamGenerateContent/predict, Claude's
+# rawPredict/streamRawPredict). The token fake verifies the assertion's RS256 signature
+# with `cryptography`, independently of the gateway's `jsonwebtoken`.
+
+import hashlib  # noqa: E402
+import secrets as _secrets  # noqa: E402
+import time as _time  # noqa: E402
+
+from cryptography.exceptions import InvalidSignature  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+class ServiceAccount:
+    """A throwaway service account: a fresh 2048-bit RSA key and its key file."""
+
+    def __init__(self, project_id="vertex-e2e-project", name="llm-gateway"):
+        self.project_id = project_id
+        self.client_email = f"{name}@{project_id}.iam.gserviceaccount.com"
+        self.private_key_id = _secrets.token_hex(20)
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_key_pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode()
+
+    @property
+    def public_key(self):
+        return self.key.public_key()
+
+    def key_file(self, token_uri):
+        """`service_account.json` as Google Cloud's console downloads it."""
+        return json.dumps({
+            "type": "service_account",
+            "project_id": self.project_id,
+            "private_key_id": self.private_key_id,
+            "private_key": self.private_key_pem,
+            "client_email": self.client_email,
+            "client_id": str(int.from_bytes(_secrets.token_bytes(8), "big")),
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": f"https://www.googleapis.com/robot/v1/metadata/x509/{self.client_email}",
+            "universe_domain": "googleapis.com",
+        }, indent=2)
+
+    def secret_fragments(self):
+        """Texts that must never appear in a log or an error: the key's PEM lines."""
+        lines = [l for l in self.private_key_pem.splitlines() if l and not l.startswith("-----")]
+        return ["PRIVATE KEY"] + lines
+
+
+def _b64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class GoogleTokenFake:
+    """oauth2.googleapis.com/token for service accounts (the jwt-bearer grant).
+
+    Checks what Google checks: a form body with grant_type jwt-bearer and an `assertion`
+    that is an RS256 JWT signed by a key of a known service account (its `kid` names the
+    key), `iss` that account's email, `aud` this endpoint, a `scope`, and an `iat`/`exp`
+    window of at most an hour around now. Answers with a fresh access token shaped like the
+    recorded token response (token/google-oauth2-token-refresh-grant.json: access_token,
+    expires_in 3599, token_type Bearer; that recording's id_token and scope belong to its
+    refresh_token grant and are left out), or Google's OAuth error.
+    """
+
+    def __init__(self, *accounts, expires_in=3599):
+        self.accounts = {a.client_email: a for a in accounts}
+        self.expires_in = expires_in
+        self.exchanges = []  # claims of every accepted assertion
+        self.rejected = []  # (status, error body)
+        self.issued = []  # access tokens handed out
+        self.assertions = []  # every assertion received, accepted or not
+        self.expiry = {}  # access token → when it stops being accepted (time.time())
+        self.fail = None  # (status, body dict): refuse every exchange with this
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self):
+        return self._server.server_address[1]
+
+    @property
+    def token_uri(self):
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def count(self):
+        with self._lock:
+            return len(self.exchanges)
+
+    def wait_for(self, n=1, timeout=10, rejected=False):
+        """Waits until `n` exchanges (or refusals) happened, plus a moment for the gateway to store the answer."""
+        deadline = _time.time() + timeout
+        while _time.time() < deadline:
+            with self._lock:
+                seen = len(self.rejected) if rejected else len(self.exchanges)
+            if seen >= n:
+                _time.sleep(0.3)
+                return True
+            _time.sleep(0.05)
+        return False
+
+    @staticmethod
+    def oauth_error(status, error, description):
+        return Refused(status, {"error": error, "error_description": description})
+
+    def verify(self, headers, body):
+        if headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+            raise self.oauth_error(400, "invalid_request", "Invalid content type")
+        form = urllib.parse.parse_qs(body.decode(), strict_parsing=True, keep_blank_values=True)
+        if form.get("grant_type") != [JWT_BEARER]:
+            raise self.oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {form.get('grant_type')}")
+        assertion = (form.get("assertion") or [""])[0]
+        with self._lock:
+            self.assertions.append(assertion)
+        parts = assertion.split(".")
+        if len(parts) != 3:
+            raise self.oauth_error(400, "invalid_grant", "Invalid JWT: not a JWT")
+        header, claims = json.loads(_b64url(parts[0])), json.loads(_b64url(parts[1]))
+        if header.get("alg") != "RS256":
+            raise self.oauth_error(400, "invalid_grant", "Invalid JWT: the algorithm must be RS256")
+        account = self.accounts.get(claims.get("iss"))
+        if account is None:
+            raise self.oauth_error(400, "invalid_grant", "Invalid grant: account not found")
+        if header.get("kid") not in (None, account.private_key_id):
+            raise self.oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        try:
+            account.public_key.verify(_b64url(parts[2]), f"{parts[0]}.{parts[1]}".encode(),
+                                      padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise self.oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        if claims.get("aud") != self.token_uri:
+            raise self.oauth_error(400, "invalid_grant", "Invalid JWT: Failed audience check.")
+        if CLOUD_PLATFORM not in str(claims.get("scope", "")).split():
+            raise self.oauth_error(400, "invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+        now = _time.time()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not (isinstance(iat, int) and isinstance(exp, int) and iat - 300 <= now < exp and exp - iat <= 3600):
+            raise self.oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) "
+                                   "and in a reasonable timeframe. Check your iat and exp values in the JWT claim.")
+        return claims
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                body = self.rfile.read(int(headers.get("content-length", "0") or 0))
+                try:
+                    if self.path != "/token":
+                        raise Refused(404, {"error": "not_found"})
+                    claims = fake.verify(headers, body)
+                    if fake.fail:
+                        raise Refused(*fake.fail)
+                except Refused as r:
+                    with fake._lock:
+                        fake.rejected.append((r.status, r.body))
+                    return self.send(r.status, r.body)
+                except ValueError as e:  # a body that is not a form, or claims that are not JSON
+                    with fake._lock:
+                        fake.rejected.append((400, str(e)))
+                    return self.send(400, {"error": "invalid_request", "error_description": "Bad Request"})
+                answer = recorded("token/google-oauth2-token-refresh-grant.json")["response"]["body"]
+                token = "ya29.c." + _secrets.token_urlsafe(48)
+                reply = {"access_token": token, "expires_in": fake.expires_in, "token_type": answer["token_type"]}
+                with fake._lock:
+                    fake.exchanges.append(claims)
+                    fake.issued.append(token)
+                    fake.expiry[token] = _time.time() + fake.expires_in
+                self.send(200, reply)
+
+            def send(self, status, value):
+                data = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json; charset=utf-8")
+                self.send_header("cache-control", "no-cache, no-store, max-age=0, must-revalidate")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+# GenerateContentRequest's fields (Vertex AI REST reference,
+# projects.locations.publishers.models.generateContent), in the JSON mapping's camelCase
+# and the proto names it also accepts. Anything else is "Unknown name ... Cannot find field."
+GEMINI_FIELDS = {"contents", "systemInstruction", "system_instruction", "cachedContent", "cached_content", "tools",
+                 "toolConfig", "tool_config", "labels", "safetySettings", "safety_settings", "modelArmorConfig",
+                 "model_armor_config", "generationConfig", "generation_config"}
+GENERATION_CONFIG_FIELDS = {"temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences",
+                            "responseLogprobs", "logprobs", "presencePenalty", "frequencyPenalty", "seed",
+                            "responseMimeType", "responseSchema", "responseJsonSchema", "routingConfig",
+                            "mediaResolution", "speechConfig", "thinkingConfig", "responseModalities",
+                            "audioTimestamp", "enableAffectiveDialog", "imageConfig"}
+PART_DATA_FIELDS = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+                    "codeExecutionResult"}
+PART_FIELDS = PART_DATA_FIELDS | {"thought", "thoughtSignature", "videoMetadata", "mediaResolution"}
+FUNCTION_DECLARATION_FIELDS = {"name", "description", "parameters", "parametersJsonSchema", "response",
+                               "responseJsonSchema", "behavior"}
+# Claude on Vertex AI: the Messages API body without `model` (it is in the path), with
+# `anthropic_version` (https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude).
+VERTEX_ANTHROPIC_FIELDS = (ANTHROPIC_FIELDS - {"model"}) | {"anthropic_version"}
+
+
+class VertexFake(_Fake):
+    """Vertex AI's aiplatform endpoint for one project and region.
+
+    Requires `authorization: Bearer` with a token the GoogleTokenFake issued, and no API
+    key header. Replays recorded answers: `unary_fixture` / `stream_fixture` override the
+    Gemini recording chosen (by default vertex/ text, vertex/ function call, vertex/ SSE
+    text, gemini/ SSE function call when tools are given).
+    """
+
+    def __init__(self, token_fake, project="vertex-e2e-project", region="us-east5"):
+        self.token_fake = token_fake
+        self.project, self.region = project, region
+        self.unary_fixture = None
+        self.stream_fixture = None
+        self.signatures = {}  # function name → the thoughtSignature answered with its call
+        super().__init__()
+
+    @staticmethod
+    def error(status, kind, message):
+        return Refused(status, {"error": {"code": status, "message": message, "status": kind}})
+
+    def unknown_field(self, name, where=None):
+        at = f" at '{where}'" if where else ""
+        return self.error(400, "INVALID_ARGUMENT", f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.')
+
+    def check(self, path, headers, body):
+        expiry = self.token_fake.expiry
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or _time.time() >= expiry.get(auth[7:], 0):
+            raise self.error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 "
+                             "access token, login cookie or other valid authentication credential.")
+        for name in ("x-api-key", "api-key", "x-goog-api-key"):
+            if name in headers:
+                raise self.error(400, "INVALID_ARGUMENT", f"unexpected credential header {name}")
+        m = re.fullmatch(r"/v1/projects/([^/]+)/locations/([^/]+)/publishers/(google|anthropic)/models/([^/:?]+)"
+                         r":(generateContent|streamGenerateContent|predict|rawPredict|streamRawPredict)(\?.*)?", path)
+        if not m:
+            raise self.error(404, "NOT_FOUND", f"The requested URL {path} was not found on this server.")
+        project, region, publisher, model, method, query = m.groups()
+        if (project, region) != (self.project, self.region):
+            raise self.error(403, "PERMISSION_DENIED", f"Permission denied on resource project {project} in {region}.")
+        google = {"generateContent": None, "streamGenerateContent": "?alt=sse", "predict": None}
+        anthropic = {"rawPredict": None, "streamRawPredict": None}
+        allowed = google if publisher == "google" else anthropic
+        if method not in allowed or query != allowed[method]:
+            raise self.error(404, "NOT_FOUND", f"Publisher model {publisher}/{model} has no method {method}{query or ''}.")
+        if int(headers["content-length"]) != len(body):
+            raise self.error(400, "INVALID_ARGUMENT", "content-length mismatch")
+        if headers.get("content-type", "").split(";")[0] != "application/json":
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid content type")
+        try:
+            request = json.loads(body)
+        except ValueError:
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+        if method == "predict":
+            self.check_predict(request)
+        elif publisher == "google":
+            self.check_generate_content(request)
+        else:
+            self.check_raw_predict(request, method == "streamRawPredict")
+
+    def check_generate_content(self, request):
+        for name in request:
+            if name not in GEMINI_FIELDS:
+                raise self.unknown_field(name)
+        for name in request.get("generationConfig", {}):
+            if name not in GENERATION_CONFIG_FIELDS:
+                raise self.unknown_field(name, "generation_config")
+        if not request.get("contents"):
+            raise self.error(400, "INVALID_ARGUMENT", "Unable to submit request because it has an empty contents field.")
+        for i, content in enumerate(request["contents"]):
+            if content.get("role") not in ("user", "model"):
+                raise self.error(400, "INVALID_ARGUMENT", "Please use a valid role: user, model.")
+            for j, part in enumerate(content.get("parts") or []):
+                for name in part:
+                    if name not in PART_FIELDS:
+                        raise self.unknown_field(name, f"contents[{i}].parts[{j}]")
+                if len(PART_DATA_FIELDS & set(part)) != 1:
+                    raise self.error(400, "INVALID_ARGUMENT", f"contents[{i}].parts[{j}] must have exactly one data field")
+                call = part.get("functionCall")
+                signature = self.signatures.get(call["name"]) if call else None
+                if signature and part.get("thoughtSignature") != signature:
+                    # What Vertex answers a Gemini 3 model sent its function call back without its signature.
+                    raise self.error(400, "INVALID_ARGUMENT", "Unable to submit request because function call "
+                                     f"`{call['name']}` in the {i + 1}. content block is missing a `thought_signature`.")
+        for tool in request.get("tools", []):
+            for declaration in tool.get("functionDeclarations", []):
+                for name in declaration:
+                    if name not in FUNCTION_DECLARATION_FIELDS:
+                        raise self.unknown_field(name, "tools[0].function_declarations[0]")
+
+    def check_predict(self, request):
+        for name in request:
+            if name not in ("instances", "parameters"):
+                raise self.unknown_field(name)
+        instances = request.get("instances")
+        if not instances or not all(isinstance(i, dict) and isinstance(i.get("content"), str) for i in instances):
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid instances: each needs a string `content`.")
+        for name in request.get("parameters", {}):
+            if name not in ("autoTruncate", "outputDimensionality"):
+                raise self.error(400, "INVALID_ARGUMENT", f"Invalid parameter {name}")
+
+    def check_raw_predict(self, request, stream):
+        def error(message):
+            return Refused(400, {"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+        if request.get("anthropic_version") != "vertex-2023-10-16":
+            raise error("anthropic_version: vertex-2023-10-16 is required")
+        extra = set(request) - VERTEX_ANTHROPIC_FIELDS
+        if extra:
+            raise error(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+        if not isinstance(request.get("max_tokens"), int):
+            raise error("max_tokens: Field required")
+        if not request.get("messages"):
+            raise error("messages: Field required")
+        if bool(request.get("stream")) != stream:
+            raise error("stream must be true exactly for streamRawPredict")
+
+    @staticmethod
+    def sse_events(body):
+        """A recorded SSE body's events, each with its own separator (Gemini's is \\r\\n\\r\\n)."""
+        return [e for e in re.split(r"(?<=\r\n\r\n)|(?<=[^\r]\n\n)", body) if e]
+
+    def answer(self, path, request):
+        method = path.split(":")[-1].split("?")[0]
+        tools = bool(request.get("tools"))
+        if method == "predict":
+            return 200, "application/json; charset=UTF-8", json.dumps(self.predict_answer(request)).encode()
+        if method in ("rawPredict", "streamRawPredict"):
+            return AnthropicFake.answer(self, path, request)
+        if method == "streamGenerateContent":
+            name = self.stream_fixture or ("gemini/stream-sse-function-call.json" if tools else "vertex/stream-sse-text.json")
+            body = recorded(name)["response"]["body"]
+            if isinstance(body, list) or not body.startswith("data:"):
+                # A recording of the stream without alt=sse (a JSON array): with alt=sse the
+                # same GenerateContentResponse objects come one per event.
+                items = body if isinstance(body, list) else json.loads(body)
+                body = "".join(f"data: {json.dumps(item)}\r\n\r\n" for item in items)
+            return 200, "text/event-stream", self.pieces(body.encode(), self.sse_events(body))
+        name = self.unary_fixture or ("vertex/generate-content-function-call.json" if tools else "vertex/generate-content-text.json")
+        answer = recorded(name)["response"]["body"]
+        for candidate in answer.get("candidates", []):
+            for part in candidate.get("content", {}).get("parts", []):
+                if "functionCall" in part and "thoughtSignature" in part:
+                    self.signatures[part["functionCall"]["name"]] = part["thoughtSignature"]
+        return 200, "application/json; charset=UTF-8", recorded_body(name)
+
+    @staticmethod
+    def predict_answer(request):
+        """No `:predict` recording exists: the shape is the Vertex AI reference's for text
+        embeddings (predictions[].embeddings{statistics{truncated, token_count}, values},
+        metadata.billableCharacterCount), values derived from each text."""
+        dims = request.get("parameters", {}).get("outputDimensionality", 8)
+        predictions = []
+        for instance in request["instances"]:
+            text = instance["content"]
+            digest = hashlib.sha256(text.encode()).digest()
+            values = [round((digest[i % 32] - 128) / 128 + i / 1000, 6) for i in range(dims)]
+            predictions.append({"embeddings": {"statistics": {"truncated": False, "token_count": len(text.split())},
+                                               "values": values}})
+        return {"predictions": predictions,
+                "metadata": {"billableCharacterCount": sum(len(i["content"]) for i in request["instances"])}}
