@@ -146,8 +146,14 @@ spec:
     group: gateway.envoyproxy.io"""]
     if policy:
         field = {"APIKey": "apiKey", "AzureAPIKey": "azureAPIKey", "AnthropicAPIKey": "anthropicAPIKey"}.get(policy)
-        spec = f"  {field}:\n    secretRef:\n      name: {name}-key\n      namespace: default" if field else \
-            "  awsCredentials:\n    region: us-east-1\n    credentialsFile:\n      secretRef:\n        name: " + name + "-key"
+        if field:
+            spec, entry = f"  {field}:\n    secretRef:\n      name: {name}-key\n      namespace: default", secret_key
+        elif policy == "AzureCredentials":
+            spec, entry = ("  azureCredentials:\n    clientID: client-id\n    tenantID: tenant-id\n"
+                           f"    clientSecretRef:\n      name: {name}-key"), "client-secret"
+        else:
+            spec, entry = ("  awsCredentials:\n    region: us-east-1\n    credentialsFile:\n      secretRef:\n        name: "
+                           + name + "-key"), "credentials"
         docs.append(f"""apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: BackendSecurityPolicy
 metadata:
@@ -168,7 +174,7 @@ metadata:
   namespace: default
 type: Opaque
 stringData:
-  {secret_key if field else 'credentials'}: |-
+  {entry}: |-
 {_indent(key, 4)}""")
     return "\n---\n".join(docs)
 

@@ -167,6 +167,8 @@ class AnthropicFake(_Fake):
         for field in ("model", "messages", "max_tokens"):
             if field not in request:
                 raise self.error(400, "invalid_request_error", f"{field}: Field required")
+        if not request["messages"]:
+            raise self.error(400, "invalid_request_error", "messages: at least one message is required")
         if not isinstance(request["max_tokens"], int):
             raise self.error(400, "invalid_request_error", "max_tokens: Input should be a valid integer")
 
@@ -213,6 +215,13 @@ class BedrockFake(_Fake):
                 raise self.error(400, "ValidationException", f"Unknown parameter {sorted(extra)[0]}")
             if not request.get("messages"):
                 raise self.error(400, "ValidationException", "messages is required")
+        elif "embed" not in urllib.parse.unquote(m.group(1)):
+            # InvokeModel with an Anthropic body (Bedrock's Claude request reference).
+            if request.get("anthropic_version") != "bedrock-2023-05-31":
+                raise self.error(400, "ValidationException", "anthropic_version: bedrock-2023-05-31 is required")
+            for key in ("model", "stream"):
+                if key in request:
+                    raise self.error(400, "ValidationException", f"extraneous key [{key}] is not permitted")
 
     def verify_signature(self, path, headers, body):
         """Recomputes the SigV4 signature with botocore over what arrived."""

@@ -28,8 +28,8 @@ def assert_openai_error(r, status):
 def gw(gateway_factory, openai_fake):
     return gateway_factory(
         backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
-        backend_yaml("bedrock", "OpenAI", openai_fake.port, policy="AWSCredentials"),
-        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)]), ("needs-aws", [("bedrock", 0, None)])]),
+        backend_yaml("azure-ad", "AzureOpenAI", openai_fake.port, policy="AzureCredentials", version="2025-01-01-preview"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)]), ("needs-entra", [("azure-ad", 0, None)])]),
         extra_args=["--max-body-bytes", "4096"],
     )
 
@@ -85,8 +85,8 @@ def test_body_over_the_limit_is_413(gw, openai_fake):
 
 
 def test_backend_whose_credential_cannot_be_used_is_503_naming_it(gw, openai_fake):
-    error = assert_openai_error(post(gw, {"model": "needs-aws", "messages": []}), 503)
-    assert "bedrock.default" in error["message"] and "AWSCredentials" in error["message"]
+    error = assert_openai_error(post(gw, {"model": "needs-entra", "messages": []}), 503)
+    assert "azure-ad.default" in error["message"] and "AzureCredentials" in error["message"]
     assert openai_fake.requests == []
     assert gw.wait_in_flight_zero()
 

@@ -475,9 +475,6 @@ def test_token_refreshed_before_it_expires(gateway_factory, vertex_fake, token_f
     assert_no_secrets(gw.read_log(), account, token_fake)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: GCPAnthropic reads only Anthropic's error shape; Vertex's Google-shaped "
-                   "errors on rawPredict/streamRawPredict reach the client untranslated (object: code 404, no type) "
-                   "or as a generic upstream_error (array-wrapped)")
 @pytest.mark.parametrize("wrapped", [False, True], ids=["object", "array"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_claude_vertex_google_error_keeps_status_and_message(client, vertex_fake, stream, wrapped):

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use super::anthropic_response::{AnthropicUsage, Counts};
 use super::aws_eventstream::{EventStreamDecoder, MessageType};
 use super::bedrock::errors;
+use super::google_error::GoogleError;
 use super::{ResponseHead, ResponseTranslator};
 use crate::api::error::{anthropic_error_body, anthropic_error_type};
 use crate::api::{ApiError, ClientRequest};
@@ -144,14 +145,18 @@ impl ResponseTranslator for AnthropicMeter {
 }
 
 /// A provider error for a Messages client: an Anthropic error passes (None); a Bedrock
-/// error keeps its message under Anthropic's type for the status.
+/// or Google (Vertex front end) error keeps its message under Anthropic's type for the
+/// status.
 fn anthropic_shaped_error(head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
     let v: Value = serde_json::from_slice(body).ok()?;
     if v.get("type").and_then(Value::as_str) == Some("error") {
         return None;
     }
-    let message = errors::aws_message(&v)?;
-    Some(anthropic_error_body(head.status, message))
+    let message = match errors::aws_message(&v) {
+        Some(m) => m.to_string(),
+        None => GoogleError::parse(body)?.message,
+    };
+    Some(anthropic_error_body(head.status, &message))
 }
 
 /// Bedrock's InvokeModelWithResponseStream for a Messages client: each `chunk` event's

@@ -11,6 +11,8 @@
 //! - `stop_reason`: end_turn, stop_sequence, pause_turn → stop; max_tokens,
 //!   model_context_window_exceeded → length; tool_use → tool_calls; refusal →
 //!   content_filter.
+//! - errors: Anthropic's `error.type` becomes the OpenAI `type` and `code`; Google's
+//!   error format (Vertex's front end) is read too.
 //! - usage: `prompt_tokens` = input + cache read + cache creation (OpenAI counts cached
 //!   input in the prompt), `cached_tokens` = cache read. Counts that `message_delta`
 //!   repeats or corrects (newer API versions) replace those of `message_start`.
@@ -278,8 +280,10 @@ impl ResponseTranslator for AnthropicResponse {
         true
     }
 
-    fn error(&mut self, _head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
-        openai_error(body)
+    fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
+        // Vertex's front end answers Claude requests it refuses (quota, auth, unknown
+        // model) in Google's error format, sometimes wrapped in an array.
+        openai_error(body).or_else(|| super::google_error::translate_error(head.status, body))
     }
 
     fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
