@@ -62,6 +62,7 @@
 
 mod converse_request;
 mod converse_response;
+mod converse_types;
 pub(crate) mod errors;
 mod titan_embeddings;
 
