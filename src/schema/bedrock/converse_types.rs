@@ -47,6 +47,9 @@ pub struct ConverseOutput {
     pub stop_reason: Option<String>,
     #[serde(default)]
     pub usage: Option<TokenUsage>,
+    /// The fields asked for with `additionalModelResponseFieldPaths`.
+    #[serde(default)]
+    pub additional_model_response_fields: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +160,8 @@ pub struct BlockStop {
 pub struct MessageStop {
     #[serde(default)]
     pub stop_reason: Option<String>,
+    #[serde(default)]
+    pub additional_model_response_fields: Option<Value>,
 }
 
 #[derive(Deserialize)]
