@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::ClientRequest;
@@ -14,38 +13,11 @@ use crate::schema::completion::{
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
 
+use super::converse_types::{
+    parse, BlockDelta, BlockStart, BlockStop, ContentBlock, ConverseOutput, MessageStop, Metadata,
+    ReasoningDelta,
+};
 use super::errors;
-
-/// Bedrock's `TokenUsage`. `inputTokens` excludes cache reads and writes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct TokenUsage {
-    input_tokens: u64,
-    output_tokens: u64,
-    total_tokens: Option<u64>,
-    cache_read_input_tokens: u64,
-    cache_write_input_tokens: u64,
-}
-
-impl TokenUsage {
-    /// As the gateway counts: input includes cached input, as in OpenAI.
-    pub fn to_usage(&self) -> Usage {
-        let input = self
-            .input_tokens
-            .saturating_add(self.cache_read_input_tokens)
-            .saturating_add(self.cache_write_input_tokens);
-        Usage {
-            input,
-            cached_input: self.cache_read_input_tokens,
-            cache_creation_input: self.cache_write_input_tokens,
-            output: self.output_tokens,
-            reasoning: 0,
-            total: self
-                .total_tokens
-                .unwrap_or_else(|| input.saturating_add(self.output_tokens)),
-        }
-    }
-}
 
 /// Converse `stopReason` as an OpenAI finish reason.
 pub fn finish_reason(stop_reason: &str) -> FinishReason {
@@ -55,60 +27,6 @@ pub fn finish_reason(stop_reason: &str) -> FinishReason {
         "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
         _ => FinishReason::Stop,
     }
-}
-
-// ------------------------------------------------------------------ unary documents
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConverseOutput {
-    output: OutputUnion,
-    #[serde(default)]
-    stop_reason: Option<String>,
-    #[serde(default)]
-    usage: Option<TokenUsage>,
-}
-
-#[derive(Deserialize)]
-struct OutputUnion {
-    message: OutputMessage,
-}
-
-#[derive(Deserialize)]
-struct OutputMessage {
-    #[serde(default)]
-    content: Vec<ContentBlock>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContentBlock {
-    text: Option<String>,
-    tool_use: Option<ToolUse>,
-    reasoning_content: Option<ReasoningContent>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolUse {
-    tool_use_id: String,
-    name: String,
-    #[serde(default)]
-    input: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReasoningContent {
-    reasoning_text: Option<ReasoningText>,
-    redacted_content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ReasoningText {
-    #[serde(default)]
-    text: String,
-    signature: Option<String>,
 }
 
 fn thinking_block(text: &str, signature: Option<&str>) -> Value {
@@ -165,80 +83,6 @@ fn completion_of(output: ConverseOutput, model: &str) -> Completion {
         add_block(&mut completion, block);
     }
     completion
-}
-
-// ------------------------------------------------------------------ stream events
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BlockStart {
-    #[serde(default)]
-    content_block_index: u64,
-    #[serde(default)]
-    start: Option<StartUnion>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StartUnion {
-    tool_use: Option<ToolUseStart>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolUseStart {
-    tool_use_id: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BlockDelta {
-    #[serde(default)]
-    content_block_index: u64,
-    delta: DeltaUnion,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeltaUnion {
-    text: Option<String>,
-    tool_use: Option<ToolUseDelta>,
-    reasoning_content: Option<ReasoningDelta>,
-}
-
-#[derive(Deserialize)]
-struct ToolUseDelta {
-    #[serde(default)]
-    input: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReasoningDelta {
-    text: Option<String>,
-    signature: Option<String>,
-    redacted_content: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BlockStop {
-    #[serde(default)]
-    content_block_index: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageStop {
-    #[serde(default)]
-    stop_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    usage: Option<TokenUsage>,
 }
 
 /// A reasoning block being streamed: its text is kept to hand the whole block back,
@@ -388,10 +232,6 @@ impl ConverseResponse {
         // Metadata is ConverseStream's last event.
         self.writer.end(out, &self.usage);
     }
-}
-
-fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(payload)
 }
 
 impl ResponseTranslator for ConverseResponse {

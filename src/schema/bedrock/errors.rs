@@ -82,6 +82,19 @@ pub fn openai_error_type(status: u16, aws_type: Option<&str>) -> &'static str {
     }
 }
 
+/// The HTTP status an exception frame stands for (Bedrock's documented status for the
+/// exception; 500 for unknown ones), to pick an Anthropic error type mid-stream.
+pub fn exception_status(name: &str) -> u16 {
+    match name.to_ascii_lowercase().as_str() {
+        "throttlingexception" | "servicequotaexceededexception" | "modelnotreadyexception" => 429,
+        "validationexception" => 400,
+        "accessdeniedexception" => 403,
+        "resourcenotfoundexception" => 404,
+        "serviceunavailableexception" => 503,
+        _ => 500,
+    }
+}
+
 /// The message for an exception frame's payload (its `message`, else the raw text).
 pub fn exception_message(name: &str, payload: &[u8]) -> String {
     let detail = serde_json::from_slice::<Value>(payload)

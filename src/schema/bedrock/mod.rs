@@ -1,9 +1,11 @@
-//! The `AWSBedrock` schema: OpenAI chat completions on the Converse API and OpenAI
-//! embeddings on Amazon Titan text embeddings. Credentials (SigV4) are added later by
+//! The `AWSBedrock` schema: OpenAI chat completions and Anthropic Messages on the
+//! Converse API, and OpenAI embeddings on Amazon Titan text embeddings. Credentials (SigV4) are added later by
 //! the backend's credential, over the body and path built here.
 //!
 //! # Paths
-//! - chat: `POST /model/{modelId}/converse`, or `/converse-stream` when `stream` is set;
+//! - chat and Anthropic Messages: `POST /model/{modelId}/converse`, or
+//!   `/converse-stream` when `stream` is set (Messages rules in [`messages_request`],
+//!   answers in [`messages_response`] and [`messages_stream`]);
 //! - embeddings: `POST /model/{modelId}/invoke` with a Titan body;
 //! - legacy completions (`/v1/completions`): 422, Bedrock has no such API.
 //!
@@ -62,7 +64,11 @@
 
 mod converse_request;
 mod converse_response;
+mod converse_types;
 pub(crate) mod errors;
+mod messages_request;
+mod messages_response;
+mod messages_stream;
 mod titan_embeddings;
 
 use std::sync::Arc;
@@ -72,7 +78,7 @@ use crate::config::resources::SchemaSpec;
 
 use super::chat::ChatRequest;
 use super::path_segment;
-use super::{messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
+use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
 
 /// The provider's name in client-facing messages.
 const PROVIDER: &str = "AWS Bedrock";
@@ -96,28 +102,29 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        if request.api == ApiKind::Messages {
-            return Err(messages_not_served(PROVIDER));
-        }
         let model = path_segment(model_override.unwrap_or(&request.model));
+        let converse = if request.stream {
+            "converse-stream"
+        } else {
+            "converse"
+        };
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
                 let chat = ChatRequest::parse(request)?;
-                let operation = if request.stream {
-                    "converse-stream"
-                } else {
-                    "converse"
-                };
                 (
-                    format!("/model/{model}/{operation}"),
+                    format!("/model/{model}/{converse}"),
                     converse_request::converse_body(&chat)?,
                 )
             }
+            ApiKind::Messages => (
+                format!("/model/{model}/{converse}"),
+                messages_request::converse_body(request)?,
+            ),
             ApiKind::Embeddings => {
                 let body = titan_embeddings::titan_body(request, model_override)?;
                 (format!("/model/{model}/invoke"), body)
             }
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
+            ApiKind::Completions | ApiKind::Models => {
                 return Err(ApiError::Unprocessable(format!(
                     "{PROVIDER} serves /v1/chat/completions and /v1/embeddings; the legacy /v1/completions API is not available on it"
                 )))
@@ -138,6 +145,7 @@ impl BackendSchema for Bedrock {
     ) -> Box<dyn ResponseTranslator> {
         match request.api {
             ApiKind::Embeddings => Box::new(titan_embeddings::TitanResponse::new(request)),
+            ApiKind::Messages => Box::new(messages_response::MessagesResponse::new(request)),
             _ => Box::new(converse_response::ConverseResponse::new(request)),
         }
     }
@@ -179,6 +187,32 @@ mod tests {
         let u = Bedrock.upstream_request(&r, None).unwrap();
         let recorded = fixture("bedrock/converse-stream-tool-use.json");
         assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+    }
+
+    #[test]
+    fn messages_go_to_converse_and_come_back_as_anthropic_sse() {
+        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let mut r = request(
+            ApiKind::Messages,
+            r#"{"model":"anthropic.claude-3-sonnet-20240229-v1:0","stream":true,"max_tokens":300,
+              "temperature":0.5,"messages":[{"role":"user","content":"What is the weather in Barcelona?"}],
+              "tools":[{"name":"get_weather","description":"Get the current weather for a location",
+                "input_schema":{"type":"object","properties":{"location":{"type":"string","description":"The city name"}},"required":["location"]}}]}"#,
+        );
+        let u = Bedrock.upstream_request(&r, None).unwrap();
+        assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
+        let body: serde_json::Value = serde_json::from_slice(&u.body.unwrap()).unwrap();
+        assert_eq!(body, recorded["request"]["body"]);
+        let t = Bedrock.response_translator(&r, false);
+        assert!(t.rewrites_body());
+        assert_eq!(
+            t.stream_content_type(),
+            "application/vnd.amazon.eventstream"
+        );
+
+        r.stream = false;
+        let u = Bedrock.upstream_request(&r, Some("m")).unwrap();
+        assert_eq!(u.path, "/model/m/converse");
     }
 
     #[test]
