@@ -19,11 +19,13 @@ def gateway(gateway_factory, anthropic_fake, bedrock_fake):
     return gateway_factory(
         backend_yaml("anthropic", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
         backend_yaml("claude-bedrock", "AWSAnthropic", bedrock_fake.port, policy="AWSCredentials", key=aws_credentials_file()),
+        backend_yaml("converse", "AWSBedrock", bedrock_fake.port, policy="AWSCredentials", key=aws_credentials_file()),
         backend_yaml("gone", "Anthropic", free_port(), policy="AnthropicAPIKey", key="sk-ant-provider-key"),
         backend_yaml("gone-bedrock", "AWSAnthropic", free_port(), policy="AWSCredentials", key=aws_credentials_file()),
         route_yaml("route", [
             ("claude", [("anthropic", 0, None)]),
             ("claude-bedrock", [("claude-bedrock", 0, "anthropic.claude-3-5-sonnet-20240620-v1:0")]),
+            ("claude-converse", [("converse", 0, "anthropic.claude-3-haiku-20240307-v1:0")]),
             ("claude-gone", [("gone", 0, None)]),
             ("claude-bedrock-gone", [("gone-bedrock", 0, "anthropic.claude-v2")]),
         ]),
@@ -127,3 +129,39 @@ def test_openai_backends_refuse_messages_by_name(gateway_factory, openai_fake):
         c.messages.create(model="gpt", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert "Messages API" in e.value.body["error"]["message"]
     assert openai_fake.requests == []
+
+
+def test_messages_on_bedrock_converse_unary(client, bedrock_fake):
+    answer = recorded("bedrock/converse-tool-use.json")["response"]["body"]
+    m = client.messages.create(model="claude-converse", max_tokens=100, system="be brief",
+                               messages=[{"role": "user", "content": "top song?"}],
+                               tools=[{"name": "top_song", "input_schema": {"type": "object"}}])
+    sent = bedrock_fake.last()
+    assert sent["path"] == "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+    assert sent["body"]["system"] == [{"text": "be brief"}]
+    assert sent["body"]["inferenceConfig"]["maxTokens"] == 100
+    content = answer["output"]["message"]["content"]
+    uses = [b["toolUse"] for b in content if "toolUse" in b]
+    assert [(b.id, b.name, b.input) for b in m.content if b.type == "tool_use"] == \
+        [(u["toolUseId"], u["name"], u["input"]) for u in uses]
+    assert m.stop_reason == "tool_use"
+    assert m.usage.output_tokens == answer["usage"]["outputTokens"]
+
+
+def test_messages_on_bedrock_converse_stream(client, bedrock_fake):
+    bedrock_fake.chunk_size = 31
+    events = event_stream_events(recorded_body("bedrock/converse-stream-tool-use.json"))
+    with client.messages.stream(model="claude-converse", max_tokens=100, messages=[{"role": "user", "content": "top song?"}],
+                                tools=[{"name": "top_song", "input_schema": {"type": "object"}}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert bedrock_fake.last()["path"].endswith("/converse-stream")
+    assert text == "".join(p["delta"].get("text", "") for t, p in events if t == "contentBlockDelta")
+    start = next(p["start"]["toolUse"] for t, p in events if t == "contentBlockStart")
+    tool = next(b for b in final.content if b.type == "tool_use")
+    assert (tool.id, tool.name) == (start["toolUseId"], start["name"])
+    recorded_input = "".join(p["delta"]["toolUse"]["input"] for t, p in events
+                             if t == "contentBlockDelta" and "toolUse" in p["delta"])
+    assert tool.input == json.loads(recorded_input)
+    assert final.stop_reason == "tool_use"
+    assert final.usage.output_tokens == next(p["usage"] for t, p in events if t == "metadata")["outputTokens"]
