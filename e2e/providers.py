@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import urllib.parse
+import zlib
 from http.server import BaseHTTPRequestHandler
 
 from botocore.auth import SigV4Auth
@@ -95,21 +96,30 @@ class _Fake:
                     return self.send(r.status, json.dumps(r.body).encode(), "application/json", r.headers)
                 with fake._lock:
                     fake.requests.append({"path": self.path, "headers": headers, "body": parsed})
+                gz = fake.gzip and "gzip" in headers.get("accept-encoding", "")
+                encoding = {"content-encoding": "gzip"} if gz else {}
                 if fake.fail:
                     status, data, extra = fake.fail
-                    return self.send(status, data, "application/json", extra)
+                    return self.send(status, gzip.compress(data) if gz else data, "application/json", {**extra, **encoding})
                 status, content_type, pieces = fake.answer(self.path, parsed)
-                gz = fake.gzip and "gzip" in headers.get("accept-encoding", "")
                 if isinstance(pieces, bytes):
-                    return self.send(status, gzip.compress(pieces) if gz else pieces, content_type,
-                                     {"content-encoding": "gzip"} if gz else {})
+                    return self.send(status, gzip.compress(pieces) if gz else pieces, content_type, encoding)
                 self.send_response(status)
                 self.send_header("content-type", content_type)
                 self.send_header("transfer-encoding", "chunked")
+                for k, v in encoding.items():
+                    self.send_header(k, v)
                 self.end_headers()
+                # A gzip stream flushed after each piece, as servers compress streams.
+                compressor = zlib.compressobj(wbits=31) if gz else None
                 for piece in pieces:
+                    if compressor:
+                        piece = compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                     self.wfile.flush()
+                if compressor:
+                    tail = compressor.flush()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(tail), tail))
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 

@@ -98,10 +98,24 @@ def test_stream_without_usage_request_has_no_usage_chunk(client):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
-def test_gzip_answers_are_decoded(client, anthropic_fake):
+def test_gzip_answers_are_decoded_unary_streamed_and_on_errors(client, anthropic_fake):
+    """A compressed answer is decoded before translation, and the client gets plain bytes."""
     anthropic_fake.gzip = True
+    anthropic_fake.chunk_size = 13
+    answer = recorded("anthropic/messages-text.json")["response"]["body"]
     c = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
-    assert c.choices[0].message.content
+    assert c.choices[0].message.content == answer["content"][0]["text"]
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    assert "content-encoding" not in raw.headers and raw.headers["content-type"].startswith("text/event-stream")
+    events = sse_payloads(recorded("anthropic/messages-stream-text.json")["response"]["body"])
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    assert text == "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    error = recorded("anthropic/error-401-authentication.json")["response"]["body"]
+    anthropic_fake.fail = (401, json.dumps(error).encode(), {})
+    with pytest.raises(openai.AuthenticationError) as e:
+        client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["message"] == error["error"]["message"]
 
 
 def test_provider_error_keeps_status_and_message(client, anthropic_fake):
