@@ -13,11 +13,11 @@
 //! ([`AnthropicMeter`]); Bedrock's event-stream is unwrapped into Anthropic's SSE
 //! ([`InvokeStreamAsSse`]). Errors that are not Anthropic-shaped are made so.
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::anthropic_response::{AnthropicUsage, Counts};
+use super::aws_anthropic::chunk_event;
 use super::aws_eventstream::{EventStreamDecoder, MessageType};
 use super::bedrock::errors;
 use super::google_error::GoogleError;
@@ -193,12 +193,7 @@ impl InvokeStreamAsSse {
     }
 
     fn chunk(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        let event = serde_json::from_slice::<Value>(payload).ok().and_then(|v| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.get("bytes")?.as_str()?)
-                .ok()
-        });
-        let Some(event) = event else {
+        let Some(event) = chunk_event(payload) else {
             return self.error(
                 out,
                 502,
@@ -243,11 +238,7 @@ impl ResponseTranslator for InvokeStreamAsSse {
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        let mut frames = self.frames.push(chunk);
-        if end_of_stream {
-            frames.extend(self.frames.finish().map(Err));
-        }
-        for frame in frames {
+        for frame in self.frames.feed(chunk, end_of_stream) {
             match frame {
                 Ok(f) if f.message_type == MessageType::Event && f.name == "chunk" => {
                     self.chunk(&f.payload, &mut out)
@@ -362,13 +353,7 @@ mod tests {
         let inner: Vec<Value> = frames
             .push(&body)
             .into_iter()
-            .map(|f| {
-                let v: Value = serde_json::from_slice(&f.unwrap().payload).unwrap();
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(v["bytes"].as_str().unwrap())
-                    .unwrap();
-                serde_json::from_slice(&bytes).unwrap()
-            })
+            .map(|f| serde_json::from_slice(&chunk_event(&f.unwrap().payload).unwrap()).unwrap())
             .collect();
         assert_eq!(events, inner);
         let text = String::from_utf8(out).unwrap();

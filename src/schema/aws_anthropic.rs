@@ -98,20 +98,19 @@ impl BackendSchema for AwsAnthropic {
     }
 }
 
+/// The Anthropic event inside an InvokeModelWithResponseStream `chunk` event's payload
+/// (`{"bytes":"<base64>"}`).
+pub fn chunk_event(payload: &[u8]) -> Option<Vec<u8>> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.get("bytes")?.as_str()?)
+        .ok()
+}
+
 /// Unwraps Bedrock's event-stream around Anthropic's events.
 struct InvokeResponse {
     frames: EventStreamDecoder,
     anthropic: AnthropicResponse,
-}
-
-impl InvokeResponse {
-    /// The Anthropic event inside a `chunk` event's payload (`{"bytes":"<base64>"}`).
-    fn chunk_event(payload: &[u8]) -> Option<Vec<u8>> {
-        let v: Value = serde_json::from_slice(payload).ok()?;
-        base64::engine::general_purpose::STANDARD
-            .decode(v.get("bytes")?.as_str()?)
-            .ok()
-    }
 }
 
 impl ResponseTranslator for InvokeResponse {
@@ -133,14 +132,10 @@ impl ResponseTranslator for InvokeResponse {
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        let mut frames = self.frames.push(chunk);
-        if end_of_stream {
-            frames.extend(self.frames.finish().map(Err));
-        }
-        for frame in frames {
+        for frame in self.frames.feed(chunk, end_of_stream) {
             match frame {
                 Ok(f) if f.message_type == MessageType::Event && f.name == "chunk" => {
-                    match Self::chunk_event(&f.payload) {
+                    match chunk_event(&f.payload) {
                         Some(event) => self.anthropic.event(&event, &mut out),
                         None => self.anthropic.fail(
                             &mut out,
@@ -232,7 +227,7 @@ mod tests {
             .into_iter()
             .map(|f| {
                 let f = f.unwrap();
-                let bytes = InvokeResponse::chunk_event(&f.payload).unwrap();
+                let bytes = chunk_event(&f.payload).unwrap();
                 serde_json::from_slice(&bytes).unwrap()
             })
             .collect()

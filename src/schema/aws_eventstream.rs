@@ -93,6 +93,20 @@ impl EventStreamDecoder {
         out
     }
 
+    /// One body piece: its frames, and at the end of the stream the error of a frame left
+    /// unfinished.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Vec<Result<Frame, EventStreamError>> {
+        let mut frames = self.push(chunk);
+        if end_of_stream {
+            frames.extend(self.finish().map(Err));
+        }
+        frames
+    }
+
     /// Call at the end of the stream: an error when it stopped inside a frame.
     pub fn finish(&mut self) -> Option<EventStreamError> {
         if self.failed {
