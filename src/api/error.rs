@@ -88,6 +88,19 @@ impl ApiError {
     }
 }
 
+/// Provider error text as it may reach a client. AWS signature errors quote the canonical
+/// request, whose `x-amz-security-token` line is a credential: everything from that quote
+/// on is dropped.
+pub fn scrub_provider_text(text: &str) -> &str {
+    const MARKERS: [&str; 2] = ["The Canonical String", "x-amz-security-token"];
+    let cut = MARKERS
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min()
+        .unwrap_or(text.len());
+    text[..cut].trim_end()
+}
+
 /// An Anthropic-style error body: `{"type":"error","error":{"type","message"}}`, with the
 /// type Anthropic uses for `status`.
 pub fn anthropic_error_body(status: u16, message: &str) -> Vec<u8> {
@@ -120,6 +133,15 @@ pub fn error_body(message: &str, error_type: &str, code: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_errors_lose_the_quoted_canonical_request() {
+        let text = "The request signature we calculated does not match the signature you provided.\n\nThe Canonical String for this request should have been\n'POST\n/model/x/converse\n\nhost:bedrock-runtime.us-east-1.amazonaws.com\nx-amz-security-token:SECRET'";
+        let scrubbed = scrub_provider_text(text);
+        assert!(!scrubbed.contains("SECRET") && !scrubbed.contains("Canonical"));
+        assert!(scrubbed.ends_with("you provided."));
+        assert_eq!(scrub_provider_text("plain"), "plain");
+    }
 
     #[test]
     fn body_is_openai_shaped() {

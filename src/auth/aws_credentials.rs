@@ -45,6 +45,10 @@ pub enum CredentialsFileError {
     NoProfile(String),
     #[error("profile `[{profile}]` has no `{key}`")]
     MissingKey { profile: String, key: &'static str },
+    #[error(
+        "profile `[{profile}]`: `{key}` contains whitespace or a control or non-ASCII character"
+    )]
+    BadValue { profile: String, key: &'static str },
 }
 
 impl AwsCredentials {
@@ -63,16 +67,32 @@ impl AwsCredentials {
                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
                 .map(|(_, v)| v.clone())
         };
+        // Values become header values (the key id and token) or signing input: one
+        // printable ASCII word each, so no line break can inject a header.
+        let checked = |key: &'static str, value: String| {
+            if value.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(value)
+            } else {
+                Err(CredentialsFileError::BadValue {
+                    profile: profile.to_string(),
+                    key,
+                })
+            }
+        };
         let required = |key: &'static str| {
-            get(key).ok_or(CredentialsFileError::MissingKey {
+            let value = get(key).ok_or(CredentialsFileError::MissingKey {
                 profile: profile.to_string(),
                 key,
-            })
+            })?;
+            checked(key, value)
         };
+        let token = get("aws_session_token")
+            .map(|t| checked("aws_session_token", t))
+            .transpose()?;
         Ok(AwsCredentials {
             access_key_id: required("aws_access_key_id")?,
             secret_access_key: SecretValue::new(required("aws_secret_access_key")?),
-            session_token: get("aws_session_token").map(SecretValue::new),
+            session_token: token.map(SecretValue::new),
             region: region.to_string(),
         })
     }

@@ -195,10 +195,15 @@ impl TokenExchange {
         }
         Ok(AccessToken {
             token: SecretValue::new(parsed.access_token),
-            lifetime: Duration::from_secs(parsed.expires_in.unwrap_or(3600)),
+            // Google issues tokens for an hour; a larger claim is capped so that no
+            // provider-sent number can overflow the refresh schedule.
+            lifetime: Duration::from_secs(parsed.expires_in.unwrap_or(3600).min(MAX_LIFETIME_SECS)),
         })
     }
 }
+
+/// The longest token lifetime believed: one day.
+const MAX_LIFETIME_SECS: u64 = 24 * 3600;
 
 /// The OAuth error of a refusal (`invalid_grant: Invalid JWT Signature.`), short.
 fn refusal_reason(body: &[u8]) -> String {

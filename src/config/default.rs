@@ -161,7 +161,12 @@ fn providers() -> Vec<Provider> {
                 "service_account.json",
                 &key_file,
             ),
-            host: format!("{region}-aiplatform.googleapis.com"),
+            // The `global` location has no regional host.
+            host: if region == "global" {
+                "aiplatform.googleapis.com".into()
+            } else {
+                format!("{region}-aiplatform.googleapis.com")
+            },
             port: 443,
             models: models_from(
                 "VERTEX_MODELS",

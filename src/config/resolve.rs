@@ -1184,6 +1184,16 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.get(..8)?.split(':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Provider-sent text: out-of-range fields are refused before any arithmetic.
+    let in_range = (0..=9999).contains(&y)
+        && (1..=12).contains(&m)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hh)
+        && (0..60).contains(&mm)
+        && (0..=60).contains(&ss);
+    if !in_range {
+        return None;
+    }
     // Days from civil (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

@@ -296,8 +296,11 @@ impl RouterStream {
         };
         let mut reply = Reply::default();
         if resp.broken {
-            // The rest of a stream that could no longer be decoded: already ended for the client.
+            // The rest of a body that could no longer be decoded: already ended for the client.
             reply.body = Some(Vec::new());
+            if b.end_of_stream {
+                reply.metadata = self.finish();
+            }
             return reply.response_body();
         }
         let decoded: Option<Vec<u8>> = match resp.decoder.as_mut() {
@@ -308,18 +311,18 @@ impl RouterStream {
                     resp.decoder = None;
                     resp.translator = None;
                     if resp.deliver_decoded {
-                        // The client was promised plain bytes: end its stream with an error
-                        // event rather than hand it undecodable data.
+                        // The client was promised plain bytes: end its answer with an error
+                        // in its API's shape rather than hand it undecodable data.
                         resp.broken = true;
-                        let error = error_body(
-                            "the provider's compressed stream could not be decoded",
-                            "server_error",
-                            "stream_decode_error",
-                        );
-                        let mut event = b"data: ".to_vec();
-                        event.extend(error);
-                        event.extend_from_slice(b"\n\n");
-                        reply.body = Some(event);
+                        let api = self.state.as_ref().map(|s| s.request.api);
+                        let body = undecodable_body(api, resp.streaming);
+                        if !resp.streaming {
+                            reply.headers.set("content-length", body.len().to_string());
+                        }
+                        reply.body = Some(body);
+                        if b.end_of_stream {
+                            reply.metadata = self.finish();
+                        }
                         return reply.response_body();
                     }
                     None
@@ -470,6 +473,28 @@ fn cost_value(kind: CostKind, u: &Usage) -> u64 {
     }
 }
 
+/// What the client gets instead of a compressed answer that could not be decoded: an
+/// error in its API's shape, as a stream event or a whole body.
+fn undecodable_body(api: Option<ApiKind>, streaming: bool) -> Vec<u8> {
+    const MESSAGE: &str = "the provider's compressed answer could not be decoded";
+    match (api, streaming) {
+        (Some(ApiKind::Messages), true) => {
+            let mut event = b"event: error\ndata: ".to_vec();
+            event.extend(api::error::anthropic_error_body(502, MESSAGE));
+            event.extend_from_slice(b"\n\n");
+            event
+        }
+        (Some(ApiKind::Messages), false) => api::error::anthropic_error_body(502, MESSAGE),
+        (_, true) => {
+            let mut event = b"data: ".to_vec();
+            event.extend(error_body(MESSAGE, "server_error", "stream_decode_error"));
+            event.extend_from_slice(b"\n\n");
+            event
+        }
+        (_, false) => error_body(MESSAGE, "server_error", "stream_decode_error"),
+    }
+}
+
 /// An error body the client can read as an OpenAI error: None when it already is one,
 /// else the text wrapped (Envoy's own replies, HTML from a proxy, empty bodies).
 pub fn openai_error_body(status: u16, body: &[u8]) -> Option<Vec<u8>> {
@@ -505,7 +530,8 @@ pub fn anthropic_error_body(status: u16, body: &[u8]) -> Option<Vec<u8>> {
 
 /// "upstream answered HTTP 502: <the body's text, cleaned and capped>".
 fn upstream_error_message(status: u16, body: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(body)
+    let text = String::from_utf8_lossy(body);
+    let text: String = api::error::scrub_provider_text(&text)
         .chars()
         .filter(|c| !c.is_control())
         .take(1000)

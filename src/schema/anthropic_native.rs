@@ -193,6 +193,10 @@ impl InvokeStreamAsSse {
     }
 
     fn chunk(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        if self.ended {
+            // After `message_stop` or an error event nothing more is the client's.
+            return;
+        }
         let Some(event) = chunk_event(payload) else {
             return self.error(
                 out,
@@ -245,11 +249,7 @@ impl ResponseTranslator for InvokeStreamAsSse {
                 }
                 Ok(f) if f.message_type == MessageType::Event => {}
                 Ok(f) => {
-                    let status = if f.name.starts_with("throttling") {
-                        429
-                    } else {
-                        500
-                    };
+                    let status = errors::exception_status(&f.name);
                     let message = errors::exception_message(&f.name, &f.payload);
                     self.error(&mut out, status, &message);
                 }

@@ -99,6 +99,9 @@ pub struct AnthropicResponse {
     saw_output: bool,
     /// OpenAI tool-call index of each content block index, for `input_json_delta`.
     tool_blocks: Vec<(u64, usize)>,
+    /// The thinking text of the current thinking block: its signature covers the text,
+    /// so the block is handed to the client whole, when the signature arrives.
+    thinking: String,
 }
 
 impl AnthropicResponse {
@@ -110,6 +113,7 @@ impl AnthropicResponse {
             model: None,
             saw_output: false,
             tool_blocks: Vec::new(),
+            thinking: String::new(),
         }
     }
 
@@ -195,6 +199,12 @@ impl AnthropicResponse {
                         self.tool_blocks.push((index, at));
                     }
                     "redacted_thinking" => self.writer.thinking_block(out, block.clone()),
+                    "thinking" => {
+                        self.thinking.clear();
+                        let text = text("thinking");
+                        self.thinking.push_str(text);
+                        self.writer.reasoning(out, text);
+                    }
                     _ => {}
                 }
                 self.saw_output = true;
@@ -203,14 +213,17 @@ impl AnthropicResponse {
                 let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
                 match str_at("/delta/type").unwrap_or("") {
                     "text_delta" => self.writer.text(out, str_at("/delta/text").unwrap_or("")),
-                    "thinking_delta" => self
-                        .writer
-                        .reasoning(out, str_at("/delta/thinking").unwrap_or("")),
+                    "thinking_delta" => {
+                        let text = str_at("/delta/thinking").unwrap_or("");
+                        self.thinking.push_str(text);
+                        self.writer.reasoning(out, text);
+                    }
                     "signature_delta" => {
                         let signature = str_at("/delta/signature").unwrap_or("");
+                        let thinking = std::mem::take(&mut self.thinking);
                         self.writer.thinking_block(
                             out,
-                            json!({"type": "thinking", "thinking": "", "signature": signature}),
+                            json!({"type": "thinking", "thinking": thinking, "signature": signature}),
                         );
                     }
                     "input_json_delta" => {
@@ -525,6 +538,24 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn streamed_thinking_block_carries_its_whole_text_with_the_signature() {
+        let body = response_body(&load("anthropic/messages-stream-thinking.json"));
+        let payloads = sse_payloads(&body);
+        let thinking: String = payloads
+            .iter()
+            .filter_map(|p| p.pointer("/delta/thinking").and_then(Value::as_str))
+            .collect();
+        let out = translate(&body, &[], false);
+        let blocks: Vec<Value> = sse_payloads(out.as_bytes())
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta/thinking_blocks/0").cloned())
+            .collect();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0]["thinking"], thinking.as_str());
+        assert!(!thinking.is_empty() && blocks[0]["signature"].is_string());
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::config::resources::SchemaSpec;
 use crate::usage::Usage;
 
 /// A provider request for one upstream attempt.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct UpstreamRequest {
     /// The `:path` to send.
     pub path: String,
@@ -54,6 +54,19 @@ pub struct ResponseHead {
     pub content_type: String,
     /// AWS's `x-amzn-errortype` header (the error code of a Bedrock error).
     pub aws_error_type: Option<String>,
+}
+
+impl fmt::Debug for UpstreamRequest {
+    /// Header names only: once a credential is applied, values hold keys and signatures.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("UpstreamRequest")
+            .field("path", &self.path)
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .field("headers", &names)
+            .field("usage_injected", &self.usage_injected)
+            .finish()
+    }
 }
 
 /// Translates one attempt's response back to the client's API and reads its usage.

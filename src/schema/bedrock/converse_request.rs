@@ -187,7 +187,7 @@ fn assistant_blocks(message: &Message) -> Result<Vec<Value>, ApiError> {
     let mut blocks: Vec<Value> = message
         .thinking_blocks
         .iter()
-        .map(reasoning_block)
+        .filter_map(reasoning_block)
         .collect();
     for part in message.parts() {
         match part {
@@ -211,20 +211,18 @@ fn assistant_blocks(message: &Message) -> Result<Vec<Value>, ApiError> {
     Ok(blocks)
 }
 
-fn reasoning_block(block: &ThinkingBlock) -> Value {
+/// A thinking block to replay; unsigned thinking is dropped, as the model refuses it.
+fn reasoning_block(block: &ThinkingBlock) -> Option<Value> {
     match block {
         ThinkingBlock::Thinking {
             thinking,
-            signature,
-        } => {
-            let mut text = json!({ "text": thinking });
-            if let Some(signature) = signature {
-                text["signature"] = signature.clone().into();
-            }
-            json!({"reasoningContent": {"reasoningText": text}})
-        }
+            signature: Some(signature),
+        } => Some(
+            json!({"reasoningContent": {"reasoningText": {"text": thinking, "signature": signature}}}),
+        ),
+        ThinkingBlock::Thinking { .. } => None,
         ThinkingBlock::RedactedThinking { data } => {
-            json!({"reasoningContent": {"redactedContent": data}})
+            Some(json!({"reasoningContent": {"redactedContent": data}}))
         }
     }
 }

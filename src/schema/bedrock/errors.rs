@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::api::error::error_body;
+use crate::api::error::{error_body, scrub_provider_text};
 use crate::schema::ResponseHead;
 
 /// An OpenAI error body for a Bedrock error answer; None when `body` is not one (an
@@ -29,12 +29,14 @@ pub fn openai_error(head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
     ))
 }
 
-/// The `message` (or `Message`) of a Bedrock error document.
+/// The `message` (or `Message`) of a Bedrock error document, scrubbed of the quoted
+/// canonical request a signature error carries.
 pub fn aws_message(value: &Value) -> Option<&str> {
     value
         .get("message")
         .or_else(|| value.get("Message"))
         .and_then(Value::as_str)
+        .map(scrub_provider_text)
 }
 
 /// `ValidationException:http://internal.amazon.com/coral/...` → `ValidationException`.
@@ -101,10 +103,8 @@ pub fn exception_message(name: &str, payload: &[u8]) -> String {
         .ok()
         .and_then(|v| aws_message(&v).map(str::to_string))
         .unwrap_or_else(|| {
-            String::from_utf8_lossy(payload)
-                .chars()
-                .take(500)
-                .collect::<String>()
+            let text = String::from_utf8_lossy(payload);
+            scrub_provider_text(&text).chars().take(500).collect()
         });
     format!("{} {name}: {detail}", super::PROVIDER)
 }
