@@ -57,6 +57,7 @@ class _Fake:
         self.fail = None  # (status, body bytes, headers): answer every request so
         self.gzip = False  # gzip answers when the client accepts it
         self.chunk_size = 0  # stream answers in pieces of this many bytes (0: per event)
+        self.corrupt_gzip = False  # with gzip: send bytes that are not gzip under that header
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -102,6 +103,10 @@ class _Fake:
                     status, data, extra = fake.fail
                     return self.send(status, gzip.compress(data) if gz else data, "application/json", {**extra, **encoding})
                 status, content_type, pieces = fake.answer(self.path, parsed)
+                if gz and fake.corrupt_gzip:
+                    pieces = b"\x1f\x8b\x08\x00 this is not a gzip stream" if isinstance(pieces, bytes) else \
+                        [b"\x1f\x8b\x08\x00 this is not a gzip stream"]
+                    gz = False  # sent as they are, under the gzip header
                 if isinstance(pieces, bytes):
                     return self.send(status, gzip.compress(pieces) if gz else pieces, content_type, encoding)
                 self.send_response(status)

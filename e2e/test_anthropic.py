@@ -132,3 +132,15 @@ def test_unsupported_parameter_is_a_named_422(client, anthropic_fake):
         client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}], n=2)
     assert "`n`" in e.value.body["message"]
     assert anthropic_fake.requests == []
+
+
+def test_undecodable_gzip_answer_is_an_error_not_garbage(client, anthropic_fake):
+    anthropic_fake.gzip = True
+    anthropic_fake.corrupt_gzip = True
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.status_code == 502 and "could not be decoded" in e.value.body["message"]
+    with pytest.raises(openai.APIError) as e:
+        list(client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}], stream=True))
+    assert "could not be decoded" in str(e.value)
+    assert client.gateway.wait_in_flight_zero()

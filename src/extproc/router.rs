@@ -314,10 +314,15 @@ impl RouterStream {
                         // The client was promised plain bytes: end its answer with an error
                         // in its API's shape rather than hand it undecodable data.
                         resp.broken = true;
+                        resp.head.status = 502;
+                        let streaming = resp.streaming;
                         let api = self.state.as_ref().map(|s| s.request.api);
-                        let body = undecodable_body(api, resp.streaming);
-                        if !resp.streaming {
-                            reply.headers.set("content-length", body.len().to_string());
+                        let body = undecodable_body(api, streaming);
+                        if !streaming {
+                            // A buffered answer has not reached the client yet: replace it.
+                            let mut answer = immediate(502, body, "upstream_decode_error");
+                            answer.dynamic_metadata = self.finish();
+                            return answer;
                         }
                         reply.body = Some(body);
                         if b.end_of_stream {
