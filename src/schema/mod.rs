@@ -14,6 +14,7 @@ pub mod azure_openai;
 pub mod bedrock;
 pub mod chat;
 pub mod completion;
+pub mod embeddings;
 pub mod gcp_vertex;
 pub mod gemini_request;
 pub mod gemini_response;

@@ -6,7 +6,6 @@
 //! as floats or, for `encoding_format: base64`, as little-endian f32 bytes in base64
 //! (what OpenAI sends); usage is the sum of `statistics.token_count`.
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -50,13 +49,7 @@ impl EmbeddingsRequest {
     }
 
     fn base64(&self) -> Result<bool, ApiError> {
-        match self.encoding_format.as_deref() {
-            None | Some("float") => Ok(false),
-            Some("base64") => Ok(true),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "`encoding_format` must be float or base64; got `{other}`"
-            ))),
-        }
+        super::embeddings::wants_base64(self.encoding_format.as_deref())
     }
 }
 
@@ -123,16 +116,7 @@ impl VertexEmbeddingsResponse {
     }
 
     fn embedding(&self, values: &[f64]) -> Value {
-        if !self.base64 {
-            return values.iter().copied().collect();
-        }
-        let bytes: Vec<u8> = values
-            .iter()
-            .flat_map(|v| (*v as f32).to_le_bytes())
-            .collect();
-        base64::engine::general_purpose::STANDARD
-            .encode(bytes)
-            .into()
+        super::embeddings::vector_json(values, self.base64)
     }
 
     fn translate(&mut self, response: &PredictResponse) -> Vec<u8> {
@@ -214,6 +198,7 @@ impl ResponseTranslator for VertexEmbeddingsResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
+    use base64::Engine;
     use bytes::Bytes;
 
     fn request(body: &str) -> ClientRequest {

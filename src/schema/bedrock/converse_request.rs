@@ -165,10 +165,14 @@ fn user_blocks(message: &Message) -> Result<Vec<Value>, ApiError> {
 }
 
 fn image_block(image: Image) -> Result<Value, ApiError> {
-    let (media_type, data) = match image {
-        Image::Inline { media_type, data } => (media_type, data),
-        Image::Url(_) => return Err(chat::inline_images_only(PROVIDER)),
-    };
+    match image {
+        Image::Inline { media_type, data } => converse_image(&media_type, &data),
+        Image::Url(_) => Err(chat::inline_images_only(PROVIDER)),
+    }
+}
+
+/// A Converse image block from base64 bytes; Converse takes four formats.
+pub(super) fn converse_image(media_type: &str, data: &str) -> Result<Value, ApiError> {
     let format = match media_type.to_ascii_lowercase().as_str() {
         "image/png" => "png",
         "image/jpeg" | "image/jpg" => "jpeg",

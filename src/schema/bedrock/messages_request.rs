@@ -354,18 +354,7 @@ fn image(block: ImageBlock) -> Result<Value, ApiError> {
             source.kind
         )));
     };
-    let format = match media_type.to_ascii_lowercase().as_str() {
-        "image/png" => "png",
-        "image/jpeg" | "image/jpg" => "jpeg",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        other => {
-            return Err(ApiError::Unprocessable(format!(
-                "{PROVIDER} takes png, jpeg, gif and webp images; got `{other}`"
-            )))
-        }
-    };
-    Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+    super::converse_request::converse_image(media_type, &data)
 }
 
 fn tool_result(block: ToolResultBlock, at: &str) -> Result<Value, ApiError> {

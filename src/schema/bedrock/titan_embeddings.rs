@@ -1,10 +1,10 @@
 //! OpenAI embeddings on Amazon Titan text embeddings (`InvokeModel`), one input per call.
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::{ApiError, ClientRequest};
+use crate::schema::embeddings;
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
 
@@ -79,13 +79,7 @@ fn single_input(input: &Value) -> Result<&str, ApiError> {
 
 /// Whether the client asked for base64 embeddings.
 fn encoding(parsed: &EmbeddingsRequest) -> Result<bool, ApiError> {
-    match parsed.encoding_format.as_deref() {
-        None | Some("float") => Ok(false),
-        Some("base64") => Ok(true),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "`encoding_format` must be float or base64; got `{other}`"
-        ))),
-    }
+    embeddings::wants_base64(parsed.encoding_format.as_deref())
 }
 
 #[derive(Deserialize)]
@@ -118,17 +112,7 @@ impl TitanResponse {
     }
 
     fn embedding_json(&self, embedding: &[f64]) -> Value {
-        if !self.base64 {
-            return json!(embedding);
-        }
-        // OpenAI's base64 format: little-endian f32s.
-        let bytes: Vec<u8> = embedding
-            .iter()
-            .flat_map(|x| (*x as f32).to_le_bytes())
-            .collect();
-        base64::engine::general_purpose::STANDARD
-            .encode(bytes)
-            .into()
+        embeddings::vector_json(embedding, self.base64)
     }
 }
 
@@ -185,6 +169,7 @@ mod tests {
     use super::*;
     use crate::api::ApiKind;
     use crate::schema::aws_eventstream::testing::fixture;
+    use base64::Engine;
     use bytes::Bytes;
 
     fn request(body: &str) -> ClientRequest {
