@@ -493,3 +493,43 @@ def test_claude_vertex_google_error_keeps_status_and_message(client, vertex_fake
     assert e.value.body["message"] == error["body"]["error"]["message"]
     assert e.value.body["code"] == error["body"]["error"]["status"]
     assert e.value.body["type"] == "invalid_request_error"
+
+
+# --------------------------------------------------------------------------- Anthropic SDK clients
+
+
+@pytest.fixture
+def anthropic_client(gateway):
+    import anthropic
+    return anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-client-key", max_retries=0)
+
+
+def test_anthropic_sdk_on_claude_vertex_unary_and_stream(anthropic_client, vertex_fake, account, token_fake):
+    """Messages clients reach Claude on Vertex: the model moves to the path, the body names
+    Vertex's anthropic_version, anthropic-beta passes as a header, and the answers pass."""
+    answer = recorded("anthropic/messages-text.json")["response"]["body"]
+    m = anthropic_client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "Hi"}],
+                                         extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    sent = vertex_fake.last()
+    assert sent["path"] == f"/v1/projects/{account.project_id}/locations/{REGION}/publishers/anthropic/models/{CLAUDE}:rawPredict"
+    assert sent["body"] == {"anthropic_version": "vertex-2023-10-16", "max_tokens": 50,
+                            "messages": [{"role": "user", "content": "Hi"}]}
+    assert sent["headers"]["anthropic-beta"] == "context-1m-2025-08-07"
+    assert sent["headers"]["authorization"] == f"Bearer {token_fake.issued[0]}"
+    assert m.model_dump(exclude_none=True)["content"] == answer["content"]
+    events = sse_payloads(recorded("anthropic/messages-stream-text.json")["response"]["body"])
+    vertex_fake.chunk_size = 19
+    with anthropic_client.messages.stream(model="claude", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]) as stream:
+        text = "".join(stream.text_stream)
+    assert vertex_fake.last()["path"].endswith(":streamRawPredict")
+    assert text == "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert vertex_fake.rejected == []
+
+
+def test_anthropic_sdk_gets_vertex_google_errors_anthropic_shaped(anthropic_client, vertex_fake):
+    import anthropic
+    error = recorded("gemini/error-404-model-not-found.json")["response"]
+    vertex_fake.fail = (404, json.dumps(error["body"]).encode(), {})
+    with pytest.raises(anthropic.NotFoundError) as e:
+        anthropic_client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body == {"type": "error", "error": {"type": "not_found_error", "message": error["body"]["error"]["message"]}}
