@@ -45,7 +45,20 @@ class Gateway:
             args += ["--config", p]
         return args + self.extra_args
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, attempts=3):
+        """Starts the gateway. A port that `free_port` handed out can be taken by another
+        process before Envoy binds it: then it is retried on fresh ports."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                text = str(e)
+                if attempt + 1 == attempts or not ("ddress already in use" in text or "cannot bind" in text):
+                    raise
+                self.stop()
+                self.port, self.admin_port, self.envoy_admin_port = free_port(), free_port(), free_port()
+
+    def _start(self, timeout):
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         if self.env:
             env.update(self.env)

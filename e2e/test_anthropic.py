@@ -144,3 +144,13 @@ def test_undecodable_gzip_answer_is_an_error_not_garbage(client, anthropic_fake)
         list(client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}], stream=True))
     assert "could not be decoded" in str(e.value)
     assert client.gateway.wait_in_flight_zero()
+
+
+def test_unreadable_success_answer_is_a_502_not_garbage(client, anthropic_fake):
+    """A 200 whose body is not a Messages answer (a proxy's page, say) cannot be translated."""
+    anthropic_fake.fail = (200, b"<html>captive portal</html>", {})
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.status_code == 502
+    assert e.value.body["code"] == "bad_upstream_response"
+    assert client.gateway.wait_in_flight_zero()

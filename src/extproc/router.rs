@@ -317,7 +317,12 @@ impl RouterStream {
                         resp.head.status = 502;
                         let streaming = resp.streaming;
                         let api = self.state.as_ref().map(|s| s.request.api);
-                        let body = undecodable_body(api, streaming);
+                        let body = answer_error_body(
+                            api,
+                            streaming,
+                            "the provider's compressed answer could not be decoded",
+                            "stream_decode_error",
+                        );
                         if !streaming {
                             // A buffered answer has not reached the client yet: replace it.
                             let mut answer = immediate(502, body, "upstream_decode_error");
@@ -363,7 +368,24 @@ impl RouterStream {
                 let replacement = if resp.streaming {
                     t.stream_chunk(plain, b.end_of_stream)
                 } else {
-                    t.unary(plain)
+                    match t.unary(plain) {
+                        Ok(replacement) => replacement,
+                        Err(unreadable) => {
+                            tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{unreadable}");
+                            resp.head.status = 502;
+                            resp.translator = None;
+                            let api = self.state.as_ref().map(|s| s.request.api);
+                            let message = format!(
+                                "the provider's answer could not be read as {}",
+                                unreadable.expected
+                            );
+                            let body =
+                                answer_error_body(api, false, &message, "bad_upstream_response");
+                            let mut answer = immediate(502, body, "bad_upstream_response");
+                            answer.dynamic_metadata = self.finish();
+                            return answer;
+                        }
+                    }
                 };
                 if resp.first_output.is_none() && t.saw_output() {
                     resp.first_output = Some(Instant::now());
@@ -478,26 +500,24 @@ fn cost_value(kind: CostKind, u: &Usage) -> u64 {
     }
 }
 
-/// What the client gets instead of a compressed answer that could not be decoded: an
-/// error in its API's shape, as a stream event or a whole body.
-fn undecodable_body(api: Option<ApiKind>, streaming: bool) -> Vec<u8> {
-    const MESSAGE: &str = "the provider's compressed answer could not be decoded";
-    match (api, streaming) {
-        (Some(ApiKind::Messages), true) => {
-            let mut event = b"event: error\ndata: ".to_vec();
-            event.extend(api::error::anthropic_error_body(502, MESSAGE));
-            event.extend_from_slice(b"\n\n");
-            event
-        }
-        (Some(ApiKind::Messages), false) => api::error::anthropic_error_body(502, MESSAGE),
-        (_, true) => {
-            let mut event = b"data: ".to_vec();
-            event.extend(error_body(MESSAGE, "server_error", "stream_decode_error"));
-            event.extend_from_slice(b"\n\n");
-            event
-        }
-        (_, false) => error_body(MESSAGE, "server_error", "stream_decode_error"),
+/// What the client gets instead of a provider answer the gateway cannot hand on (not
+/// decodable, not readable): an error in its API's shape, as a stream event or a body.
+fn answer_error_body(api: Option<ApiKind>, streaming: bool, message: &str, code: &str) -> Vec<u8> {
+    let (body, event_name) = match api {
+        Some(ApiKind::Messages) => (
+            api::error::anthropic_error_body(502, message),
+            "event: error\n",
+        ),
+        _ => (error_body(message, "server_error", code), ""),
+    };
+    if !streaming {
+        return body;
     }
+    let mut event = event_name.as_bytes().to_vec();
+    event.extend_from_slice(b"data: ");
+    event.extend(body);
+    event.extend_from_slice(b"\n\n");
+    event
 }
 
 /// An error body the client can read as an OpenAI error: None when it already is one,

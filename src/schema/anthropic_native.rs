@@ -21,7 +21,7 @@ use super::aws_anthropic::chunk_event;
 use super::aws_eventstream::{EventStreamDecoder, MessageType};
 use super::bedrock::errors;
 use super::google_error::GoogleError;
-use super::{ResponseHead, ResponseTranslator};
+use super::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::api::error::{anthropic_error_body, anthropic_error_type};
 use crate::api::{ApiError, ClientRequest};
 use crate::sse::{event_data, SseSplitter};
@@ -113,9 +113,10 @@ impl ResponseTranslator for AnthropicMeter {
         anthropic_shaped_error(head, body)
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        // Anthropic's answer passes as it came: the client reads it, the gateway meters it.
         self.observe(body);
-        None
+        Ok(None)
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
@@ -234,10 +235,10 @@ impl ResponseTranslator for InvokeStreamAsSse {
         anthropic_shaped_error(head, body)
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
         // InvokeModel's unary answer is Anthropic's message as it is.
         self.meter.observe(body);
-        None
+        Ok(None)
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::completion::{now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut};
-use super::{ResponseHead, ResponseTranslator};
+use super::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::api::error::error_body;
 use crate::api::ClientRequest;
 use crate::sse::{event_data, SseSplitter};
@@ -299,18 +299,10 @@ impl ResponseTranslator for AnthropicResponse {
         openai_error(body).or_else(|| super::google_error::translate_error(head.status, body))
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        match serde_json::from_slice::<Message>(body) {
-            Ok(message) => Some(self.completion(message).to_json()),
-            Err(e) => {
-                tracing::warn!(error = %e, "provider answer is not an Anthropic message");
-                Some(error_body(
-                    "the provider's answer could not be read as an Anthropic message",
-                    "upstream_error",
-                    "bad_upstream_response",
-                ))
-            }
-        }
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        let message = serde_json::from_slice::<Message>(body)
+            .map_err(|e| UnreadableAnswer::new("an Anthropic message", e))?;
+        Ok(Some(self.completion(message).to_json()))
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
@@ -361,7 +353,7 @@ mod tests {
     fn unary(fixture: &str) -> (Value, Value) {
         let recorded = load(fixture);
         let mut t = AnthropicResponse::new(&request(false, false));
-        let out = t.unary(&response_body(&recorded)).unwrap();
+        let out = t.unary(&response_body(&recorded)).unwrap().unwrap();
         (
             recorded["response"]["body"].clone(),
             serde_json::from_slice(&out).unwrap(),

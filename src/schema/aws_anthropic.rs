@@ -7,6 +7,7 @@
 //! are those of [`super::anthropic_request`]; Bedrock takes images only inline, and the
 //! body has no `stream` field (the operation says it).
 
+use crate::schema::UnreadableAnswer;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -126,7 +127,7 @@ impl ResponseTranslator for InvokeResponse {
         errors::openai_error(head, body)
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
         self.anthropic.unary(body)
     }
 

@@ -204,8 +204,13 @@ fn thought_signature_round_trip() {
         json!({"model": "gemini-3-flash-preview", "messages": []}),
     );
     let mut translator = schema().response_translator(&request, false);
-    let completion: Value =
-        serde_json::from_slice(&translator.unary(answer.to_string().as_bytes()).unwrap()).unwrap();
+    let completion: Value = serde_json::from_slice(
+        &translator
+            .unary(answer.to_string().as_bytes())
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     let assistant = completion["choices"][0]["message"].clone();
     let call_id = assistant["tool_calls"][0]["id"]
         .as_str()

@@ -10,6 +10,7 @@
 
 use crate::api::ClientRequest;
 use crate::config::resolve::parse_rfc3339;
+use crate::schema::UnreadableAnswer;
 use crate::sse::{event_data, SseSplitter};
 use crate::usage::Usage;
 
@@ -165,18 +166,13 @@ impl ResponseTranslator for GeminiChatResponse {
         true
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        let response = match serde_json::from_slice::<GenerateContentResponse>(body) {
-            Ok(response) => response,
-            Err(e) => {
-                tracing::warn!(error = %e, "a Gemini answer could not be read; passed as it came");
-                return None;
-            }
-        };
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        let response = serde_json::from_slice::<GenerateContentResponse>(body)
+            .map_err(|e| UnreadableAnswer::new("a Gemini answer", e))?;
         self.observe(&response);
         let completion = self.completion(&response);
         self.saw_output = !completion.text.is_empty() || !completion.tool_calls.is_empty();
-        Some(completion.to_json())
+        Ok(Some(completion.to_json()))
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {

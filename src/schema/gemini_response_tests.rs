@@ -272,7 +272,7 @@ fn unary(name: &str) -> (Value, Value, GeminiChatResponse) {
     let f = fixture(name);
     let body = f["response"]["body"].clone();
     let mut t = GeminiChatResponse::new(&request(json!({"model": "asked", "messages": []})));
-    let out = t.unary(body.to_string().as_bytes()).unwrap();
+    let out = t.unary(body.to_string().as_bytes()).unwrap().unwrap();
     (body, serde_json::from_slice(&out).unwrap(), t)
 }
 

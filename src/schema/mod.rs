@@ -47,6 +47,24 @@ pub struct UpstreamRequest {
     pub usage_injected: bool,
 }
 
+/// A success answer that is not what the provider's API sends, so it cannot be
+/// translated; the reason is logged, the client gets a 502.
+#[derive(Debug, thiserror::Error)]
+#[error("the provider's answer could not be read as {expected}: {reason}")]
+pub struct UnreadableAnswer {
+    pub expected: &'static str,
+    pub reason: String,
+}
+
+impl UnreadableAnswer {
+    pub fn new(expected: &'static str, reason: impl fmt::Display) -> Self {
+        UnreadableAnswer {
+            expected,
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// What a translator needs of the provider's response headers.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseHead {
@@ -84,8 +102,9 @@ pub trait ResponseTranslator: Send + Sync {
     }
     /// True when the body bytes will be rewritten (so a compressed body must be decoded).
     fn rewrites_body(&self) -> bool;
-    /// A whole unary success body (already decoded); returns a replacement, if any.
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>>;
+    /// A whole unary success body (already decoded); returns a replacement, if any, or
+    /// that the body is not what the provider's API answers (the client gets a 502).
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer>;
     /// A piece of a streamed success body (decoded); returns replacement bytes when
     /// `rewrites_body`, else None (the piece passes as it is).
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>>;

@@ -10,7 +10,7 @@ use crate::api::ClientRequest;
 use crate::sse::{event_data, SseSplitter};
 use crate::usage::Usage;
 
-use super::ResponseTranslator;
+use super::{ResponseTranslator, UnreadableAnswer};
 
 pub struct OpenAiResponse {
     hide_usage: bool,
@@ -101,11 +101,12 @@ impl ResponseTranslator for OpenAiResponse {
         self.hide_usage
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        // Passed as it came either way: an OpenAI-compatible provider owns its answer.
         if let Ok(peek) = serde_json::from_slice::<Peek>(body) {
             self.observe(&peek);
         }
-        None
+        Ok(None)
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
@@ -201,7 +202,7 @@ mod tests {
         let r = request(r#"{"model":"gpt-4o"}"#);
         let mut t = OpenAiResponse::new(&r, false);
         let body = br#"{"id":"x","model":"gpt-4o-2024","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        assert_eq!(t.unary(body), None);
+        assert_eq!(t.unary(body).unwrap(), None);
         assert_eq!(t.usage().total, 4);
     }
 }

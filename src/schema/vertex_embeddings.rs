@@ -6,6 +6,7 @@
 //! as floats or, for `encoding_format: base64`, as little-endian f32 bytes in base64
 //! (what OpenAI sends); usage is the sum of `statistics.token_count`.
 
+use crate::schema::UnreadableAnswer;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -162,17 +163,11 @@ impl ResponseTranslator for VertexEmbeddingsResponse {
         true
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        match serde_json::from_slice::<PredictResponse>(body) {
-            Ok(response) => {
-                self.answered = !response.predictions.is_empty();
-                Some(self.translate(&response))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "a Vertex AI predict answer could not be read; passed as it came");
-                None
-            }
-        }
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        let response = serde_json::from_slice::<PredictResponse>(body)
+            .map_err(|e| UnreadableAnswer::new("a Vertex AI predict answer", e))?;
+        self.answered = !response.predictions.is_empty();
+        Ok(Some(self.translate(&response)))
     }
 
     fn stream_chunk(&mut self, _: &[u8], _: bool) -> Option<Vec<u8>> {
@@ -233,7 +228,7 @@ mod tests {
     #[test]
     fn floats_and_usage() {
         let mut t = VertexEmbeddingsResponse::new(&request(r#"{"model":"m","input":["a","b"]}"#));
-        let out: Value = serde_json::from_slice(&t.unary(PREDICT).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&t.unary(PREDICT).unwrap().unwrap()).unwrap();
         assert_eq!(out["data"][0]["embedding"], json!([0.5, -1.0, 0.25]));
         assert_eq!(out["data"][1]["index"], 1);
         assert_eq!(
@@ -249,7 +244,7 @@ mod tests {
         let mut t = VertexEmbeddingsResponse::new(&request(
             r#"{"model":"m","input":"a","encoding_format":"base64"}"#,
         ));
-        let out: Value = serde_json::from_slice(&t.unary(PREDICT).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&t.unary(PREDICT).unwrap().unwrap()).unwrap();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(out["data"][0]["embedding"].as_str().unwrap())
             .unwrap();

@@ -1,6 +1,7 @@
 //! Converse answers as OpenAI chat completions: the unary JSON document, and the
 //! ConverseStream event stream as `chat.completion.chunk` SSE.
 
+use crate::schema::UnreadableAnswer;
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
@@ -247,12 +248,13 @@ impl ResponseTranslator for ConverseResponse {
         true
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        let output: ConverseOutput = serde_json::from_slice(body).ok()?;
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        let output: ConverseOutput = serde_json::from_slice(body)
+            .map_err(|e| UnreadableAnswer::new("a Converse answer", e))?;
         let completion = completion_of(output, &self.model);
         self.usage = completion.usage;
         self.saw_output = true;
-        Some(completion.to_json())
+        Ok(Some(completion.to_json()))
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
@@ -567,6 +569,7 @@ mod tests {
         let mut t = ConverseResponse::new(&r);
         let out = t
             .unary(recorded["response"]["body"].to_string().as_bytes())
+            .unwrap()
             .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let message = &v["choices"][0]["message"];
@@ -588,6 +591,7 @@ mod tests {
         let mut t = ConverseResponse::new(&r);
         let out = t
             .unary(recorded["response"]["body"].to_string().as_bytes())
+            .unwrap()
             .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let n = |k: &str| usage[k].as_u64().unwrap();
@@ -615,7 +619,8 @@ mod tests {
             "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}
         });
         let v: Value =
-            serde_json::from_slice(&t.unary(body.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&t.unary(body.to_string().as_bytes()).unwrap().unwrap())
+                .unwrap();
         let message = &v["choices"][0]["message"];
         assert_eq!(message["content"], "answer");
         assert_eq!(message["reasoning_content"], "think");

@@ -15,6 +15,7 @@
 //!   `cache_creation_input_tokens`). Metering counts input with cache, as OpenAI does.
 //! - `id` is generated (`msg_…`); `model` is the one the client sent.
 
+use crate::schema::UnreadableAnswer;
 use serde_json::{json, Value};
 
 use crate::api::error::anthropic_error_body;
@@ -147,11 +148,12 @@ impl ResponseTranslator for MessagesResponse {
         true
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        let output: ConverseOutput = serde_json::from_slice(body).ok()?;
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        let output: ConverseOutput = serde_json::from_slice(body)
+            .map_err(|e| UnreadableAnswer::new("a Converse answer", e))?;
         let (message, usage) = message_of(output, &self.model);
         self.unary = Some(usage);
-        Some(message.to_string().into_bytes())
+        Ok(Some(message.to_string().into_bytes()))
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
@@ -193,7 +195,7 @@ mod tests {
 
     fn unary(body: &Value) -> (Value, MessagesResponse) {
         let mut t = translator();
-        let out = t.unary(body.to_string().as_bytes()).unwrap();
+        let out = t.unary(body.to_string().as_bytes()).unwrap().unwrap();
         (serde_json::from_slice(&out).unwrap(), t)
     }
 

@@ -1,5 +1,6 @@
 //! OpenAI embeddings on Amazon Titan text embeddings (`InvokeModel`), one input per call.
 
+use crate::schema::UnreadableAnswer;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -125,8 +126,9 @@ impl ResponseTranslator for TitanResponse {
         true
     }
 
-    fn unary(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        let output: TitanOutput = serde_json::from_slice(body).ok()?;
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        let output: TitanOutput = serde_json::from_slice(body)
+            .map_err(|e| UnreadableAnswer::new("a Titan embedding", e))?;
         let tokens = output.input_text_token_count;
         self.usage = Usage {
             input: tokens,
@@ -143,7 +145,7 @@ impl ResponseTranslator for TitanResponse {
             "model": self.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         });
-        Some(answer.to_string().into_bytes())
+        Ok(Some(answer.to_string().into_bytes()))
     }
 
     fn stream_chunk(&mut self, _chunk: &[u8], _end_of_stream: bool) -> Option<Vec<u8>> {
@@ -184,7 +186,8 @@ mod tests {
         assert_eq!(titan_body(&r, None).unwrap(), recorded["request"]["body"]);
         let mut t = TitanResponse::new(&r);
         let v: Value =
-            serde_json::from_slice(&t.unary(titan.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&t.unary(titan.to_string().as_bytes()).unwrap().unwrap())
+                .unwrap();
         assert_eq!(v["object"], "list");
         assert_eq!(v["model"], "amazon.titan-embed-text-v1");
         assert_eq!(v["data"][0]["object"], "embedding");
@@ -207,7 +210,8 @@ mod tests {
         );
         let mut t = TitanResponse::new(&r);
         let v: Value =
-            serde_json::from_slice(&t.unary(titan.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&t.unary(titan.to_string().as_bytes()).unwrap().unwrap())
+                .unwrap();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(v["data"][0]["embedding"].as_str().unwrap())
             .unwrap();
