@@ -1239,6 +1239,22 @@ mod tests {
     }
 
     #[test]
+    fn an_aws_credentials_file_without_the_profile_is_named_without_its_keys() {
+        let aws = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {name: p}\n\
+                   spec: {type: AWSCredentials, targetRefs: [{name: b}], awsCredentials: {region: us-east-1, credentialsFile: {secretRef: {name: s}, profile: prod}}}\n---\n";
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {credentials: \"[default]\\naws_access_key_id = AKIDX\\naws_secret_access_key = SECRETX\\n\"}\n";
+        let p = problems(&format!("{BASE}{aws}{secret}"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("has no `[prod]` profile"), "{p:?}");
+        assert!(
+            !p[0].contains("SECRETX") && !p[0].contains("AKIDX"),
+            "{p:?}"
+        );
+        let ok = secret.replace("[default]", "[prod]");
+        assert!(problems(&format!("{BASE}{aws}{ok}")).is_empty());
+    }
+
+    #[test]
     fn two_policies_for_one_backend_are_refused() {
         let p = problems(&format!("{BASE}{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{apiKey: k}}\n", policy("p1", "s"), policy("p2", "s")));
         assert_eq!(p.len(), 1, "{p:?}");
