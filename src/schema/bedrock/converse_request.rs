@@ -323,8 +323,17 @@ fn thinking(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
     let Some(effort) = chat.reasoning_effort.as_deref() else {
         return Ok(None);
     };
-    Ok(chat::thinking_budget(effort)?
-        .map(|budget| json!({"type": "enabled", "budget_tokens": budget})))
+    let Some(budget) = chat::thinking_budget(effort)? else {
+        return Ok(None);
+    };
+    // Claude on Bedrock refuses a budget that leaves no room for the answer; say so
+    // plainly. Without a client limit the model's default applies (as the recording shows).
+    if let Some(max) = chat.max_output_tokens().filter(|max| budget >= *max) {
+        return Err(ApiError::Unprocessable(format!(
+            "`reasoning_effort: {effort}` asks {PROVIDER} for a thinking budget of {budget} tokens, which must be below `max_completion_tokens` ({max})"
+        )));
+    }
+    Ok(Some(json!({"type": "enabled", "budget_tokens": budget})))
 }
 
 fn output_config(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
@@ -454,6 +463,11 @@ mod tests {
         )
         .unwrap();
         assert!(b.get("additionalModelRequestFields").is_none());
+        let e = body(
+            r#"{"model":"m","reasoning_effort":"high","max_tokens":1000,"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 422);
     }
 
     #[test]

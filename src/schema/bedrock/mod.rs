@@ -34,7 +34,8 @@
 //! - `max_completion_tokens` (or `max_tokens`), `temperature`, `top_p`, `stop` →
 //!   `inferenceConfig`.
 //! - `reasoning_effort` → `additionalModelRequestFields.thinking` with the budget of
-//!   [`chat::thinking_budget`]; `none` sends no thinking.
+//!   [`chat::thinking_budget`]; `none` sends no thinking; a budget not below the
+//!   client's `max_completion_tokens` is 422.
 //! - `response_format`: `text` is dropped; `json_schema` → `outputConfig.textFormat`
 //!   (Bedrock structured outputs); `json_object` is 422 (Converse has no schema-less
 //!   JSON mode).
