@@ -48,16 +48,10 @@ class Refused(Exception):
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-class _Fake:
-    """A provider on loopback: `check` refuses what the real one refuses, `answer` replays."""
+class _Loopback:
+    """An HTTP service on a free loopback port, serving `_handler()` on a thread."""
 
-    def __init__(self):
-        self.requests = []  # accepted: dict(path, headers, body (parsed JSON))
-        self.rejected = []  # refused: (status, body)
-        self.fail = None  # (status, body bytes, headers): answer every request so
-        self.gzip = False  # gzip answers when the client accepts it
-        self.chunk_size = 0  # stream answers in pieces of this many bytes (0: per event)
-        self.corrupt_gzip = False  # with gzip: send bytes that are not gzip under that header
+    def _serve(self):
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -69,6 +63,19 @@ class _Fake:
     def stop(self):
         self._server.shutdown()
         self._server.server_close()
+
+
+class _Fake(_Loopback):
+    """A provider on loopback: `check` refuses what the real one refuses, `answer` replays."""
+
+    def __init__(self):
+        self.requests = []  # accepted: dict(path, headers, body (parsed JSON))
+        self.rejected = []  # refused: (status, body)
+        self.fail = None  # (status, body bytes, headers): answer every request so
+        self.gzip = False  # gzip answers when the client accepts it
+        self.chunk_size = 0  # stream answers in pieces of this many bytes (0: per event)
+        self.corrupt_gzip = False  # with gzip: send bytes that are not gzip under that header
+        self._serve()
 
     def last(self):
         with self._lock:
@@ -347,7 +354,7 @@ def _b64url(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class GoogleTokenFake:
+class GoogleTokenFake(_Loopback):
     """oauth2.googleapis.com/token for service accounts (the jwt-bearer grant).
 
     Checks what Google checks: a form body with grant_type jwt-bearer and an `assertion`
@@ -368,21 +375,11 @@ class GoogleTokenFake:
         self.assertions = []  # every assertion received, accepted or not
         self.expiry = {}  # access token → when it stops being accepted (time.time())
         self.fail = None  # (status, body dict): refuse every exchange with this
-        self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def port(self):
-        return self._server.server_address[1]
+        self._serve()
 
     @property
     def token_uri(self):
         return f"http://127.0.0.1:{self.port}/token"
-
-    def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
 
     def count(self):
         with self._lock:
