@@ -63,3 +63,15 @@ def test_misspelt_field_gets_did_you_mean(tmp_path):
     assert r.returncode == 1
     assert "spec.rules[0].backendRef: unknown field `backendRef`" in r.stderr
     assert "did you mean `backendRefs`?" in r.stderr
+
+
+def test_credential_override_is_refused_not_ignored(tmp_path):
+    """Ignoring it would send the configured key where the operator asked for the caller's."""
+    policy = backend_yaml("openai", "OpenAI", 9, policy="APIKey").replace(
+        "  type: APIKey\n",
+        "  type: APIKey\n  credentialOverride:\n    fromRequestHeaders:\n      fallbackToConfigured: false\n")
+    path = write_config(tmp_path, policy, route_yaml("r", [("m", [("openai", 0, None)])]))
+    r = check(path)
+    assert r.returncode == 1, r.stdout
+    assert "spec.credentialOverride" in r.stderr and "not supported" in r.stderr
+    assert "openai-policy" in r.stderr

@@ -91,3 +91,38 @@ def test_a_request_without_a_body_phase_cannot_route_itself(gateway_factory, ope
         ("x-llm-extproc-backend", "openai.default"), ("authorization", "Bearer sk-client")])
     assert status is not None and status != "200", body
     assert openai_fake.requests == [] and openai_fake.rejected == []
+
+
+def test_dot_segment_models_never_become_a_path(gateway_factory, azure_fake, bedrock_fake):
+    """`.` and `..` as a model would move an Azure deployment path or a signed Bedrock path."""
+    from harness import aws_credentials_file
+
+    any_model = """apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: any, namespace: default}
+spec:
+  rules:
+    - matches: [{headers: [{type: RegularExpression, name: x-ai-eg-model, value: "a.*"}]}]
+      backendRefs: [{name: azure}]
+    - matches: [{headers: [{type: RegularExpression, name: x-ai-eg-model, value: ".*"}]}]
+      backendRefs: [{name: bedrock}]
+"""
+    gw = gateway_factory(
+        backend_yaml("azure", "AzureOpenAI", azure_fake.port, policy="AzureAPIKey", key="azure-secret-key",
+                     version="2025-01-01-preview"),
+        backend_yaml("bedrock", "AWSBedrock", bedrock_fake.port, policy="AWSCredentials", key=aws_credentials_file()),
+        any_model,
+    )
+    for model in [".", "..", "a/../..", "a/%2e%2e"]:
+        r = httpx.post(gw.url + "/v1/chat/completions", timeout=10,
+                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        if model in (".", ".."):
+            assert r.status_code == 400, (model, r.text)
+            assert "is not a model name" in r.json()["error"]["message"]
+        else:
+            # Any other model stays one encoded segment: the fakes only see their own paths.
+            assert r.status_code in (200, 404), (model, r.text)
+    for fake in (azure_fake, bedrock_fake):
+        for seen in fake.requests:
+            segments = seen["path"].split("?")[0].split("/")
+            assert "." not in segments and ".." not in segments, seen["path"]

@@ -151,6 +151,13 @@ pub fn validate_model(model: &str) -> Result<(), ApiError> {
             "`model` contains {c:?}; model names are printable ASCII without spaces"
         )));
     }
+    // `.` and `..` are dot-segments: as a path segment (Azure deployments, Bedrock model
+    // ids) they would move the request to another path, and a signature with it.
+    if matches!(model, "." | "..") {
+        return Err(ApiError::BadRequest(format!(
+            "`model` `{model}` is not a model name"
+        )));
+    }
     Ok(())
 }
 
@@ -201,6 +208,8 @@ mod tests {
             r#"{"model":""}"#,
             r#"{"model":"a\r\nx-injected: 1"}"#,
             r#"{"model":"a b"}"#,
+            r#"{"model":"."}"#,
+            r#"{"model":".."}"#,
             r#"{"model":"m","model":"n"}"#,
         ] {
             let status = parse(body).map(|_| 200).unwrap_or_else(|e| e.status());

@@ -168,6 +168,18 @@ fn resolve_policies(
     for doc in &res.policies {
         let w = what("BackendSecurityPolicy", doc);
         let spec = &doc.spec;
+        if spec.credential_override.is_some() {
+            // Refused, never ignored: ignoring it would send the configured credential
+            // where the operator asked for the caller's (or for a 401 without one).
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                "spec.credentialOverride",
+                "per-request credentials (credentialOverride) are not supported by llm-extproc".into(),
+                "remove credentialOverride; the policy's configured credential is then used for every request".into(),
+            ));
+            continue;
+        }
         let credential: Option<Arc<dyn Credential>> = match spec.policy_type.as_str() {
             "APIKey" => api_key_secret(
                 res,

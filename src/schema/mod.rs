@@ -198,8 +198,12 @@ pub fn join_path(prefix: &str, suffix: &str) -> String {
 
 /// Percent-encodes a value (a model id) as one path segment: everything but unreserved
 /// characters and `@` (Vertex model versions, `claude-x@20250514`) is encoded, so `/`,
-/// `:` and `?` cannot change the path's meaning.
+/// `:` and `?` cannot change the path's meaning. The dot-segments `.` and `..` (refused as
+/// model names, but a segment must never depend on that) are encoded as `%2E`.
 pub fn path_segment(value: &str) -> String {
+    if value == "." || value == ".." {
+        return "%2E".repeat(value.len());
+    }
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
@@ -215,4 +219,18 @@ pub fn messages_not_served(provider: &str) -> ApiError {
     ApiError::Unprocessable(format!(
         "{provider} does not serve Anthropic's Messages API; send OpenAI chat completions to this model"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn a_model_id_stays_one_path_segment() {
+        assert_eq!(path_segment("claude-x@20250514"), "claude-x@20250514");
+        assert_eq!(path_segment("a/../b?c"), "a%2F..%2Fb%3Fc");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("."), "%2E");
+        assert_eq!(path_segment("..."), "...");
+    }
 }
