@@ -8,11 +8,11 @@ mod config;
 mod echo;
 mod envoy;
 mod extproc;
+mod framing;
 mod metrics;
 mod run;
 mod schema;
 mod server;
-mod sse;
 mod usage;
 
 use std::path::PathBuf;

@@ -27,12 +27,12 @@ pub fn response_body(interaction: &Value) -> Vec<u8> {
 
 /// The JSON `data:` payloads of a recorded SSE body, in order.
 pub fn sse_payloads(body: &[u8]) -> Vec<Value> {
-    let mut splitter = crate::sse::SseSplitter::default();
+    let mut splitter = crate::framing::sse::SseSplitter::default();
     let mut events = splitter.push(body);
     events.extend(splitter.finish());
     events
         .iter()
-        .filter_map(|e| crate::sse::event_data(e))
+        .filter_map(|e| crate::framing::sse::event_data(e))
         .filter_map(|d| serde_json::from_str(&d).ok())
         .collect()
 }
@@ -56,11 +56,11 @@ pub struct Assembled {
 /// rely on: a tool call's first delta has its id and name, its index stays.
 pub fn reassemble(sse: &[u8]) -> Assembled {
     let mut a = Assembled::default();
-    let mut splitter = crate::sse::SseSplitter::default();
+    let mut splitter = crate::framing::sse::SseSplitter::default();
     let mut events = splitter.push(sse);
     events.extend(splitter.finish());
     for (n, raw) in events.iter().enumerate() {
-        let data = crate::sse::event_data(raw).expect("every event has data");
+        let data = crate::framing::sse::event_data(raw).expect("every event has data");
         if data == "[DONE]" {
             a.done = true;
             continue;

@@ -5,24 +5,12 @@
 //! [`REGISTRY`]; the ext_proc state machine never changes for it.
 
 pub mod anthropic;
-pub mod anthropic_native;
-pub mod anthropic_request;
-pub mod anthropic_response;
-pub mod aws_anthropic;
-pub mod aws_eventstream;
-pub mod azure_openai;
 pub mod bedrock;
 pub mod chat;
 pub mod completion;
 pub mod embeddings;
-pub mod gcp_vertex;
-pub mod gemini_request;
-pub mod gemini_response;
-pub mod gemini_types;
-pub mod google_error;
 pub mod openai;
-pub mod openai_response;
-pub mod vertex_embeddings;
+pub mod vertex;
 
 #[cfg(test)]
 pub mod fixtures;
@@ -140,10 +128,10 @@ type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;
 /// recognised but not yet served: its backends answer 503 naming what is missing.
 pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
     ("OpenAI", Some(openai::OpenAi::build)),
-    ("AzureOpenAI", Some(azure_openai::AzureOpenAi::build)),
+    ("AzureOpenAI", Some(openai::azure::AzureOpenAi::build)),
     ("AWSBedrock", Some(bedrock::Bedrock::build)),
-    ("AWSAnthropic", Some(aws_anthropic::AwsAnthropic::build)),
-    ("GCPVertexAI", Some(gcp_vertex::GcpVertexAi::build)),
+    ("AWSAnthropic", Some(bedrock::AwsAnthropic::build)),
+    ("GCPVertexAI", Some(vertex::GcpVertexAi::build)),
     ("GCPAnthropic", Some(anthropic::GcpAnthropic::build)),
     ("Anthropic", Some(anthropic::Anthropic::build)),
     ("Cohere", None),
@@ -182,7 +170,7 @@ impl BackendSchema for NotYetServed {
         })
     }
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
-        Box::new(openai_response::OpenAiResponse::new(request, false))
+        Box::new(openai::response::OpenAiResponse::new(request, false))
     }
 }
 

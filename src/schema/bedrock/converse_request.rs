@@ -362,7 +362,7 @@ fn output_config(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
 mod tests {
     use super::*;
     use crate::api::{ApiKind, ClientRequest};
-    use crate::schema::aws_eventstream::testing::fixture;
+    use crate::framing::aws_eventstream::testing::fixture;
     use bytes::Bytes;
 
     fn body(request: &str) -> Result<Value, ApiError> {

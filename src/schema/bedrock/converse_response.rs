@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{json, Value};
 
 use crate::api::ClientRequest;
-use crate::schema::aws_eventstream::{EventStreamDecoder, Frame, MessageType};
+use crate::framing::aws_eventstream::{EventStreamDecoder, Frame, MessageType};
 use crate::schema::completion::{
     generated_id, now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut,
 };
@@ -297,7 +297,7 @@ impl ResponseTranslator for ConverseResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::schema::aws_eventstream::testing::{encode, fixture, recorded_body};
+    use crate::framing::aws_eventstream::testing::{encode, fixture, recorded_body};
     use bytes::Bytes;
     use proptest::prelude::*;
 

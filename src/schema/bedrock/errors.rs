@@ -112,7 +112,7 @@ pub fn exception_message(name: &str, payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::aws_eventstream::testing::fixture;
+    use crate::framing::aws_eventstream::testing::fixture;
 
     fn recorded(name: &str) -> (ResponseHead, Vec<u8>) {
         let f = fixture(name);

@@ -494,7 +494,7 @@ fn additional_fields(r: &MessagesRequest, beta: Option<&str>) -> Map<String, Val
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::schema::aws_eventstream::testing::fixture;
+    use crate::framing::aws_eventstream::testing::fixture;
     use bytes::Bytes;
 
     fn body_with_beta(request: &str, beta: Option<&str>) -> Result<Value, ApiError> {

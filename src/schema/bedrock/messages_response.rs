@@ -181,7 +181,7 @@ impl ResponseTranslator for MessagesResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::schema::aws_eventstream::testing::fixture;
+    use crate::framing::aws_eventstream::testing::fixture;
     use bytes::Bytes;
 
     fn translator() -> MessagesResponse {

@@ -20,7 +20,7 @@
 use serde_json::{json, Value};
 
 use crate::api::error::anthropic_error_type;
-use crate::schema::aws_eventstream::{EventStreamDecoder, Frame, MessageType};
+use crate::framing::aws_eventstream::{EventStreamDecoder, Frame, MessageType};
 use crate::usage::Usage;
 
 use super::converse_types::{
@@ -386,7 +386,7 @@ fn thinking() -> Kind {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::schema::aws_eventstream::testing::{encode, recorded_body};
+    use crate::framing::aws_eventstream::testing::{encode, recorded_body};
     use proptest::prelude::*;
 
     /// Runs `body` through a fresh stream translator, cut at `cuts`.

@@ -63,6 +63,7 @@
 //! and `model` is the client's. Bedrock errors (`{"message"}` plus `x-amzn-errortype`)
 //! become OpenAI error bodies with the AWS error type as `code`.
 
+mod anthropic_invoke;
 mod converse_request;
 mod converse_response;
 mod converse_types;
@@ -71,6 +72,8 @@ mod messages_request;
 mod messages_response;
 mod messages_stream;
 mod titan_embeddings;
+
+pub use anthropic_invoke::AwsAnthropic;
 
 use std::sync::Arc;
 
@@ -155,7 +158,7 @@ impl BackendSchema for Bedrock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::aws_eventstream::testing::fixture;
+    use crate::framing::aws_eventstream::testing::fixture;
     use bytes::Bytes;
 
     fn request(api: ApiKind, body: &str) -> ClientRequest {

@@ -170,7 +170,7 @@ impl ResponseTranslator for TitanResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::schema::aws_eventstream::testing::fixture;
+    use crate::framing::aws_eventstream::testing::fixture;
     use base64::Engine;
     use bytes::Bytes;
 

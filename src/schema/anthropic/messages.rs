@@ -11,20 +11,18 @@
 //!
 //! The answers are Anthropic's already: they pass unchanged and are read for usage
 //! ([`AnthropicMeter`]); Bedrock's event-stream is unwrapped into Anthropic's SSE
-//! ([`InvokeStreamAsSse`]). Errors that are not Anthropic-shaped are made so.
+//! (`bedrock::anthropic_invoke::InvokeStreamAsSse`). Errors that are not Anthropic-shaped
+//! are made so.
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::anthropic_response::{AnthropicUsage, Counts};
-use super::aws_anthropic::chunk_event;
-use super::aws_eventstream::{EventStreamDecoder, MessageType};
-use super::bedrock::errors;
-use super::google_error::GoogleError;
-use super::{ResponseHead, ResponseTranslator, UnreadableAnswer};
-use crate::api::error::{anthropic_error_body, anthropic_error_type};
+use crate::api::error::anthropic_error_body;
 use crate::api::{ApiError, ClientRequest};
-use crate::sse::{event_data, SseSplitter};
+use crate::framing::sse::{event_data, SseSplitter};
+use crate::schema::anthropic::response::{AnthropicUsage, Counts};
+use crate::schema::vertex::error::GoogleError;
+use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
 
 /// Where a hosted Messages API differs from Anthropic's own.
@@ -110,7 +108,8 @@ impl ResponseTranslator for AnthropicMeter {
     }
 
     fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
-        anthropic_shaped_error(head, body)
+        // Claude on Vertex AI: the Google front end answers some errors itself.
+        anthropic_shaped_error(head, body, |_| Some(GoogleError::parse(body)?.message))
     }
 
     fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
@@ -145,139 +144,27 @@ impl ResponseTranslator for AnthropicMeter {
     }
 }
 
-/// A provider error for a Messages client: an Anthropic error passes (None); a Bedrock
-/// or Google (Vertex front end) error keeps its message under Anthropic's type for the
-/// status.
-fn anthropic_shaped_error(head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
+/// A provider error for a Messages client: an Anthropic error passes (None); another
+/// host's error (`foreign_message` reads its message) keeps its message under
+/// Anthropic's type for the status.
+pub fn anthropic_shaped_error(
+    head: &ResponseHead,
+    body: &[u8],
+    foreign_message: impl FnOnce(&Value) -> Option<String>,
+) -> Option<Vec<u8>> {
     let v: Value = serde_json::from_slice(body).ok()?;
     if v.get("type").and_then(Value::as_str) == Some("error") {
         return None;
     }
-    let message = match errors::aws_message(&v) {
-        Some(m) => m.to_string(),
-        None => GoogleError::parse(body)?.message,
-    };
-    Some(anthropic_error_body(head.status, &message))
+    Some(anthropic_error_body(head.status, &foreign_message(&v)?))
 }
 
-/// Bedrock's InvokeModelWithResponseStream for a Messages client: each `chunk` event's
-/// Anthropic event becomes the SSE event Anthropic itself would have sent.
-pub struct InvokeStreamAsSse {
-    frames: EventStreamDecoder,
-    meter: AnthropicMeter,
-    ended: bool,
-}
-
-impl InvokeStreamAsSse {
-    pub fn new() -> Self {
-        InvokeStreamAsSse {
-            frames: EventStreamDecoder::new(),
-            meter: AnthropicMeter::new(),
-            ended: false,
-        }
-    }
-
-    fn sse(out: &mut Vec<u8>, kind: &str, data: &[u8]) {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\n\n");
-    }
-
-    fn error(&mut self, out: &mut Vec<u8>, status: u16, message: &str) {
-        if !self.ended {
-            let body = json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}});
-            Self::sse(out, "error", body.to_string().as_bytes());
-            self.ended = true;
-        }
-    }
-
-    fn chunk(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        if self.ended {
-            // After `message_stop` or an error event nothing more is the client's.
-            return;
-        }
-        let Some(event) = chunk_event(payload) else {
-            return self.error(
-                out,
-                502,
-                "the provider sent a stream chunk that could not be read",
-            );
-        };
-        self.meter.observe(&event);
-        let kind = serde_json::from_slice::<Observed>(&event)
-            .map(|o| o.kind)
-            .unwrap_or_default();
-        if kind == "message_stop" {
-            self.ended = true;
-        }
-        Self::sse(out, if kind.is_empty() { "message" } else { &kind }, &event);
-    }
-}
-
-impl Default for InvokeStreamAsSse {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ResponseTranslator for InvokeStreamAsSse {
-    fn stream_content_type(&self) -> &'static str {
-        "application/vnd.amazon.eventstream"
-    }
-
-    fn rewrites_body(&self) -> bool {
-        true
-    }
-
-    fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
-        anthropic_shaped_error(head, body)
-    }
-
-    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
-        // InvokeModel's unary answer is Anthropic's message as it is.
-        self.meter.observe(body);
-        Ok(None)
-    }
-
-    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        for frame in self.frames.feed(chunk, end_of_stream) {
-            match frame {
-                Ok(f) if f.message_type == MessageType::Event && f.name == "chunk" => {
-                    self.chunk(&f.payload, &mut out)
-                }
-                Ok(f) if f.message_type == MessageType::Event => {}
-                Ok(f) => {
-                    let status = errors::exception_status(&f.name);
-                    let message = errors::exception_message(&f.name, &f.payload);
-                    self.error(&mut out, status, &message);
-                }
-                Err(e) => self.error(&mut out, 502, &e.to_string()),
-            }
-        }
-        if end_of_stream && !self.ended {
-            self.error(
-                &mut out,
-                502,
-                "the provider's stream ended before the answer was finished",
-            );
-        }
-        Some(out)
-    }
-
-    fn usage(&self) -> Usage {
-        self.meter.usage()
-    }
-
-    fn response_model(&self) -> Option<&str> {
-        self.meter.response_model()
-    }
-
-    fn saw_output(&self) -> bool {
-        self.meter.saw_output()
-    }
+/// The `type` of an Anthropic message or stream event (`message_start`, …).
+pub fn event_type(json: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Observed>(json)
+        .ok()
+        .map(|o| o.kind)
+        .filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]
@@ -286,7 +173,7 @@ mod tests {
     use crate::api::ApiKind;
     use crate::schema::fixtures::{load, response_body, sse_payloads};
     use bytes::Bytes;
-    use proptest::prelude::*;
+    use serde_json::json;
 
     fn request(body: &str, beta: Option<&str>) -> ClientRequest {
         let mut r = ClientRequest::parse(ApiKind::Messages, Bytes::from(body.to_string())).unwrap();
@@ -331,52 +218,5 @@ mod tests {
         assert_eq!(m.usage().cached_input, read);
         assert!(m.usage().input >= read + start["input_tokens"].as_u64().unwrap());
         assert_eq!(m.response_model(), events[0]["message"]["model"].as_str());
-    }
-
-    fn reframe(body: &[u8], cuts: &[usize]) -> Vec<u8> {
-        let mut t = InvokeStreamAsSse::new();
-        let mut out = Vec::new();
-        let mut from = 0;
-        for &cut in cuts.iter().chain([&body.len()]) {
-            let cut = cut.clamp(from, body.len());
-            out.extend(t.stream_chunk(&body[from..cut], cut == body.len()).unwrap());
-            from = cut;
-        }
-        out
-    }
-
-    #[test]
-    fn bedrock_stream_becomes_the_sse_anthropic_sends() {
-        let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
-        let out = reframe(&body, &[]);
-        let events = sse_payloads(&out);
-        let mut frames = EventStreamDecoder::new();
-        let inner: Vec<Value> = frames
-            .push(&body)
-            .into_iter()
-            .map(|f| serde_json::from_slice(&chunk_event(&f.unwrap().payload).unwrap()).unwrap())
-            .collect();
-        assert_eq!(events, inner);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("event: message_start\ndata: "));
-        assert!(text.ends_with("\n\n") && !text.contains("event: error"));
-    }
-
-    #[test]
-    fn cut_bedrock_stream_ends_with_an_anthropic_error_event() {
-        let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
-        let out = String::from_utf8(reframe(&body[..body.len() / 2], &[])).unwrap();
-        assert!(out.contains("event: error\ndata: {\"error\":{\"message\""));
-    }
-
-    proptest! {
-        #[test]
-        fn reframing_is_split_invariant(cuts in proptest::collection::vec(0usize..12000, 0..6), noise in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
-            let mut cuts = cuts;
-            cuts.sort();
-            prop_assert_eq!(reframe(&body, &cuts), reframe(&body, &[]));
-            reframe(&noise, &cuts);
-        }
     }
 }

@@ -2,19 +2,23 @@
 //! Anthropic's API (`/v1/messages`) or on Vertex AI (`…/publishers/anthropic/models/
 //! {model}:rawPredict`, `:streamRawPredict`; the GCP credential adds the project and
 //! region prefix). OpenAI chat completions are translated; Anthropic Messages requests
-//! (Anthropic SDK clients) pass as [`super::anthropic_native`] describes. Anthropic has no
+//! (Anthropic SDK clients) pass as [`messages`] describes. Anthropic has no
 //! embeddings or legacy completions API.
+
+pub mod messages;
+pub mod request;
+pub mod response;
 
 use std::sync::Arc;
 
-use super::anthropic_native::{hosted_body, AnthropicMeter, Hosting};
-use super::anthropic_request::{messages_body, Flavor};
-use super::anthropic_response::AnthropicResponse;
-use super::chat::ChatRequest;
-use super::openai::openai_body;
-use super::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
+use crate::schema::anthropic::messages::{hosted_body, AnthropicMeter, Hosting};
+use crate::schema::anthropic::request::{messages_body, Flavor};
+use crate::schema::anthropic::response::AnthropicResponse;
+use crate::schema::chat::ChatRequest;
+use crate::schema::openai::openai_body;
+use crate::schema::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 /// The translator for an answer to `request`: Messages answers pass, read for usage.
 fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {

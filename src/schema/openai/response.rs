@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::ClientRequest;
-use crate::sse::{event_data, SseSplitter};
+use crate::framing::sse::{event_data, SseSplitter};
 use crate::usage::Usage;
 
-use super::{ResponseTranslator, UnreadableAnswer};
+use crate::schema::{ResponseTranslator, UnreadableAnswer};
 
 pub struct OpenAiResponse {
     hide_usage: bool,

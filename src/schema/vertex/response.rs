@@ -10,14 +10,14 @@
 
 use crate::api::ClientRequest;
 use crate::config::resolve::parse_rfc3339;
+use crate::framing::sse::{event_data, SseSplitter};
 use crate::schema::UnreadableAnswer;
-use crate::sse::{event_data, SseSplitter};
 use crate::usage::Usage;
 
-use super::completion::{generated_id, now_unix, ChunkWriter, Completion, FinishReason};
-use super::gemini_types::{CallIds, GenerateContentResponse};
-use super::google_error::translate_error;
-use super::{ResponseHead, ResponseTranslator};
+use crate::schema::completion::{generated_id, now_unix, ChunkWriter, Completion, FinishReason};
+use crate::schema::vertex::error::translate_error;
+use crate::schema::vertex::types::{CallIds, GenerateContentResponse};
+use crate::schema::{ResponseHead, ResponseTranslator};
 
 pub struct GeminiChatResponse {
     /// The model asked for, reported when Gemini names no `modelVersion`.
@@ -204,5 +204,5 @@ impl ResponseTranslator for GeminiChatResponse {
 }
 
 #[cfg(test)]
-#[path = "gemini_response_tests.rs"]
+#[path = "response_tests.rs"]
 mod tests;

@@ -13,9 +13,9 @@ use serde_json::{json, Map, Value};
 use crate::api::{ApiError, ClientRequest};
 use crate::usage::Usage;
 
-use super::gemini_request::PROVIDER;
-use super::google_error::translate_error;
-use super::{ResponseHead, ResponseTranslator};
+use crate::schema::vertex::error::translate_error;
+use crate::schema::vertex::request::PROVIDER;
+use crate::schema::{ResponseHead, ResponseTranslator};
 
 #[derive(Deserialize)]
 struct EmbeddingsRequest {
@@ -50,7 +50,7 @@ impl EmbeddingsRequest {
     }
 
     fn base64(&self) -> Result<bool, ApiError> {
-        super::embeddings::wants_base64(self.encoding_format.as_deref())
+        crate::schema::embeddings::wants_base64(self.encoding_format.as_deref())
     }
 }
 
@@ -117,7 +117,7 @@ impl VertexEmbeddingsResponse {
     }
 
     fn embedding(&self, values: &[f64]) -> Value {
-        super::embeddings::vector_json(values, self.base64)
+        crate::schema::embeddings::vector_json(values, self.base64)
     }
 
     fn translate(&mut self, response: &PredictResponse) -> Vec<u8> {

@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::ApiError;
 
-use super::chat::{
+use crate::schema::chat::{
     thinking_budget, ChatRequest, Image, ImageUrl, Message, Part, ResponseFormat, Role, ToolChoice,
 };
 

@@ -33,18 +33,24 @@
 //!   when the client asked for it), `parallel_tool_calls` (Gemini decides itself
 //!   whether to call functions in parallel), `logit_bias`.
 
+pub mod embeddings;
+pub mod error;
+pub mod request;
+pub mod response;
+pub mod types;
+
 use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
-use super::chat::ChatRequest;
-use super::gemini_request::{generate_content_request, PROVIDER};
-use super::gemini_response::GeminiChatResponse;
-use super::openai_response::OpenAiResponse;
-use super::path_segment;
-use super::vertex_embeddings::{predict_request, VertexEmbeddingsResponse};
-use super::{messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
+use crate::schema::chat::ChatRequest;
+use crate::schema::openai::response::OpenAiResponse;
+use crate::schema::path_segment;
+use crate::schema::vertex::embeddings::{predict_request, VertexEmbeddingsResponse};
+use crate::schema::vertex::request::{generate_content_request, PROVIDER};
+use crate::schema::vertex::response::GeminiChatResponse;
+use crate::schema::{messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct GcpVertexAi;
@@ -122,5 +128,5 @@ impl BackendSchema for GcpVertexAi {
 }
 
 #[cfg(test)]
-#[path = "gcp_vertex_tests.rs"]
+#[path = "tests.rs"]
 mod tests;

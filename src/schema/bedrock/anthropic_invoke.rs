@@ -4,7 +4,7 @@
 //! `anthropic_version: bedrock-2023-05-31` instead of a model. The stream is Bedrock's
 //! binary event-stream whose `chunk` events carry Anthropic's stream events, base64
 //! encoded; they go through the same translator as Anthropic's own SSE. Request rules
-//! are those of [`super::anthropic_request`]; Bedrock takes images only inline, and the
+//! are those of [`crate::schema::anthropic::request`]; Bedrock takes images only inline, and the
 //! body has no `stream` field (the operation says it).
 
 use crate::schema::UnreadableAnswer;
@@ -13,16 +13,19 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::Value;
 
-use super::anthropic_native::{hosted_body, Hosting, InvokeStreamAsSse};
-use super::anthropic_request::{messages_body, Flavor};
-use super::anthropic_response::AnthropicResponse;
-use super::aws_eventstream::{EventStreamDecoder, MessageType};
-use super::bedrock::errors;
-use super::chat::ChatRequest;
-use super::path_segment;
-use super::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
+use crate::api::error::anthropic_error_body;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
+use crate::framing::aws_eventstream::{EventStreamDecoder, MessageType};
+use crate::schema::anthropic::messages::{
+    anthropic_shaped_error, event_type, hosted_body, AnthropicMeter, Hosting,
+};
+use crate::schema::anthropic::request::{messages_body, Flavor};
+use crate::schema::anthropic::response::AnthropicResponse;
+use crate::schema::bedrock::errors;
+use crate::schema::chat::ChatRequest;
+use crate::schema::path_segment;
+use crate::schema::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
 use crate::usage::Usage;
 
 const FLAVOR: Flavor = Flavor {
@@ -174,6 +177,123 @@ impl ResponseTranslator for InvokeResponse {
     }
 }
 
+/// Bedrock's InvokeModelWithResponseStream for a Messages client: each `chunk` event's
+/// Anthropic event becomes the SSE event Anthropic itself would have sent.
+pub struct InvokeStreamAsSse {
+    frames: EventStreamDecoder,
+    meter: AnthropicMeter,
+    ended: bool,
+}
+
+impl InvokeStreamAsSse {
+    pub fn new() -> Self {
+        InvokeStreamAsSse {
+            frames: EventStreamDecoder::new(),
+            meter: AnthropicMeter::new(),
+            ended: false,
+        }
+    }
+
+    fn sse(out: &mut Vec<u8>, kind: &str, data: &[u8]) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn error(&mut self, out: &mut Vec<u8>, status: u16, message: &str) {
+        if !self.ended {
+            Self::sse(out, "error", &anthropic_error_body(status, message));
+            self.ended = true;
+        }
+    }
+
+    fn chunk(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        if self.ended {
+            // After `message_stop` or an error event nothing more is the client's.
+            return;
+        }
+        let Some(event) = chunk_event(payload) else {
+            return self.error(
+                out,
+                502,
+                "the provider sent a stream chunk that could not be read",
+            );
+        };
+        self.meter.observe(&event);
+        let kind = event_type(&event).unwrap_or_default();
+        if kind == "message_stop" {
+            self.ended = true;
+        }
+        Self::sse(out, if kind.is_empty() { "message" } else { &kind }, &event);
+    }
+}
+
+impl Default for InvokeStreamAsSse {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResponseTranslator for InvokeStreamAsSse {
+    fn stream_content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
+    }
+
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
+    fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
+        anthropic_shaped_error(head, body, |v| errors::aws_message(v).map(str::to_string))
+    }
+
+    fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
+        // InvokeModel's unary answer is Anthropic's message as it is.
+        self.meter.observe(body);
+        Ok(None)
+    }
+
+    fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for frame in self.frames.feed(chunk, end_of_stream) {
+            match frame {
+                Ok(f) if f.message_type == MessageType::Event && f.name == "chunk" => {
+                    self.chunk(&f.payload, &mut out)
+                }
+                Ok(f) if f.message_type == MessageType::Event => {}
+                Ok(f) => {
+                    let status = errors::exception_status(&f.name);
+                    let message = errors::exception_message(&f.name, &f.payload);
+                    self.error(&mut out, status, &message);
+                }
+                Err(e) => self.error(&mut out, 502, &e.to_string()),
+            }
+        }
+        if end_of_stream && !self.ended {
+            self.error(
+                &mut out,
+                502,
+                "the provider's stream ended before the answer was finished",
+            );
+        }
+        Some(out)
+    }
+
+    fn usage(&self) -> Usage {
+        self.meter.usage()
+    }
+
+    fn response_model(&self) -> Option<&str> {
+        self.meter.response_model()
+    }
+
+    fn saw_output(&self) -> bool {
+        self.meter.saw_output()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +390,7 @@ mod tests {
 
     #[test]
     fn exception_frame_ends_the_stream_with_an_error() {
-        let frame = crate::schema::aws_eventstream::testing::encode(
+        let frame = crate::framing::aws_eventstream::testing::encode(
             "exception",
             "throttlingException",
             br#"{"message":"Too many requests"}"#,
@@ -292,6 +412,60 @@ mod tests {
             prop_assert_eq!(strip(translate(&body, &cuts)), strip(translate(&body, &[])));
             prop_assert_eq!(reassemble(&translate(&body, &cuts)), reassemble(&translate(&body, &[])));
             translate(&noise, &cuts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod messages_stream_tests {
+    use super::*;
+    use crate::schema::fixtures::{load, response_body, sse_payloads};
+    use proptest::prelude::*;
+
+    fn reframe(body: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut t = InvokeStreamAsSse::new();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&body.len()]) {
+            let cut = cut.clamp(from, body.len());
+            out.extend(t.stream_chunk(&body[from..cut], cut == body.len()).unwrap());
+            from = cut;
+        }
+        out
+    }
+
+    #[test]
+    fn bedrock_stream_becomes_the_sse_anthropic_sends() {
+        let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
+        let out = reframe(&body, &[]);
+        let events = sse_payloads(&out);
+        let mut frames = EventStreamDecoder::new();
+        let inner: Vec<Value> = frames
+            .push(&body)
+            .into_iter()
+            .map(|f| serde_json::from_slice(&chunk_event(&f.unwrap().payload).unwrap()).unwrap())
+            .collect();
+        assert_eq!(events, inner);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: message_start\ndata: "));
+        assert!(text.ends_with("\n\n") && !text.contains("event: error"));
+    }
+
+    #[test]
+    fn cut_bedrock_stream_ends_with_an_anthropic_error_event() {
+        let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
+        let out = String::from_utf8(reframe(&body[..body.len() / 2], &[])).unwrap();
+        assert!(out.contains("event: error\ndata: {\"error\":{\"message\""));
+    }
+
+    proptest! {
+        #[test]
+        fn reframing_is_split_invariant(cuts in proptest::collection::vec(0usize..12000, 0..6), noise in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
+            let mut cuts = cuts;
+            cuts.sort();
+            prop_assert_eq!(reframe(&body, &cuts), reframe(&body, &[]));
+            reframe(&noise, &cuts);
         }
     }
 }

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::usage::Usage;
 
-use super::completion::{FinishReason, ToolCallOut};
-use super::google_error::GoogleError;
+use crate::schema::completion::{FinishReason, ToolCallOut};
+use crate::schema::vertex::error::GoogleError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -1,13 +1,18 @@
 //! The `OpenAI` schema: the client's body passes through byte for byte, under the
 //! backend's path prefix (default `/v1`).
 
+pub mod azure;
+pub mod response;
+
 use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
-use super::openai_response::OpenAiResponse;
-use super::{join_path, messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
+use crate::schema::openai::response::OpenAiResponse;
+use crate::schema::{
+    join_path, messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest,
+};
 
 #[derive(Debug)]
 pub struct OpenAi {

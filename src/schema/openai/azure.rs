@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
-use super::openai::openai_body;
-use super::openai_response::OpenAiResponse;
-use super::{
+use crate::schema::openai::openai_body;
+use crate::schema::openai::response::OpenAiResponse;
+use crate::schema::{
     messages_not_served, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest,
 };
 

@@ -31,11 +31,11 @@
 
 use serde_json::{json, Map, Value};
 
-use super::chat::{
+use crate::api::ApiError;
+use crate::schema::chat::{
     inline_images_only, thinking_budget, ChatRequest, Image, Message, Part, ResponseFormat, Role,
     ThinkingBlock, ToolChoice,
 };
-use crate::api::ApiError;
 
 /// Output tokens asked for when the client sets no limit (Anthropic requires one). 4096
 /// is the largest value every Claude model accepts.

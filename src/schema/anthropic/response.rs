@@ -20,11 +20,11 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::completion::{now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut};
-use super::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::api::error::error_body;
 use crate::api::ClientRequest;
-use crate::sse::{event_data, SseSplitter};
+use crate::framing::sse::{event_data, SseSplitter};
+use crate::schema::completion::{now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut};
+use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
 
 pub fn finish_reason(stop_reason: &str) -> FinishReason {
@@ -296,7 +296,8 @@ impl ResponseTranslator for AnthropicResponse {
     fn error(&mut self, head: &ResponseHead, body: &[u8]) -> Option<Vec<u8>> {
         // Vertex's front end answers Claude requests it refuses (quota, auth, unknown
         // model) in Google's error format, sometimes wrapped in an array.
-        openai_error(body).or_else(|| super::google_error::translate_error(head.status, body))
+        openai_error(body)
+            .or_else(|| crate::schema::vertex::error::translate_error(head.status, body))
     }
 
     fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
