@@ -12,8 +12,10 @@ mod framing;
 mod metrics;
 mod run;
 mod schema;
+mod secret;
 mod server;
 mod usage;
+mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,8 +2,8 @@
 //! client sent none (the API rejects requests without it).
 
 use super::{AttemptContext, AuthError, Credential};
-use crate::config::secrets::SecretValue;
-use crate::schema::UpstreamRequest;
+use crate::secret::SecretValue;
+use crate::wire::UpstreamRequest;
 
 /// The API version sent when the client names none.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";

@@ -1,8 +1,8 @@
 //! `APIKey`: `Authorization: Bearer <apiKey>` (OpenAI and compatible providers).
 
 use super::{AttemptContext, AuthError, Credential};
-use crate::config::secrets::SecretValue;
-use crate::schema::UpstreamRequest;
+use crate::secret::SecretValue;
+use crate::wire::UpstreamRequest;
 
 #[derive(Debug)]
 pub struct ApiKey {

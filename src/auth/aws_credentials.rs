@@ -15,8 +15,8 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 
 use super::{AttemptContext, AuthError, Credential};
-use crate::config::secrets::SecretValue;
-use crate::schema::UpstreamRequest;
+use crate::secret::SecretValue;
+use crate::wire::UpstreamRequest;
 
 /// The service name Bedrock's runtime endpoints sign with.
 const SERVICE: &str = "bedrock";

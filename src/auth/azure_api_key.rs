@@ -1,8 +1,8 @@
 //! `AzureAPIKey`: Azure OpenAI's `api-key` header.
 
 use super::{AttemptContext, AuthError, Credential};
-use crate::config::secrets::SecretValue;
-use crate::schema::UpstreamRequest;
+use crate::secret::SecretValue;
+use crate::wire::UpstreamRequest;
 
 #[derive(Debug)]
 pub struct AzureApiKey {

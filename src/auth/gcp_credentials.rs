@@ -16,8 +16,8 @@ use tokio::task::AbortHandle;
 
 use super::google_token::{AccessToken, TokenExchange};
 use super::{AttemptContext, AuthError, Credential};
-use crate::config::secrets::SecretValue;
-use crate::schema::UpstreamRequest;
+use crate::secret::SecretValue;
+use crate::wire::UpstreamRequest;
 
 /// A new token is fetched this long before the current one expires.
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);

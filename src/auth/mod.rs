@@ -13,7 +13,7 @@ pub mod google_token;
 
 use std::fmt;
 
-use crate::schema::UpstreamRequest;
+use crate::wire::UpstreamRequest;
 
 /// Client headers that carry credentials and must never reach a provider.
 pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];

@@ -948,11 +948,22 @@ fn resolve_route(
                         ));
                         continue;
                     }
-                    let created = rule
-                        .models_created_at
-                        .as_deref()
-                        .and_then(parse_rfc3339)
-                        .unwrap_or(0);
+                    let created = match rule.models_created_at.as_deref() {
+                        None => 0,
+                        Some(at) => match parse_rfc3339(at) {
+                            Some(secs) => secs,
+                            None => {
+                                problems.push(Problem::new(
+                                    &doc.file,
+                                    &w,
+                                    &format!("spec.rules[{ri}].modelsCreatedAt"),
+                                    format!("`{at}` is not an RFC 3339 date-time"),
+                                    "write it as 2024-01-01T00:00:00Z".into(),
+                                ));
+                                0
+                            }
+                        },
+                    };
                     let owned_by = rule
                         .models_owned_by
                         .clone()
@@ -1189,32 +1200,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
-/// Seconds since the epoch of an RFC 3339 timestamp's date and time (UTC; offset ignored).
-pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.get(..8)?.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    // Provider-sent text: out-of-range fields are refused before any arithmetic.
-    let in_range = (0..=9999).contains(&y)
-        && (1..=12).contains(&m)
-        && (1..=31).contains(&day)
-        && (0..24).contains(&hh)
-        && (0..60).contains(&mm)
-        && (0..=60).contains(&ss);
-    if !in_range {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+/// Seconds since the epoch of an RFC 3339 timestamp.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let at = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    at.ok().map(time::OffsetDateTime::unix_timestamp)
 }
 
 #[cfg(test)]
@@ -1393,5 +1382,10 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200));
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00.5+01:00"),
+            Some(1_704_067_200)
+        );
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }
 }

@@ -1,32 +1,12 @@
 //! Secret values: from Secret manifests, or from a directory of mounted keys.
 
-use std::fmt;
 use std::path::Path;
 
 use base64::Engine;
 
 use super::load::{Document, Resources};
 use super::resources::SecretBody;
-
-/// A credential value. Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    pub fn new(value: String) -> Self {
-        SecretValue(value)
-    }
-    /// The raw value, for the one place that must send it: the outgoing header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretValue(***)")
-    }
-}
+pub use crate::secret::SecretValue;
 
 /// Why a Secret's key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]

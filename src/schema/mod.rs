@@ -21,19 +21,8 @@ use std::sync::Arc;
 use crate::api::{ApiError, ClientRequest};
 use crate::config::resources::SchemaSpec;
 use crate::usage::Usage;
-
-/// A provider request for one upstream attempt.
-#[derive(Default, Clone)]
-pub struct UpstreamRequest {
-    /// The `:path` to send.
-    pub path: String,
-    /// The body to send, when it differs from the client's.
-    pub body: Option<Vec<u8>>,
-    /// Headers to set (credentials are added later by the backend's credential).
-    pub headers: Vec<(String, String)>,
-    /// Whether a usage chunk was asked for on the client's behalf (to be hidden again).
-    pub usage_injected: bool,
-}
+// What translators build and read; neutral, so that credentials need no schema.
+pub use crate::wire::{ResponseHead, UpstreamRequest};
 
 /// A success answer that is not what the provider's API sends, so it cannot be
 /// translated; the reason is logged, the client gets a 502.
@@ -50,29 +39,6 @@ impl UnreadableAnswer {
             expected,
             reason: reason.to_string(),
         }
-    }
-}
-
-/// What a translator needs of the provider's response headers.
-#[derive(Debug, Clone, Default)]
-pub struct ResponseHead {
-    pub status: u16,
-    /// Lower-cased, parameters included.
-    pub content_type: String,
-    /// AWS's `x-amzn-errortype` header (the error code of a Bedrock error).
-    pub aws_error_type: Option<String>,
-}
-
-impl fmt::Debug for UpstreamRequest {
-    /// Header names only: once a credential is applied, values hold keys and signatures.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("UpstreamRequest")
-            .field("path", &self.path)
-            .field("body_len", &self.body.as_ref().map(Vec::len))
-            .field("headers", &names)
-            .field("usage_injected", &self.usage_injected)
-            .finish()
     }
 }
 

@@ -25,43 +25,8 @@ use crate::usage::Usage;
 
 use super::converse_types::{ContentBlock, ConverseOutput, TokenUsage};
 use super::errors;
+use super::messages_fields::{matched_stop_sequence, message_id, stop_reason, usage_json};
 use super::messages_stream::MessagesStream;
-
-/// A Messages message id for an answer Bedrock gives none.
-pub fn message_id() -> String {
-    format!("msg_bdrk_{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Converse `stopReason` as Anthropic's `stop_reason`.
-pub fn stop_reason(converse: &str) -> &'static str {
-    match converse {
-        "max_tokens" => "max_tokens",
-        "stop_sequence" => "stop_sequence",
-        "tool_use" => "tool_use",
-        "model_context_window_exceeded" => "model_context_window_exceeded",
-        "guardrail_intervened" | "content_filtered" => "refusal",
-        _ => "end_turn",
-    }
-}
-
-/// The matched stop sequence from `additionalModelResponseFields`, or null.
-pub fn matched_stop_sequence(fields: Option<&Value>) -> Value {
-    fields
-        .and_then(|f| f.get("stop_sequence"))
-        .filter(|s| s.is_string())
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Anthropic's `usage` object for Converse's counts.
-pub fn usage_json(u: &TokenUsage) -> Value {
-    json!({
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cache_read_input_tokens": u.cache_read_input_tokens,
-        "cache_creation_input_tokens": u.cache_write_input_tokens,
-    })
-}
 
 fn content_blocks(block: ContentBlock) -> Vec<Value> {
     let mut out = Vec::new();

@@ -27,7 +27,7 @@ use super::converse_types::{
     parse, BlockDelta, BlockStart, BlockStop, MessageStop, Metadata, ReasoningDelta, TokenUsage,
 };
 use super::errors;
-use super::messages_response::{matched_stop_sequence, message_id, stop_reason, usage_json};
+use super::messages_fields::{matched_stop_sequence, message_id, stop_reason, usage_json};
 
 /// What the open Anthropic block is, with what it holds back until it stops.
 #[derive(Debug, PartialEq)]

@@ -68,6 +68,7 @@ mod converse_request;
 mod converse_response;
 mod converse_types;
 pub(crate) mod errors;
+mod messages_fields;
 mod messages_request;
 mod messages_response;
 mod messages_stream;

@@ -8,8 +8,10 @@
 //! part is dropped: OpenAI's message has no place for it and Gemini only requires the
 //! signatures of function calls back. Usage is the last `usageMetadata` seen.
 
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
 use crate::api::ClientRequest;
-use crate::config::resolve::parse_rfc3339;
 use crate::framing::sse::{event_data, SseSplitter};
 use crate::schema::UnreadableAnswer;
 use crate::usage::Usage;
@@ -152,8 +154,8 @@ fn created(response: &GenerateContentResponse) -> u64 {
     response
         .create_time
         .as_deref()
-        .and_then(parse_rfc3339)
-        .and_then(|secs| u64::try_from(secs).ok())
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .and_then(|at| u64::try_from(at.unix_timestamp()).ok())
         .unwrap_or_else(now_unix)
 }
 
