@@ -128,7 +128,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Resources, Vec<Problem>> {
 
 /// Parses one file's text (one or more YAML documents) into `resources`.
 pub fn parse_text(text: &str, file: &Path, resources: &mut Resources, problems: &mut Vec<Problem>) {
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = match Value::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
@@ -365,6 +365,20 @@ mod tests {
             problems[0]
         );
         assert!(problems[0].field.contains("apiKey"));
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_names_its_document_and_line() {
+        let (_, problems) = parse(
+            "kind: Secret\nmetadata: {name: s}\n---\nkind: Secret\nmetadata: {name: x\nspec: [\n",
+        );
+        assert_eq!(problems.len(), 1);
+        let text = problems[0].to_string();
+        // The line is the file's, not the document's.
+        assert!(
+            text.contains("document 2") && text.contains("line 6"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -161,7 +161,7 @@ mod tests {
     }
 
     fn spec(name: &str) -> SchemaSpec {
-        serde_yaml::from_str(&format!("name: {name}")).unwrap()
+        serde_yaml_ng::from_str(&format!("name: {name}")).unwrap()
     }
 
     #[test]
