@@ -154,3 +154,15 @@ def test_unreadable_success_answer_is_a_502_not_garbage(client, anthropic_fake):
     assert e.value.status_code == 502
     assert e.value.body["code"] == "bad_upstream_response"
     assert client.gateway.wait_in_flight_zero()
+
+
+def test_anthropic_version_comes_from_the_schema_whatever_the_credential(gateway_factory, anthropic_fake):
+    """An Anthropic backend whose key is set by a header mutation (no AnthropicAPIKey
+    policy) still sends the `anthropic-version` the API requires."""
+    backend = backend_yaml("anthropic", "Anthropic", anthropic_fake.port).replace(
+        "  backendRef:\n",
+        "  headerMutation:\n    set:\n      - name: x-api-key\n        value: sk-ant-provider-key\n  backendRef:\n")
+    gw = gateway_factory(backend, route_yaml("route", [("claude", [("anthropic", 0, "claude-3-opus-20240229")])]))
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
+    assert anthropic_fake.last()["headers"]["anthropic-version"] == "2023-06-01"

@@ -27,6 +27,18 @@ pub struct ResponseHead {
     pub aws_error_type: Option<String>,
 }
 
+impl UpstreamRequest {
+    /// A request with a JSON body the schema wrote.
+    pub fn json(path: String, body: Vec<u8>) -> Self {
+        UpstreamRequest {
+            path,
+            body: Some(body),
+            headers: vec![("content-type".into(), "application/json".into())],
+            usage_injected: false,
+        }
+    }
+}
+
 impl fmt::Debug for UpstreamRequest {
     /// Header names only: once a credential is applied, values hold keys and signatures.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

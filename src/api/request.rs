@@ -30,6 +30,8 @@ pub struct ClientRequest {
     /// The client's `anthropic-beta` header (Messages clients), for backends that take
     /// beta flags in the body rather than as a header.
     pub anthropic_beta: Option<String>,
+    /// The client sent an `anthropic-version` header (it then passes as sent).
+    pub sent_anthropic_version: bool,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +99,7 @@ impl ClientRequest {
             include_usage,
             stream_options_span,
             anthropic_beta: None,
+            sent_anthropic_version: false,
         })
     }
 }

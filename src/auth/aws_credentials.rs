@@ -241,7 +241,6 @@ mod tests {
             usage_injected: false,
         };
         let context = AttemptContext {
-            client_header: &|_| None,
             client_body: b"",
             host: "bedrock-runtime.us-east-1.amazonaws.com",
         };

@@ -89,7 +89,6 @@ fn credential(uri: &str) -> GcpCredentials {
 
 fn context() -> AttemptContext<'static> {
     AttemptContext {
-        client_header: &|_| None,
         client_body: b"",
         host: "us-central1-aiplatform.googleapis.com",
     }

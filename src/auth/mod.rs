@@ -32,8 +32,6 @@ pub enum AuthError {
 
 /// What a credential may need to know about the attempt it signs.
 pub struct AttemptContext<'a> {
-    /// Looks up a header the client sent.
-    pub client_header: &'a dyn Fn(&str) -> Option<String>,
     /// The client's body: what is sent when the schema left `request.body` empty.
     pub client_body: &'a [u8],
     /// The `host` the provider receives (Envoy rewrites it to the backend's authority).

@@ -48,10 +48,8 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
     // What the client sent, not what an earlier attempt set: those mutations persist
     // into the next attempt (seen on Envoy 1.40).
     let original = Some(&state.client_headers);
-    let client_header = |name: &str| header(original, name).map(str::to_string);
     let host = backend.authority();
     let context = AttemptContext {
-        client_header: &client_header,
         client_body: &state.request.body,
         host: &host,
     };

@@ -24,7 +24,7 @@ use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
 use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
-use crate::metrics::{provider_name, Completed};
+use crate::metrics::Completed;
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
 
@@ -143,8 +143,9 @@ impl RouterStream {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
+        let headers = self.request_headers.as_ref();
+        request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
         if api == ApiKind::Messages {
-            let headers = self.request_headers.as_ref();
             request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
         }
         let config = self.shared.config.load_full();
@@ -245,7 +246,7 @@ impl RouterStream {
         let mut reply = Reply::default();
         let provider = attempt
             .as_ref()
-            .map(|a| provider_name(a.target.backend.schema.name()).to_string())
+            .map(|a| a.target.backend.schema.provider_name().to_string())
             .unwrap_or_default();
         // The schema of the backend that answered translates its success or its error.
         let translator = match (&self.state, &attempt) {

@@ -191,16 +191,3 @@ impl Metrics {
         out
     }
 }
-
-/// The OpenTelemetry `gen_ai.provider.name` for a schema.
-pub fn provider_name(schema: &str) -> &'static str {
-    match schema {
-        "OpenAI" => "openai",
-        "AzureOpenAI" => "azure.ai.openai",
-        "AWSBedrock" | "AWSAnthropic" => "aws.bedrock",
-        "GCPVertexAI" => "gcp.vertex_ai",
-        "GCPAnthropic" => "gcp.vertex_ai",
-        "Anthropic" => "anthropic",
-        _ => "unknown",
-    }
-}

@@ -72,8 +72,8 @@ pub trait ResponseTranslator: Send + Sync {
 
 /// A backend's wire format.
 pub trait BackendSchema: Send + Sync + fmt::Debug {
-    /// The schema name as written in `AIServiceBackend.spec.schema.name`.
-    fn name(&self) -> &'static str;
+    /// The provider as OpenTelemetry's `gen_ai.provider.name` names it.
+    fn provider_name(&self) -> &'static str;
     /// Builds the provider request for this attempt.
     fn upstream_request(
         &self,
@@ -90,36 +90,47 @@ pub trait BackendSchema: Send + Sync + fmt::Debug {
 
 type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;
 
-/// Every schema name of the `AIServiceBackend` CRD. `None` marks a schema that is
-/// recognised but not yet served: its backends answer 503 naming what is missing.
-pub const REGISTRY: &[(&str, Option<Constructor>)] = &[
-    ("OpenAI", Some(openai::OpenAi::build)),
-    ("AzureOpenAI", Some(openai::azure::AzureOpenAi::build)),
-    ("AWSBedrock", Some(bedrock::Bedrock::build)),
-    ("AWSAnthropic", Some(bedrock::AwsAnthropic::build)),
-    ("GCPVertexAI", Some(vertex::GcpVertexAi::build)),
-    ("GCPAnthropic", Some(anthropic::GcpAnthropic::build)),
-    ("Anthropic", Some(anthropic::Anthropic::build)),
-    ("Cohere", None),
+/// Every schema name of the `AIServiceBackend` CRD, with the constructor of its schema.
+pub const REGISTRY: &[(&str, Constructor)] = &[
+    ("OpenAI", openai::OpenAi::build),
+    ("AzureOpenAI", openai::azure::AzureOpenAi::build),
+    ("AWSBedrock", bedrock::Bedrock::build),
+    ("AWSAnthropic", bedrock::AwsAnthropic::build),
+    ("GCPVertexAI", vertex::GcpVertexAi::build),
+    ("GCPAnthropic", anthropic::GcpAnthropic::build),
+    ("Anthropic", anthropic::Anthropic::build),
+    ("Cohere", NotYetServed::cohere),
 ];
 
 /// The schema for `spec`, or why it cannot be built. Unknown names are reported by
 /// the config resolver, with a suggestion, before this is called.
 pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
     match REGISTRY.iter().find(|(name, _)| *name == spec.name) {
-        Some((_, Some(constructor))) => constructor(spec),
-        Some((name, None)) => Ok(Arc::new(NotYetServed(name))),
+        Some((_, constructor)) => constructor(spec),
         None => Err(format!("unknown schema `{}`", spec.name)),
     }
 }
 
-/// A recognised schema whose translation is not implemented in this build.
+/// A recognised schema whose translation is not implemented in this build: its
+/// backends answer 503 naming what is missing.
 #[derive(Debug)]
-struct NotYetServed(&'static str);
+struct NotYetServed {
+    name: &'static str,
+    provider: &'static str,
+}
+
+impl NotYetServed {
+    fn cohere(_: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        Ok(Arc::new(NotYetServed {
+            name: "Cohere",
+            provider: "cohere",
+        }))
+    }
+}
 
 impl BackendSchema for NotYetServed {
-    fn name(&self) -> &'static str {
-        self.0
+    fn provider_name(&self) -> &'static str {
+        self.provider
     }
     fn upstream_request(
         &self,
@@ -131,7 +142,7 @@ impl BackendSchema for NotYetServed {
             backend: String::new(),
             reason: format!(
                 "the {} schema is not supported by this build of llm-extproc yet",
-                self.0
+                self.name
             ),
         })
     }

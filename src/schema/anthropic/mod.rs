@@ -42,14 +42,8 @@ fn chat_body(request: &ClientRequest, flavor: &Flavor, model: &str) -> Result<Ve
     serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-fn json_request(path: String, body: Vec<u8>) -> UpstreamRequest {
-    UpstreamRequest {
-        path,
-        body: Some(body),
-        headers: vec![("content-type".into(), "application/json".into())],
-        usage_injected: false,
-    }
-}
+/// The `anthropic-version` sent to Anthropic's API when the client names none.
+pub const API_VERSION: &str = "2023-06-01";
 
 #[derive(Debug)]
 pub struct Anthropic {
@@ -71,8 +65,8 @@ impl Anthropic {
 }
 
 impl BackendSchema for Anthropic {
-    fn name(&self) -> &'static str {
-        "Anthropic"
+    fn provider_name(&self) -> &'static str {
+        "anthropic"
     }
 
     fn upstream_request(
@@ -88,7 +82,14 @@ impl BackendSchema for Anthropic {
                 .unwrap_or_else(|| request.body.to_vec()),
             _ => chat_body(request, &Self::FLAVOR, model)?,
         };
-        Ok(json_request(join_path(&self.prefix, "messages"), body))
+        let mut upstream = UpstreamRequest::json(join_path(&self.prefix, "messages"), body);
+        // The API refuses requests without a version; a client's own passes unchanged.
+        if !request.sent_anthropic_version {
+            upstream
+                .headers
+                .push(("anthropic-version".into(), API_VERSION.into()));
+        }
+        Ok(upstream)
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
@@ -114,8 +115,8 @@ impl GcpAnthropic {
 }
 
 impl BackendSchema for GcpAnthropic {
-    fn name(&self) -> &'static str {
-        "GCPAnthropic"
+    fn provider_name(&self) -> &'static str {
+        "gcp.vertex_ai"
     }
 
     fn upstream_request(
@@ -143,7 +144,7 @@ impl BackendSchema for GcpAnthropic {
             "/publishers/anthropic/models/{}:{verb}",
             path_segment(model)
         );
-        Ok(json_request(path, body))
+        Ok(UpstreamRequest::json(path, body))
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
@@ -177,6 +178,34 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&r.body.unwrap()).unwrap();
         assert_eq!(body["model"], "claude-sonnet-4-5");
         assert_eq!(body["max_tokens"], 4096);
+    }
+
+    #[test]
+    fn anthropic_version_is_the_schemas_unless_the_client_sent_one() {
+        let s = Anthropic::build(&spec("Anthropic")).unwrap();
+        let version = |r: &UpstreamRequest| {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k == "anthropic-version")
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut chat = request(r#"{"model":"c","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(
+            version(&s.upstream_request(&chat, None).unwrap()),
+            ["2023-06-01"]
+        );
+        chat.sent_anthropic_version = true;
+        assert!(version(&s.upstream_request(&chat, None).unwrap()).is_empty());
+        let messages = ClientRequest::parse(
+            ApiKind::Messages,
+            Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            version(&s.upstream_request(&messages, None).unwrap()),
+            ["2023-06-01"]
+        );
     }
 
     #[test]

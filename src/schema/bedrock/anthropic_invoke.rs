@@ -45,8 +45,8 @@ impl AwsAnthropic {
 }
 
 impl BackendSchema for AwsAnthropic {
-    fn name(&self) -> &'static str {
-        "AWSAnthropic"
+    fn provider_name(&self) -> &'static str {
+        "aws.bedrock"
     }
 
     fn upstream_request(
@@ -83,12 +83,8 @@ impl BackendSchema for AwsAnthropic {
         } else {
             "invoke"
         };
-        Ok(UpstreamRequest {
-            path: format!("/model/{}/{operation}", path_segment(model)),
-            body: Some(body),
-            headers: vec![("content-type".into(), "application/json".into())],
-            usage_injected: false,
-        })
+        let path = format!("/model/{}/{operation}", path_segment(model));
+        Ok(UpstreamRequest::json(path, body))
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {

@@ -98,8 +98,8 @@ impl Bedrock {
 }
 
 impl BackendSchema for Bedrock {
-    fn name(&self) -> &'static str {
-        "AWSBedrock"
+    fn provider_name(&self) -> &'static str {
+        "aws.bedrock"
     }
 
     fn upstream_request(
@@ -135,12 +135,7 @@ impl BackendSchema for Bedrock {
                 )))
             }
         };
-        Ok(UpstreamRequest {
-            path,
-            body: Some(body.to_string().into_bytes()),
-            headers: vec![("content-type".into(), "application/json".into())],
-            usage_injected: false,
-        })
+        Ok(UpstreamRequest::json(path, body.to_string().into_bytes()))
     }
 
     fn response_translator(

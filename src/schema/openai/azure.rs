@@ -47,8 +47,8 @@ impl AzureOpenAi {
 }
 
 impl BackendSchema for AzureOpenAi {
-    fn name(&self) -> &'static str {
-        "AzureOpenAI"
+    fn provider_name(&self) -> &'static str {
+        "azure.ai.openai"
     }
 
     fn upstream_request(

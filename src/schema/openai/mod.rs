@@ -33,8 +33,8 @@ impl OpenAi {
 }
 
 impl BackendSchema for OpenAi {
-    fn name(&self) -> &'static str {
-        "OpenAI"
+    fn provider_name(&self) -> &'static str {
+        "openai"
     }
 
     fn upstream_request(

@@ -67,8 +67,8 @@ pub fn publisher_model_path(model: &str, method: &str) -> String {
 }
 
 impl BackendSchema for GcpVertexAi {
-    fn name(&self) -> &'static str {
-        "GCPVertexAI"
+    fn provider_name(&self) -> &'static str {
+        "gcp.vertex_ai"
     }
 
     fn upstream_request(
@@ -103,12 +103,7 @@ impl BackendSchema for GcpVertexAi {
                 )))
             }
         };
-        Ok(UpstreamRequest {
-            path,
-            body: Some(body.to_string().into_bytes()),
-            headers: vec![("content-type".into(), "application/json".into())],
-            usage_injected: false,
-        })
+        Ok(UpstreamRequest::json(path, body.to_string().into_bytes()))
     }
 
     fn response_translator(
