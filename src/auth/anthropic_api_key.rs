@@ -1,9 +1,17 @@
 //! `AnthropicAPIKey`: Anthropic's `x-api-key` header. (The `anthropic-version` header
 //! is the `Anthropic` schema's, whatever the credential.)
 
-use super::{AttemptContext, AuthError, Credential};
+use std::sync::Arc;
+
+use super::{api_key_secret, AttemptContext, AuthError, Credential, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
+
+pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    let holder = source.spec().anthropic_api_key.clone();
+    let key = api_key_secret(source, "anthropicAPIKey", holder)?;
+    Some(Arc::new(AnthropicApiKey { key }))
+}
 
 #[derive(Debug)]
 pub struct AnthropicApiKey {

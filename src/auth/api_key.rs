@@ -1,8 +1,16 @@
 //! `APIKey`: `Authorization: Bearer <apiKey>` (OpenAI and compatible providers).
 
-use super::{AttemptContext, AuthError, Credential};
+use std::sync::Arc;
+
+use super::{api_key_secret, AttemptContext, AuthError, Credential, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
+
+pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    let holder = source.spec().api_key.clone();
+    let key = api_key_secret(source, "apiKey", holder)?;
+    Some(Arc::new(ApiKey { key }))
+}
 
 #[derive(Debug)]
 pub struct ApiKey {

@@ -8,15 +8,55 @@
 //! three keys in INI sections, and aws-config would bring the whole SDK runtime.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 
-use super::{AttemptContext, AuthError, Credential};
+use super::{AttemptContext, AuthError, Credential, NotYetSupported, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
+
+/// The credential of an `AWSCredentials` policy with a credentials file. OIDC
+/// federation (`oidcExchangeToken`) is validated but not served yet (503).
+pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    let Some(aws) = source.spec().aws_credentials.clone() else {
+        source.problem(
+            "spec.awsCredentials",
+            "missing".into(),
+            "type AWSCredentials needs `awsCredentials` with `region`".into(),
+        );
+        return None;
+    };
+    let Some(file) = &aws.credentials_file else {
+        if aws.oidc_exchange_token.is_none() {
+            source.problem(
+                "spec.awsCredentials.credentialsFile",
+                "missing".into(),
+                "set `credentialsFile.secretRef` (or `oidcExchangeToken`)".into(),
+            );
+            return None;
+        }
+        return Some(Arc::new(NotYetSupported {
+            policy_type: "AWSCredentials with oidcExchangeToken".into(),
+        }));
+    };
+    let field = "spec.awsCredentials.credentialsFile.secretRef";
+    let text = source.secret_text(field, &file.secret_ref, "credentials")?;
+    match AwsCredentials::from_file(text.expose(), file.profile.as_deref(), &aws.region) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            source.problem(
+                field,
+                format!("the credentials file in Secret `{}` {e}", file.secret_ref.name),
+                "store an AWS shared credentials file (aws_access_key_id, aws_secret_access_key under [profile]) in the Secret's `credentials`".into(),
+            );
+            None
+        }
+    }
+}
 
 /// The service name Bedrock's runtime endpoints sign with.
 const SERVICE: &str = "bedrock";

@@ -1,8 +1,16 @@
 //! `AzureAPIKey`: Azure OpenAI's `api-key` header.
 
-use super::{AttemptContext, AuthError, Credential};
+use std::sync::Arc;
+
+use super::{api_key_secret, AttemptContext, AuthError, Credential, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
+
+pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    let holder = source.spec().azure_api_key.clone();
+    let key = api_key_secret(source, "azureAPIKey", holder)?;
+    Some(Arc::new(AzureApiKey { key }))
+}
 
 #[derive(Debug)]
 pub struct AzureApiKey {

@@ -14,10 +14,98 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::google_token::{AccessToken, TokenExchange};
-use super::{AttemptContext, AuthError, Credential};
+use super::google_token::{AccessToken, ServiceAccountKey, TokenExchange};
+use super::{AttemptContext, AuthError, Credential, NotYetSupported, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
+
+/// The credential of a `GCPCredentials` policy: a service account key file from
+/// `credentialsFile.secretRef` (key `service_account.json`). Workload identity
+/// federation is validated but not served yet (its attempts answer 503).
+pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    let Some(gcp) = source.spec().gcp_credentials.clone() else {
+        source.problem(
+            "spec.gcpCredentials",
+            "missing".into(),
+            "type GCPCredentials needs `gcpCredentials` with projectName, region and credentialsFile".into(),
+        );
+        return None;
+    };
+    let mut valid = true;
+    for (field, value) in [("projectName", &gcp.project_name), ("region", &gcp.region)] {
+        // Both become path segments.
+        let path_safe = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !path_safe {
+            valid = false;
+            source.problem(
+                &format!("spec.gcpCredentials.{field}"),
+                format!("{value:?} is not a GCP {field}"),
+                "use the project ID and the region (e.g. us-central1, or global) as Google writes them".into(),
+            );
+        }
+    }
+    let file = match (
+        &gcp.credentials_file,
+        &gcp.workload_identity_federation_config,
+    ) {
+        (Some(_), Some(_)) => {
+            source.problem(
+                "spec.gcpCredentials",
+                "sets both credentialsFile and workloadIdentityFederationConfig".into(),
+                "keep one of them".into(),
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            return valid.then(|| {
+                Arc::new(NotYetSupported {
+                    policy_type: "GCPCredentials (workload identity federation)".into(),
+                }) as Arc<dyn Credential>
+            })
+        }
+        (None, None) => {
+            source.problem(
+                "spec.gcpCredentials.credentialsFile",
+                "missing".into(),
+                "set `credentialsFile.secretRef` naming the Secret with the service account key in `service_account.json`".into(),
+            );
+            return None;
+        }
+        (Some(file), None) => file,
+    };
+    const KEY: &str = "service_account.json";
+    let field = "spec.gcpCredentials.credentialsFile.secretRef";
+    let text = source.secret_text(field, &file.secret_ref, KEY)?;
+    let key = match ServiceAccountKey::parse(&text) {
+        Ok(key) => key,
+        Err(why) => {
+            let secret = source.secret_name(&file.secret_ref);
+            source.problem(
+                field,
+                format!("Secret `{secret}`: `{KEY}` {why}"),
+                "store the service account key file downloaded from Google Cloud (IAM > Service accounts > Keys) under `service_account.json`".into(),
+            );
+            return None;
+        }
+    };
+    let exchange = match TokenExchange::new(key) {
+        Ok(exchange) => exchange,
+        Err(why) => {
+            source.problem(field, why.to_string(), "report this as a bug".into());
+            return None;
+        }
+    };
+    valid.then(|| {
+        Arc::new(GcpCredentials::new(
+            exchange,
+            &gcp.project_name,
+            &gcp.region,
+        )) as Arc<dyn Credential>
+    })
+}
 
 /// A new token is fetched this long before the current one expires.
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);

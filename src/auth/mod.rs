@@ -1,4 +1,5 @@
-//! Provider credentials: one module per `BackendSecurityPolicy` type.
+//! Provider credentials: one module per `BackendSecurityPolicy` type, each with a
+//! `build` that reads its policy, and one line per type in [`REGISTRY`].
 //!
 //! A credential adds its headers to each upstream attempt. The client's own
 //! `authorization`, `x-api-key` and `api-key` headers are removed by the upstream layer
@@ -8,12 +9,67 @@ pub mod anthropic_api_key;
 pub mod api_key;
 pub mod aws_credentials;
 pub mod azure_api_key;
+pub mod azure_credentials;
 pub mod gcp_credentials;
 pub mod google_token;
 
 use std::fmt;
+use std::sync::Arc;
 
+use crate::config::resources::{BackendSecurityPolicySpec, ObjectRef, SecretRefHolder};
+use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
+
+/// Builds a policy type's credential from its policy; None once a problem is reported.
+pub type Builder = fn(&mut dyn PolicySource) -> Option<Arc<dyn Credential>>;
+
+/// Every `BackendSecurityPolicy.type` of the CRD, with the builder of its credential.
+pub const REGISTRY: &[(&str, Builder)] = &[
+    ("APIKey", api_key::build),
+    ("AzureAPIKey", azure_api_key::build),
+    ("AnthropicAPIKey", anthropic_api_key::build),
+    ("AWSCredentials", aws_credentials::build),
+    ("AzureCredentials", azure_credentials::build),
+    ("GCPCredentials", gcp_credentials::build),
+];
+
+/// What a builder may ask of the configuration: its policy and the Secrets it names.
+/// Every failure is reported through it, with the policy, the field and the fix.
+pub trait PolicySource {
+    fn spec(&self) -> &BackendSecurityPolicySpec;
+    /// A Secret value that becomes a header: non-empty, one line of printable ASCII.
+    fn header_secret(&mut self, field: &str, secret: &ObjectRef, key: &str) -> Option<SecretValue>;
+    /// A non-empty Secret value, such as a credentials file.
+    fn secret_text(&mut self, field: &str, secret: &ObjectRef, key: &str) -> Option<SecretValue>;
+    /// `namespace/name` of a Secret reference, for messages.
+    fn secret_name(&self, secret: &ObjectRef) -> String;
+    /// Reports what is wrong at `field` (`spec.…`) and how to fix it.
+    fn problem(&mut self, field: &str, message: String, fix: String);
+}
+
+/// The key of an API-key policy: the Secret named by `spec.<field>.secretRef`, key `apiKey`.
+fn api_key_secret(
+    source: &mut dyn PolicySource,
+    field: &str,
+    holder: Option<SecretRefHolder>,
+) -> Option<SecretValue> {
+    let Some(holder) = holder else {
+        let policy_type = source.spec().policy_type.clone();
+        source.problem(
+            &format!("spec.{field}"),
+            "missing".into(),
+            format!(
+                "type {policy_type} needs `{field}.secretRef` naming the Secret that holds the key"
+            ),
+        );
+        return None;
+    };
+    source.header_secret(
+        &format!("spec.{field}.secretRef"),
+        &holder.secret_ref,
+        "apiKey",
+    )
+}
 
 /// Client headers that carry credentials and must never reach a provider.
 pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];
