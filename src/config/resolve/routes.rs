@@ -1,84 +1,114 @@
-//! AIGatewayRoutes: rules, their header matches, backend references and timeouts.
+//! AIGatewayRoutes: rules, their header matches, backend references, timeouts and the
+//! token costs the route reports.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::super::load::Document;
 use super::super::model::*;
 use super::super::problem::{did_you_mean, Problem};
-use super::super::resources;
+use super::super::resources::{self, AIGatewayRouteSpec, RouteRule};
 use super::backends::header_edits;
 use super::{full_name, parse_duration, parse_rfc3339, what, DEFAULT_REQUEST_TIMEOUT};
 use crate::api::request::validate_model;
 
 pub(super) fn resolve_route(
-    doc: &Document<resources::AIGatewayRouteSpec>,
+    doc: &Document<AIGatewayRouteSpec>,
     backends: &BTreeMap<String, Arc<Backend>>,
     config: &mut GatewayConfig,
     problems: &mut Vec<Problem>,
 ) {
-    let w = what("AIGatewayRoute", doc);
-    let ns = doc.namespace();
-    let route_name = format!("{ns}/{}", doc.meta.name);
-    let known_backends: Vec<&str> = backends
-        .keys()
-        .map(|k| k.split('.').next().unwrap_or(k))
-        .collect();
+    let mut route = RouteDoc {
+        doc,
+        what: what("AIGatewayRoute", doc),
+        name: format!("{}/{}", doc.namespace(), doc.meta.name),
+        problems,
+    };
     let mut rules = Vec::new();
     for (ri, rule) in doc.spec.rules.iter().enumerate() {
-        let at = format!("spec.rules[{ri}]");
+        let matches = route.matches(ri, rule, config);
+        if matches
+            .iter()
+            .any(|conds| !conds.iter().any(|c| c.name == MODEL_HEADER && !c.regex))
+        {
+            config.routes_any_model = true;
+        }
+        let Some((refs, targets)) = route.backend_refs(ri, rule, backends) else {
+            continue;
+        };
+        let at = format!("spec.rules[{ri}].timeouts");
+        let timeouts = rule.timeouts.as_ref();
+        let request_timeout = timeouts
+            .and_then(|t| t.request.as_deref())
+            .and_then(|text| route.duration(&format!("{at}.request"), text, "60s, 5m or 500ms"))
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let backend_request_timeout = timeouts
+            .and_then(|t| t.backend_request.as_deref())
+            .and_then(|text| {
+                route.duration(&format!("{at}.backendRequest"), text, "30s, 2m or 500ms")
+            });
+        config.backend_refs.extend(targets);
+        rules.push(Rule {
+            cluster: format!("{}/rule/{ri}", route.name),
+            matches,
+            backend_refs: refs,
+            request_timeout,
+            backend_request_timeout,
+            router_resolved: false,
+        });
+    }
+    let costs = route.costs();
+    config.routes.push(Route {
+        name: route.name,
+        rules,
+        costs,
+    });
+}
+
+/// What upstream attempts need of each backend reference, by its endpoint metadata key.
+type Targets = Vec<(String, BackendRefTarget)>;
+
+/// One AIGatewayRoute being resolved, and where its problems go.
+struct RouteDoc<'a> {
+    doc: &'a Document<AIGatewayRouteSpec>,
+    what: String,
+    /// `namespace/name`.
+    name: String,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl RouteDoc<'_> {
+    fn problem(&mut self, field: &str, message: String, fix: &str) {
+        let problem = Problem::new(&self.doc.file, &self.what, field, message, fix.into());
+        self.problems.push(problem);
+    }
+
+    /// The rule's alternatives (OR) of header conditions (AND); an exact model becomes a
+    /// known model. A rule without matches takes every request that reaches it.
+    fn matches(
+        &mut self,
+        ri: usize,
+        rule: &RouteRule,
+        config: &mut GatewayConfig,
+    ) -> Vec<Vec<HeaderCondition>> {
         let mut matches = Vec::new();
         for (mi, m) in rule.matches.iter().enumerate() {
             let mut conds = Vec::new();
             for (hi, h) in m.headers.iter().enumerate() {
-                let field = format!("{at}.matches[{mi}].headers[{hi}]");
+                let field = format!("spec.rules[{ri}].matches[{mi}].headers[{hi}].value");
                 let name = h.name.to_ascii_lowercase();
                 let regex = h.match_type == resources::HeaderMatchType::RegularExpression;
                 if name == MODEL_HEADER && !regex {
                     if let Err(e) = validate_model(&h.value) {
-                        problems.push(Problem::new(
-                            &doc.file,
-                            &w,
-                            &format!("{field}.value"),
-                            e.to_string(),
-                            "use the model name clients send".into(),
-                        ));
+                        self.problem(&field, e.to_string(), "use the model name clients send");
                         continue;
                     }
-                    let created = match rule.models_created_at.as_deref() {
-                        None => 0,
-                        Some(at) => match parse_rfc3339(at) {
-                            Some(secs) => secs,
-                            None => {
-                                problems.push(Problem::new(
-                                    &doc.file,
-                                    &w,
-                                    &format!("spec.rules[{ri}].modelsCreatedAt"),
-                                    format!("`{at}` is not an RFC 3339 date-time"),
-                                    "write it as 2024-01-01T00:00:00Z".into(),
-                                ));
-                                0
-                            }
-                        },
-                    };
-                    let owned_by = rule
-                        .models_owned_by
-                        .clone()
-                        .unwrap_or_else(|| "Envoy AI Gateway".into());
-                    config
-                        .models
-                        .entry(h.value.clone())
-                        .or_insert(ModelInfo { owned_by, created });
+                    let info = self.model_info(ri, rule);
+                    config.models.entry(h.value.clone()).or_insert(info);
                 }
-
                 if h.value.bytes().any(|b| b.is_ascii_control()) {
-                    problems.push(Problem::new(
-                        &doc.file,
-                        &w,
-                        &format!("{field}.value"),
-                        "contains control characters".into(),
-                        "remove them".into(),
-                    ));
+                    self.problem(&field, "contains control characters".into(), "remove them");
                     continue;
                 }
                 conds.push(HeaderCondition {
@@ -90,78 +120,66 @@ pub(super) fn resolve_route(
             matches.push(conds);
         }
         if matches.is_empty() {
-            // A rule without matches takes every request that reaches it.
             matches.push(Vec::new());
         }
-        if matches
-            .iter()
-            .any(|conds| !conds.iter().any(|c| c.name == MODEL_HEADER && !c.regex))
-        {
-            config.routes_any_model = true;
-        }
+        matches
+    }
+
+    /// What `/v1/models` says of the rule's models.
+    fn model_info(&mut self, ri: usize, rule: &RouteRule) -> ModelInfo {
+        let created = match rule.models_created_at.as_deref() {
+            None => 0,
+            Some(at) => parse_rfc3339(at).unwrap_or_else(|| {
+                self.problem(
+                    &format!("spec.rules[{ri}].modelsCreatedAt"),
+                    format!("`{at}` is not an RFC 3339 date-time"),
+                    "write it as 2024-01-01T00:00:00Z",
+                );
+                0
+            }),
+        };
+        let owned_by = rule
+            .models_owned_by
+            .clone()
+            .unwrap_or_else(|| "Envoy AI Gateway".into());
+        ModelInfo { owned_by, created }
+    }
+
+    /// The rule's backend references that can take traffic, with what an upstream attempt
+    /// needs of each; None (and a problem) when there are none.
+    fn backend_refs(
+        &mut self,
+        ri: usize,
+        rule: &RouteRule,
+        backends: &BTreeMap<String, Arc<Backend>>,
+    ) -> Option<(Vec<RuleBackendRef>, Targets)> {
+        let at = format!("spec.rules[{ri}].backendRefs");
         if rule.backend_refs.is_empty() {
-            problems.push(Problem::new(
-                &doc.file,
-                &w,
-                &format!("{at}.backendRefs"),
+            self.problem(
+                &at,
                 "is empty".into(),
-                "add at least one AIServiceBackend reference".into(),
-            ));
-            continue;
+                "add at least one AIServiceBackend reference",
+            );
+            return None;
         }
         let mut refs = Vec::new();
         let mut targets = Vec::new();
         for (bi, b) in rule.backend_refs.iter().enumerate() {
-            let field = format!("{at}.backendRefs[{bi}]");
-            if let Some(kind) = b.kind.as_deref().filter(|k| *k != "AIServiceBackend") {
-                problems.push(Problem::new(
-                    &doc.file,
-                    &w,
-                    &format!("{field}.kind"),
-                    format!("kind `{kind}` is not supported standalone"),
-                    "reference an AIServiceBackend".into(),
-                ));
-                continue;
-            }
-            let bns = b.namespace.as_deref().unwrap_or(ns);
-            let Some(backend) = backends.get(&full_name(&b.name, bns)) else {
-                let fix = did_you_mean(&b.name, known_backends.iter().copied())
-                    .unwrap_or_else(|| format!("define an AIServiceBackend named `{}`", b.name));
-                problems.push(Problem::new(
-                    &doc.file,
-                    &w,
-                    &format!("{field}.name"),
-                    format!(
-                        "AIServiceBackend `{bns}/{}` does not exist (or is invalid, see above)",
-                        b.name
-                    ),
-                    fix,
-                ));
+            let field = format!("{at}[{bi}]");
+            let Some(backend) = self.backend_of(&field, b, backends) else {
                 continue;
             };
-            if let Some(o) = &b.model_name_override {
-                if let Err(e) = validate_model(o) {
-                    problems.push(Problem::new(
-                        &doc.file,
-                        &w,
-                        &format!("{field}.modelNameOverride"),
-                        e.to_string(),
-                        "use the provider's model name".into(),
-                    ));
-                    continue;
-                }
-            }
             if b.weight == Some(0) {
                 continue; // Gateway API: weight 0 takes no traffic
             }
-            let ref_key = format!("{route_name}/rule/{ri}/ref/{bi}");
+            let ref_key = format!("{}/rule/{ri}/ref/{bi}", self.name);
             let mut header_mutation = backend.header_mutation.clone();
             let own = header_edits(
                 b.header_mutation.as_ref(),
-                &doc.file,
-                &w,
+                &self.doc.file,
+                &self.what,
                 &format!("{field}.headerMutation"),
-                problems,
+                self.problems,
             );
             header_mutation.set.extend(own.set);
             header_mutation.remove.extend(own.remove);
@@ -170,95 +188,107 @@ pub(super) fn resolve_route(
                 BackendRefTarget {
                     backend: backend.clone(),
                     model_name_override: b.model_name_override.clone(),
-                    route: route_name.clone(),
+                    route: self.name.clone(),
                     header_mutation,
                 },
             ));
             refs.push(RuleBackendRef {
                 ref_key,
-                backend: backend.clone(),
+                backend,
                 priority: b.priority.unwrap_or(0),
                 weight: b.weight.unwrap_or(1),
             });
         }
         if refs.is_empty() {
-            problems.push(Problem::new(
-                &doc.file,
-                &w,
-                &format!("{at}.backendRefs"),
+            self.problem(
+                &at,
                 "no backend reference can take traffic (all are invalid or have weight 0)".into(),
-                "give at least one backendRef a positive weight".into(),
-            ));
-            continue;
+                "give at least one backendRef a positive weight",
+            );
+            return None;
         }
-        let timeouts = rule.timeouts.as_ref();
-        let request_timeout = match timeouts
-            .and_then(|t| t.request.as_deref())
-            .map(parse_duration)
-        {
-            Some(Some(d)) => d,
-            Some(None) => {
-                problems.push(Problem::new(
-                    &doc.file,
-                    &w,
-                    &format!("{at}.timeouts.request"),
-                    "is not a duration".into(),
-                    "write e.g. 60s, 5m or 500ms".into(),
-                ));
-                DEFAULT_REQUEST_TIMEOUT
-            }
-            None => DEFAULT_REQUEST_TIMEOUT,
+        Some((refs, targets))
+    }
+
+    /// The AIServiceBackend a reference names, with its model override checked.
+    fn backend_of(
+        &mut self,
+        field: &str,
+        b: &resources::RouteBackendRef,
+        backends: &BTreeMap<String, Arc<Backend>>,
+    ) -> Option<Arc<Backend>> {
+        if let Some(kind) = b.kind.as_deref().filter(|k| *k != "AIServiceBackend") {
+            self.problem(
+                &format!("{field}.kind"),
+                format!("kind `{kind}` is not supported standalone"),
+                "reference an AIServiceBackend",
+            );
+            return None;
+        }
+        let ns = b.namespace.as_deref().unwrap_or(self.doc.namespace());
+        let Some(backend) = backends.get(&full_name(&b.name, ns)) else {
+            let known = backends.keys().map(|k| k.split('.').next().unwrap_or(k));
+            let fix = did_you_mean(&b.name, known)
+                .unwrap_or_else(|| format!("define an AIServiceBackend named `{}`", b.name));
+            self.problem(
+                &format!("{field}.name"),
+                format!(
+                    "AIServiceBackend `{ns}/{}` does not exist (or is invalid, see above)",
+                    b.name
+                ),
+                &fix,
+            );
+            return None;
         };
-        let backend_request_timeout = match timeouts.and_then(|t| t.backend_request.as_deref()) {
-            Some(text) => {
-                let parsed = parse_duration(text);
-                if parsed.is_none() {
-                    problems.push(Problem::new(
-                        &doc.file,
-                        &w,
-                        &format!("{at}.timeouts.backendRequest"),
-                        "is not a duration".into(),
-                        "write e.g. 30s, 2m or 500ms".into(),
-                    ));
+        if let Some(Err(e)) = b.model_name_override.as_deref().map(validate_model) {
+            self.problem(
+                &format!("{field}.modelNameOverride"),
+                e.to_string(),
+                "use the provider's model name",
+            );
+            return None;
+        }
+        Some(backend.clone())
+    }
+
+    /// A duration field, or a problem showing how to write one.
+    fn duration(&mut self, field: &str, text: &str, examples: &str) -> Option<Duration> {
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            self.problem(
+                field,
+                "is not a duration".into(),
+                &format!("write e.g. {examples}"),
+            );
+        }
+        parsed
+    }
+
+    /// The token costs the route reports as dynamic metadata.
+    fn costs(&mut self) -> Vec<RequestCost> {
+        let mut costs = Vec::new();
+        for (ci, c) in self.doc.spec.llm_request_costs.iter().enumerate() {
+            let kind = match c.cost_type.as_str() {
+                "InputToken" => CostKind::Input,
+                "CachedInputToken" => CostKind::CachedInput,
+                "CacheCreationInputToken" => CostKind::CacheCreationInput,
+                "OutputToken" => CostKind::Output,
+                "TotalToken" => CostKind::Total,
+                "ReasoningToken" => CostKind::Reasoning,
+                other => {
+                    self.problem(
+                        &format!("spec.llmRequestCosts[{ci}].type"),
+                        format!("cost type `{other}` is not supported by this build"),
+                        "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken or ReasoningToken",
+                    );
+                    continue;
                 }
-                parsed
-            }
-            None => None,
-        };
-        config.backend_refs.extend(targets);
-        rules.push(Rule {
-            cluster: format!("{route_name}/rule/{ri}"),
-            matches,
-            backend_refs: refs,
-            request_timeout,
-            backend_request_timeout,
-            router_resolved: false,
-        });
+            };
+            costs.push(RequestCost {
+                metadata_key: c.metadata_key.clone(),
+                kind,
+            });
+        }
+        costs
     }
-    let mut costs = Vec::new();
-    for (ci, c) in doc.spec.llm_request_costs.iter().enumerate() {
-        let kind = match c.cost_type.as_str() {
-            "InputToken" => CostKind::Input,
-            "CachedInputToken" => CostKind::CachedInput,
-            "CacheCreationInputToken" => CostKind::CacheCreationInput,
-            "OutputToken" => CostKind::Output,
-            "TotalToken" => CostKind::Total,
-            "ReasoningToken" => CostKind::Reasoning,
-            other => {
-                problems.push(Problem::new(&doc.file, &w, &format!("spec.llmRequestCosts[{ci}].type"),
-                    format!("cost type `{other}` is not supported by this build"),
-                    "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken or ReasoningToken".into()));
-                continue;
-            }
-        };
-        costs.push(RequestCost {
-            metadata_key: c.metadata_key.clone(),
-            kind,
-        });
-    }
-    config.routes.push(Route {
-        name: route_name,
-        rules,
-        costs,
-    });
 }
