@@ -31,22 +31,11 @@ pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
         );
         return None;
     };
-    let mut valid = true;
-    for (field, value) in [("projectName", &gcp.project_name), ("region", &gcp.region)] {
-        // Both become path segments.
-        let path_safe = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !path_safe {
-            valid = false;
-            source.problem(
-                &format!("spec.gcpCredentials.{field}"),
-                format!("{value:?} is not a GCP {field}"),
-                "use the project ID and the region (e.g. us-central1, or global) as Google writes them".into(),
-            );
-        }
-    }
+    let valid = [("projectName", &gcp.project_name), ("region", &gcp.region)]
+        .into_iter()
+        .fold(true, |valid, (field, value)| {
+            path_safe(source, field, value) && valid
+        });
     let file = match (
         &gcp.credentials_file,
         &gcp.workload_identity_federation_config,
@@ -105,6 +94,23 @@ pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
             &gcp.region,
         )) as Arc<dyn Credential>
     })
+}
+
+/// Whether a project or region can be a path segment; a problem when not.
+fn path_safe(source: &mut dyn PolicySource, field: &str, value: &str) -> bool {
+    let safe = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !safe {
+        source.problem(
+            &format!("spec.gcpCredentials.{field}"),
+            format!("{value:?} is not a GCP {field}"),
+            "use the project ID and the region (e.g. us-central1, or global) as Google writes them"
+                .into(),
+        );
+    }
+    safe
 }
 
 /// A new token is fetched this long before the current one expires.

@@ -48,78 +48,99 @@ fn models_from(var: &str, default: &[&str]) -> Vec<String> {
     }
 }
 
+/// The echo backend (always) and every provider whose keys are in the environment, in
+/// failover order.
 fn providers() -> Vec<Provider> {
-    let mut out = Vec::new();
-    let port = DEMO_PORT.load(Ordering::Relaxed);
-    out.push(Provider {
+    [
+        Some(demo()),
+        openai(),
+        azure(),
+        anthropic(),
+        bedrock(),
+        vertex(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn demo() -> Provider {
+    Provider {
         name: "demo",
         schema: "name: OpenAI".into(),
         policy: format!("type: APIKey\n  apiKey: {{secretRef: {{name: demo}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: demo}}\nstringData: {{apiKey: {DEMO_KEY}}}"),
         host: "127.0.0.1".into(),
-        port,
+        port: DEMO_PORT.load(Ordering::Relaxed),
         models: vec![DEMO_MODEL.into()],
-    });
-    if let Some(key) = env("OPENAI_API_KEY") {
-        out.push(Provider {
-            name: "openai",
-            schema: "name: OpenAI".into(),
-            policy: secret_policy("APIKey", "apiKey", "openai", &key),
-            host: "api.openai.com".into(),
-            port: 443,
-            models: models_from(
-                "OPENAI_MODELS",
-                &[
-                    "gpt-4o-mini",
-                    "gpt-4o",
-                    "gpt-4.1",
-                    "gpt-4.1-mini",
-                    "gpt-5",
-                    "gpt-5-mini",
-                    "text-embedding-3-small",
-                ],
-            ),
-        });
     }
-    if let (Some(key), Some(endpoint)) = (env("AZURE_OPENAI_API_KEY"), env("AZURE_OPENAI_ENDPOINT"))
-    {
-        let host = endpoint
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
-        let version =
-            env("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| "2025-01-01-preview".into());
-        out.push(Provider {
-            name: "azure",
-            schema: format!("name: AzureOpenAI\n    version: {version:?}"),
-            policy: secret_policy("AzureAPIKey", "azureAPIKey", "azure", &key),
-            host,
-            port: 443,
-            models: models_from("AZURE_OPENAI_DEPLOYMENTS", &["gpt-4o-mini"]),
-        });
+}
+
+fn openai() -> Option<Provider> {
+    let key = env("OPENAI_API_KEY")?;
+    Some(Provider {
+        name: "openai",
+        schema: "name: OpenAI".into(),
+        policy: secret_policy("APIKey", "apiKey", "openai", &key),
+        host: "api.openai.com".into(),
+        port: 443,
+        models: models_from(
+            "OPENAI_MODELS",
+            &[
+                "gpt-4o-mini",
+                "gpt-4o",
+                "gpt-4.1",
+                "gpt-4.1-mini",
+                "gpt-5",
+                "gpt-5-mini",
+                "text-embedding-3-small",
+            ],
+        ),
+    })
+}
+
+fn azure() -> Option<Provider> {
+    let (key, endpoint) = (env("AZURE_OPENAI_API_KEY")?, env("AZURE_OPENAI_ENDPOINT")?);
+    let host = endpoint
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let version = env("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| "2025-01-01-preview".into());
+    Some(Provider {
+        name: "azure",
+        schema: format!("name: AzureOpenAI\n    version: {version:?}"),
+        policy: secret_policy("AzureAPIKey", "azureAPIKey", "azure", &key),
+        host,
+        port: 443,
+        models: models_from("AZURE_OPENAI_DEPLOYMENTS", &["gpt-4o-mini"]),
+    })
+}
+
+fn anthropic() -> Option<Provider> {
+    let key = env("ANTHROPIC_API_KEY")?;
+    Some(Provider {
+        name: "anthropic",
+        schema: "name: Anthropic".into(),
+        policy: secret_policy("AnthropicAPIKey", "anthropicAPIKey", "anthropic", &key),
+        host: "api.anthropic.com".into(),
+        port: 443,
+        models: models_from(
+            "ANTHROPIC_MODELS",
+            &["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"],
+        ),
+    })
+}
+
+fn bedrock() -> Option<Provider> {
+    let (id, secret) = (env("AWS_ACCESS_KEY_ID")?, env("AWS_SECRET_ACCESS_KEY")?);
+    let region = env("AWS_REGION")
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".into());
+    let mut file =
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
+    if let Some(token) = env("AWS_SESSION_TOKEN") {
+        file.push_str(&format!("aws_session_token = {token}\n"));
     }
-    if let Some(key) = env("ANTHROPIC_API_KEY") {
-        out.push(Provider {
-            name: "anthropic",
-            schema: "name: Anthropic".into(),
-            policy: secret_policy("AnthropicAPIKey", "anthropicAPIKey", "anthropic", &key),
-            host: "api.anthropic.com".into(),
-            port: 443,
-            models: models_from(
-                "ANTHROPIC_MODELS",
-                &["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"],
-            ),
-        });
-    }
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
-        let mut file =
-            format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
-        if let Some(token) = env("AWS_SESSION_TOKEN") {
-            file.push_str(&format!("aws_session_token = {token}\n"));
-        }
-        out.push(Provider {
+    Some(Provider {
             name: "bedrock",
             schema: "name: AWSBedrock".into(),
             policy: file_policy(
@@ -141,14 +162,14 @@ fn providers() -> Vec<Provider> {
                     "amazon.titan-embed-text-v2:0",
                 ],
             ),
-        });
-    }
-    let project = env("GOOGLE_CLOUD_PROJECT").or_else(|| env("GCP_PROJECT"));
-    let key_file =
-        env("GOOGLE_APPLICATION_CREDENTIALS").and_then(|p| std::fs::read_to_string(p).ok());
-    if let (Some(project), Some(key_file)) = (project, key_file) {
-        let region = env("GOOGLE_CLOUD_LOCATION").unwrap_or_else(|| "us-central1".into());
-        out.push(Provider {
+    })
+}
+
+fn vertex() -> Option<Provider> {
+    let project = env("GOOGLE_CLOUD_PROJECT").or_else(|| env("GCP_PROJECT"))?;
+    let key_file = std::fs::read_to_string(env("GOOGLE_APPLICATION_CREDENTIALS")?).ok()?;
+    let region = env("GOOGLE_CLOUD_LOCATION").unwrap_or_else(|| "us-central1".into());
+    Some(Provider {
             name: "vertex",
             schema: "name: GCPVertexAI".into(),
             policy: file_policy(
@@ -172,9 +193,7 @@ fn providers() -> Vec<Provider> {
                 "VERTEX_MODELS",
                 &["gemini-2.5-flash", "gemini-2.5-pro", "text-embedding-005"],
             ),
-        });
-    }
-    out
+    })
 }
 
 /// A value as a YAML scalar: JSON string quoting, which YAML reads verbatim.

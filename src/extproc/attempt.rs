@@ -8,6 +8,7 @@ use super::store::{Attempt, RequestState};
 use crate::api::ApiError;
 use crate::auth::{AttemptContext, CLIENT_CREDENTIAL_HEADERS};
 use crate::config::BackendRefTarget;
+use crate::wire::UpstreamRequest;
 
 /// The edits that turn the client's request into this attempt's provider request.
 pub struct Prepared {
@@ -16,27 +17,9 @@ pub struct Prepared {
     pub body: Option<Vec<u8>>,
 }
 
-/// Prepares the attempt for `target` and records it in the request state. Header edits
-/// are computed against the client's original headers (`state.client_headers`).
+/// Prepares the attempt for `target` and records it in the request state.
 pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepared, ApiError> {
-    let backend = target.backend.clone();
-    let named = |error: ApiError| match error {
-        ApiError::BackendUnavailable { backend: b, reason } if b.is_empty() => {
-            ApiError::BackendUnavailable {
-                backend: backend.name.clone(),
-                reason,
-            }
-        }
-        other => other,
-    };
-    let mut upstream = backend
-        .schema
-        .upstream_request(&state.request, target.model_name_override.as_deref())
-        .map_err(named)?;
-    for (name, value) in &target.header_mutation.set {
-        upstream.headers.push((name.clone(), value.clone()));
-    }
-
+    let mut upstream = provider_request(state, &target)?;
     let mut attempt = match state.attempt.lock() {
         Ok(a) => a,
         Err(poisoned) => poisoned.into_inner(),
@@ -45,9 +28,54 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
     // 503 that Envoy may retry) leaves the record of the one before in place.
     let previous = attempt.clone();
     let set_before: &[String] = previous.as_ref().map_or(&[], |a| &a.set_headers);
-    // What the client sent, not what an earlier attempt set: those mutations persist
-    // into the next attempt (seen on Envoy 1.40).
-    let original = Some(&state.client_headers);
+    let number = previous.as_ref().map_or(1, |a| a.number + 1);
+    if number > 1 {
+        tracing::info!(request_id = %state.request_id, backend = %target.backend.name, attempt = number, "retrying");
+    }
+    let headers = header_edits(state, &target, &upstream, set_before);
+    // A retry may see the body an earlier attempt put in place: send this attempt's body
+    // explicitly then, even when it is the client's.
+    let body = match upstream.body.take() {
+        None if number > 1 => Some(state.request.body.to_vec()),
+        other => other,
+    };
+    let mut set_headers: Vec<String> = set_before.to_vec();
+    set_headers.extend(upstream.headers.into_iter().map(|(name, _)| name));
+    set_headers.sort();
+    set_headers.dedup();
+    *attempt = Some(Attempt {
+        target,
+        usage_injected: upstream.usage_injected,
+        number,
+        set_headers,
+    });
+    Ok(Prepared { headers, body })
+}
+
+/// The provider request for `target`: the schema's path, body and headers, the
+/// reference's header mutations, then the credential over the final request.
+fn provider_request(
+    state: &RequestState,
+    target: &BackendRefTarget,
+) -> Result<UpstreamRequest, ApiError> {
+    let backend = &target.backend;
+    let unavailable = |reason: String| ApiError::BackendUnavailable {
+        backend: backend.name.clone(),
+        reason,
+    };
+    let mut upstream = backend
+        .schema
+        .upstream_request(&state.request, target.model_name_override.as_deref())
+        .map_err(|error| match error {
+            // Schemas do not know the backend's name: it is filled in here.
+            ApiError::BackendUnavailable { backend, reason } if backend.is_empty() => {
+                unavailable(reason)
+            }
+            other => other,
+        })?;
+    for (name, value) in &target.header_mutation.set {
+        upstream.headers.push((name.clone(), value.clone()));
+    }
     let host = backend.authority();
     let context = AttemptContext {
         client_body: &state.request.body,
@@ -56,37 +84,39 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
     backend
         .credential
         .apply(&mut upstream, &context)
-        .map_err(|e| ApiError::BackendUnavailable {
-            backend: backend.name.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(upstream)
+}
 
-    let number = previous.as_ref().map_or(1, |a| a.number + 1);
-    if number > 1 {
-        tracing::info!(request_id = %state.request_id, backend = %backend.name, attempt = number, "retrying");
-    }
+/// The header edits of this attempt. Client credentials and headers the configuration
+/// removes go; headers an earlier attempt set get the client's value back (or go),
+/// unless this attempt sets them. Edits are computed against what the client sent, not
+/// what an earlier attempt set: those mutations persist into the next attempt (seen on
+/// Envoy 1.40).
+fn header_edits(
+    state: &RequestState,
+    target: &BackendRefTarget,
+    upstream: &UpstreamRequest,
+    set_before: &[String],
+) -> Mutations {
     let mut edits = Mutations::default();
     edits.set(":path", upstream.path.clone());
-    // Client credentials and headers the configuration removes go; headers an earlier
-    // attempt set get the client's value back (or go); unless this attempt sets them.
     let sets = |name: &str| upstream.headers.iter().any(|(n, _)| n == name);
+    let removed = &target.header_mutation.remove;
     for name in CLIENT_CREDENTIAL_HEADERS
         .iter()
         .copied()
-        .chain(target.header_mutation.remove.iter().map(String::as_str))
+        .chain(removed.iter().map(String::as_str))
     {
         if !sets(name) {
             edits.remove(name);
         }
     }
     for name in set_before.iter().map(String::as_str) {
-        if sets(name)
-            || CLIENT_CREDENTIAL_HEADERS.contains(&name)
-            || target.header_mutation.remove.contains(name)
-        {
+        if sets(name) || CLIENT_CREDENTIAL_HEADERS.contains(&name) || removed.contains(name) {
             continue;
         }
-        match header(original, name) {
+        match header(Some(&state.client_headers), name) {
             Some(value) => edits.set(name, value.to_string()),
             None => edits.remove(name),
         };
@@ -94,26 +124,5 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
     for (name, value) in &upstream.headers {
         edits.set(name, value.clone());
     }
-    // A retry may see the body an earlier attempt put in place: send this attempt's body
-    // explicitly then, even when it is the client's.
-    let body = match upstream.body.take() {
-        None if number > 1 => Some(state.request.body.to_vec()),
-        other => other,
-    };
-    *attempt = Some(Attempt {
-        target,
-        usage_injected: upstream.usage_injected,
-        number,
-        set_headers: {
-            let mut names: Vec<String> = set_before.to_vec();
-            names.extend(upstream.headers.into_iter().map(|(name, _)| name));
-            names.sort();
-            names.dedup();
-            names
-        },
-    });
-    Ok(Prepared {
-        headers: edits,
-        body,
-    })
+    edits
 }

@@ -11,75 +11,25 @@ use super::super::problem::{did_you_mean, Problem};
 use super::super::resources;
 use super::{full_name, what};
 use crate::auth::{self, Credential};
-use crate::schema;
+use crate::schema::{self, BackendSchema};
 
 pub(super) fn resolve_backends(
     res: &Resources,
     credentials: &BTreeMap<String, Arc<dyn Credential>>,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<Backend>> {
-    let schema_names: Vec<&str> = schema::REGISTRY.iter().map(|(n, _)| *n).collect();
-    let eg_names: Vec<&str> = res
-        .envoy_backends
-        .iter()
-        .map(|b| b.meta.name.as_str())
-        .collect();
     let mut out = BTreeMap::new();
     for doc in &res.backends {
         let w = what("AIServiceBackend", doc);
-        let ns = doc.namespace();
-        let schema = match schema::build(&doc.spec.schema) {
-            Ok(s) => Some(s),
-            Err(why) => {
-                let fix = if schema_names.contains(&doc.spec.schema.name.as_str()) {
-                    why.clone()
-                } else {
-                    did_you_mean(&doc.spec.schema.name, schema_names.iter().copied())
-                        .unwrap_or_else(|| format!("use one of {}", schema_names.join(", ")))
-                };
-                let field = if schema_names.contains(&doc.spec.schema.name.as_str()) {
-                    "spec.schema.version"
-                } else {
-                    "spec.schema.name"
-                };
-                problems.push(Problem::new(&doc.file, &w, field, why, fix));
-                None
-            }
-        };
-        let bref = &doc.spec.backend_ref;
-        if let Some(kind) = bref.kind.as_deref().filter(|k| *k != "Backend") {
-            problems.push(Problem::new(
-                &doc.file,
-                &w,
-                "spec.backendRef.kind",
-                format!("kind `{kind}` is not supported standalone"),
-                "point backendRef at an Envoy Gateway `Backend`".into(),
-            ));
-            continue;
-        }
-        let bns = bref.namespace.as_deref().unwrap_or(ns);
-        let Some(eg) = res
-            .envoy_backends
-            .iter()
-            .find(|b| b.meta.name == bref.name && b.namespace() == bns)
-        else {
-            let fix = did_you_mean(&bref.name, eg_names.iter().copied()).unwrap_or_else(|| {
-                format!("define a Backend named `{}` with its endpoints", bref.name)
-            });
-            problems.push(Problem::new(
-                &doc.file,
-                &w,
-                "spec.backendRef.name",
-                format!("Backend `{bns}/{}` does not exist", bref.name),
-                fix,
-            ));
+        let schema = backend_schema(doc, &w, problems);
+        let Some(eg) = envoy_backend(doc, res, &w, problems) else {
             continue;
         };
         let Some((endpoints, tls)) = backend_endpoints(eg, res, problems) else {
             continue;
         };
         let Some(schema) = schema else { continue };
-        let name = full_name(&doc.meta.name, ns);
+        let name = full_name(&doc.meta.name, doc.namespace());
         let credential = credentials
             .get(&name)
             .cloned()
@@ -104,6 +54,68 @@ pub(super) fn resolve_backends(
         );
     }
     out
+}
+
+/// The backend's schema, or a problem naming the schemas there are.
+fn backend_schema(
+    doc: &Document<resources::AIServiceBackendSpec>,
+    w: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn BackendSchema>> {
+    let why = match schema::build(&doc.spec.schema) {
+        Ok(schema) => return Some(schema),
+        Err(why) => why,
+    };
+    let names = schema::REGISTRY.iter().map(|(n, _)| *n);
+    let name = doc.spec.schema.name.as_str();
+    let (field, fix) = if names.clone().any(|n| n == name) {
+        ("spec.schema.version", why.clone())
+    } else {
+        let fix = did_you_mean(name, names.clone())
+            .unwrap_or_else(|| format!("use one of {}", names.collect::<Vec<_>>().join(", ")));
+        ("spec.schema.name", fix)
+    };
+    problems.push(Problem::new(&doc.file, w, field, why, fix));
+    None
+}
+
+/// The Envoy Gateway `Backend` that `spec.backendRef` names.
+fn envoy_backend<'r>(
+    doc: &Document<resources::AIServiceBackendSpec>,
+    res: &'r Resources,
+    w: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<&'r Document<resources::BackendSpec>> {
+    let bref = &doc.spec.backend_ref;
+    if let Some(kind) = bref.kind.as_deref().filter(|k| *k != "Backend") {
+        problems.push(Problem::new(
+            &doc.file,
+            w,
+            "spec.backendRef.kind",
+            format!("kind `{kind}` is not supported standalone"),
+            "point backendRef at an Envoy Gateway `Backend`".into(),
+        ));
+        return None;
+    }
+    let ns = bref.namespace.as_deref().unwrap_or(doc.namespace());
+    let found = res
+        .envoy_backends
+        .iter()
+        .find(|b| b.meta.name == bref.name && b.namespace() == ns);
+    if found.is_none() {
+        let names = res.envoy_backends.iter().map(|b| b.meta.name.as_str());
+        let fix = did_you_mean(&bref.name, names).unwrap_or_else(|| {
+            format!("define a Backend named `{}` with its endpoints", bref.name)
+        });
+        problems.push(Problem::new(
+            &doc.file,
+            w,
+            "spec.backendRef.name",
+            format!("Backend `{ns}/{}` does not exist", bref.name),
+            fix,
+        ));
+    }
+    found
 }
 
 fn backend_endpoints(

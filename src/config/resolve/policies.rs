@@ -18,95 +18,113 @@ pub(super) fn resolve_policies(
     secrets_dir: Option<&Path>,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<dyn Credential>> {
-    let backend_names: Vec<String> = res.backends.iter().map(|b| b.meta.name.clone()).collect();
     let mut out: BTreeMap<String, Arc<dyn Credential>> = BTreeMap::new();
+    // Which policy authenticates each backend, by the backend's full name.
     let mut targeted: BTreeMap<String, String> = BTreeMap::new();
     for doc in &res.policies {
         let w = what("BackendSecurityPolicy", doc);
-        let spec = &doc.spec;
-        if spec.credential_override.is_some() {
-            // Refused, never ignored: ignoring it would send the configured credential
-            // where the operator asked for the caller's (or for a 401 without one).
-            problems.push(Problem::new(
-                &doc.file,
-                &w,
-                "spec.credentialOverride",
-                "per-request credentials (credentialOverride) are not supported by llm-extproc".into(),
-                "remove credentialOverride; the policy's configured credential is then used for every request".into(),
+        let Some(credential) = credential(res, secrets_dir, doc, &w, problems) else {
+            // Still checked, so that every problem is reported at once.
+            targets(res, doc, &w, &mut targeted, problems);
+            continue;
+        };
+        for backend in targets(res, doc, &w, &mut targeted, problems) {
+            out.insert(backend, credential.clone());
+        }
+    }
+    out
+}
+
+/// The policy's credential, built by its type's builder; None once a problem is reported.
+fn credential(
+    res: &Resources,
+    secrets_dir: Option<&Path>,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn Credential>> {
+    let spec = &doc.spec;
+    let problem = |field: &str, message: &str, fix: String| {
+        Problem::new(&doc.file, w, field, message.into(), fix)
+    };
+    if spec.credential_override.is_some() {
+        // Refused, never ignored: ignoring it would send the configured credential
+        // where the operator asked for the caller's (or for a 401 without one).
+        problems.push(problem(
+            "spec.credentialOverride",
+            "per-request credentials (credentialOverride) are not supported by llm-extproc",
+            "remove credentialOverride; the policy's configured credential is then used for every request".into(),
+        ));
+        return None;
+    }
+    let Some((_, build)) = auth::REGISTRY
+        .iter()
+        .find(|(name, _)| *name == spec.policy_type)
+    else {
+        let types = auth::REGISTRY.iter().map(|(name, _)| *name);
+        let fix = did_you_mean(&spec.policy_type, types.clone())
+            .unwrap_or_else(|| format!("use one of {}", types.collect::<Vec<_>>().join(", ")));
+        let message = format!("unknown type `{}`", spec.policy_type);
+        problems.push(problem("spec.type", &message, fix));
+        return None;
+    };
+    build(&mut Policy {
+        res,
+        secrets_dir,
+        doc,
+        what: w,
+        problems,
+    })
+}
+
+/// The full names of the AIServiceBackends the policy targets that exist and that no
+/// earlier policy authenticates (each such case is a problem).
+fn targets(
+    res: &Resources,
+    doc: &Document<BackendSecurityPolicySpec>,
+    w: &str,
+    targeted: &mut BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let problem =
+        |field: &str, message: String, fix: String| Problem::new(&doc.file, w, field, message, fix);
+    if doc.spec.target_refs.is_empty() {
+        problems.push(problem(
+            "spec.targetRefs",
+            "is empty".into(),
+            "name the AIServiceBackend(s) this policy authenticates, under targetRefs".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, target) in doc.spec.target_refs.iter().enumerate() {
+        let ns = target.namespace.as_deref().unwrap_or(doc.namespace());
+        let exists = res
+            .backends
+            .iter()
+            .any(|b| b.meta.name == target.name && b.namespace() == ns);
+        if !exists {
+            let names = res.backends.iter().map(|b| b.meta.name.as_str());
+            let fix = did_you_mean(&target.name, names)
+                .unwrap_or_else(|| "define that AIServiceBackend or fix the name".into());
+            problems.push(problem(
+                &format!("spec.targetRefs[{i}].name"),
+                format!("AIServiceBackend `{ns}/{}` does not exist", target.name),
+                fix,
             ));
             continue;
         }
-        let builder = auth::REGISTRY
-            .iter()
-            .find(|(name, _)| *name == spec.policy_type)
-            .map(|(_, build)| build);
-        let credential: Option<Arc<dyn Credential>> = match builder {
-            Some(build) => build(&mut Policy {
-                res,
-                secrets_dir,
-                doc,
-                what: &w,
-                problems,
-            }),
-            None => {
-                let types = auth::REGISTRY.iter().map(|(name, _)| *name);
-                let fix = did_you_mean(&spec.policy_type, types.clone()).unwrap_or_else(|| {
-                    format!("use one of {}", types.collect::<Vec<_>>().join(", "))
-                });
-                problems.push(Problem::new(
-                    &doc.file,
-                    &w,
-                    "spec.type",
-                    format!("unknown type `{}`", spec.policy_type),
-                    fix,
-                ));
-                None
-            }
-        };
-        if spec.target_refs.is_empty() {
-            problems.push(Problem::new(
-                &doc.file,
-                &w,
-                "spec.targetRefs",
-                "is empty".into(),
-                "name the AIServiceBackend(s) this policy authenticates, under targetRefs".into(),
+        let backend = full_name(&target.name, ns);
+        if let Some(other) = targeted.insert(backend.clone(), doc.meta.name.clone()) {
+            problems.push(problem(
+                &format!("spec.targetRefs[{i}]"),
+                format!(
+                    "AIServiceBackend `{ns}/{}` is already authenticated by policy `{other}`",
+                    target.name
+                ),
+                "keep one BackendSecurityPolicy per AIServiceBackend".into(),
             ));
         }
-        for (i, target) in spec.target_refs.iter().enumerate() {
-            let ns = target.namespace.as_deref().unwrap_or(doc.namespace());
-            let exists = res
-                .backends
-                .iter()
-                .any(|b| b.meta.name == target.name && b.namespace() == ns);
-            if !exists {
-                let fix = did_you_mean(&target.name, backend_names.iter().map(String::as_str))
-                    .unwrap_or_else(|| "define that AIServiceBackend or fix the name".into());
-                problems.push(Problem::new(
-                    &doc.file,
-                    &w,
-                    &format!("spec.targetRefs[{i}].name"),
-                    format!("AIServiceBackend `{ns}/{}` does not exist", target.name),
-                    fix,
-                ));
-                continue;
-            }
-            let backend = full_name(&target.name, ns);
-            if let Some(other) = targeted.insert(backend.clone(), doc.meta.name.clone()) {
-                problems.push(Problem::new(
-                    &doc.file,
-                    &w,
-                    &format!("spec.targetRefs[{i}]"),
-                    format!(
-                        "AIServiceBackend `{ns}/{}` is already authenticated by policy `{other}`",
-                        target.name
-                    ),
-                    "keep one BackendSecurityPolicy per AIServiceBackend".into(),
-                ));
-            }
-            if let Some(c) = &credential {
-                out.insert(backend, c.clone());
-            }
-        }
+        out.push(backend);
     }
     out
 }
