@@ -14,6 +14,7 @@ mod run;
 mod schema;
 mod secret;
 mod server;
+mod sync;
 mod usage;
 mod wire;
 

@@ -17,6 +17,7 @@ use tokio::task::AbortHandle;
 use super::google_token::{AccessToken, ServiceAccountKey, TokenExchange};
 use super::{AttemptContext, AuthError, Credential, NotYetSupported, PolicySource};
 use crate::secret::SecretValue;
+use crate::sync::lock;
 use crate::wire::UpstreamRequest;
 
 /// The credential of a `GCPCredentials` policy: a service account key file from
@@ -141,10 +142,7 @@ struct Shared {
 impl Shared {
     /// The cached token, unless it is about to expire.
     fn valid_token(&self, now: Instant) -> Result<SecretValue, String> {
-        let cache = self
-            .cache
-            .lock()
-            .map_err(|_| "the token cache failed".to_string())?;
+        let cache = lock(&self.cache);
         match &cache.token {
             Some((token, usable_until)) if now < *usable_until => Ok(token.clone()),
             _ => Err(cache
@@ -155,17 +153,14 @@ impl Shared {
     }
 
     fn store(&self, token: &AccessToken, fetched: Instant) {
-        if let Ok(mut cache) = self.cache.lock() {
-            let margin = EXPIRY_MARGIN.min(token.lifetime / 4);
-            cache.token = Some((token.token.clone(), fetched + token.lifetime - margin));
-            cache.last_error = None;
-        }
+        let mut cache = lock(&self.cache);
+        let margin = EXPIRY_MARGIN.min(token.lifetime / 4);
+        cache.token = Some((token.token.clone(), fetched + token.lifetime - margin));
+        cache.last_error = None;
     }
 
     fn record_error(&self, error: String) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.last_error = Some(error);
-        }
+        lock(&self.cache).last_error = Some(error);
     }
 }
 

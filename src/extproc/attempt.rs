@@ -8,6 +8,7 @@ use super::store::{Attempt, RequestState};
 use crate::api::ApiError;
 use crate::auth::{AttemptContext, CLIENT_CREDENTIAL_HEADERS};
 use crate::config::BackendRefTarget;
+use crate::sync::lock;
 use crate::wire::UpstreamRequest;
 
 /// The edits that turn the client's request into this attempt's provider request.
@@ -20,10 +21,7 @@ pub struct Prepared {
 /// Prepares the attempt for `target` and records it in the request state.
 pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepared, ApiError> {
     let mut upstream = provider_request(state, &target)?;
-    let mut attempt = match state.attempt.lock() {
-        Ok(a) => a,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut attempt = lock(&state.attempt);
     // Replaced only once this attempt is ready: a failed attempt (answered with a local
     // 503 that Envoy may retry) leaves the record of the one before in place.
     let previous = attempt.clone();

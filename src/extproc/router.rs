@@ -26,6 +26,7 @@ use crate::auth::CLIENT_CREDENTIAL_HEADERS;
 use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
 use crate::metrics::Completed;
 use crate::schema::{ResponseHead, ResponseTranslator};
+use crate::sync::lock;
 use crate::usage::Usage;
 
 /// Dynamic metadata key naming the client's API when it is not OpenAI's.
@@ -239,10 +240,7 @@ impl RouterStream {
         };
         let encoding = header(map, "content-encoding").map(str::to_ascii_lowercase);
         let decoder = BodyDecoder::for_encoding(encoding.as_deref());
-        let attempt = self
-            .state
-            .as_ref()
-            .and_then(|s| s.attempt.lock().ok().and_then(|a| a.clone()));
+        let attempt = self.state.as_ref().and_then(|s| lock(&s.attempt).clone());
         let mut reply = Reply::default();
         let provider = attempt
             .as_ref()
@@ -416,7 +414,7 @@ impl RouterStream {
             .as_ref()
             .map(|t| t.usage())
             .unwrap_or_default();
-        let attempt = state.attempt.lock().ok().and_then(|a| a.clone());
+        let attempt = lock(&state.attempt).clone();
         let override_model = attempt
             .as_ref()
             .and_then(|a| a.target.model_name_override.clone());

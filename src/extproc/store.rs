@@ -77,9 +77,7 @@ impl RequestStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<RequestState>>> {
-        // A panic while holding the lock cannot leave the map inconsistent (single
-        // insert/remove calls), so a poisoned lock is still usable.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.entries)
     }
 
     /// Adds `state`; None when the store is full.
