@@ -603,6 +603,13 @@ class VertexFake(_Fake):
         instances = request.get("instances")
         if not instances or not all(isinstance(i, dict) and isinstance(i.get("content"), str) for i in instances):
             raise self.error(400, "INVALID_ARGUMENT", "Invalid instances: each needs a string `content`.")
+        # TextEmbeddingInput: content, task_type, title (title only for RETRIEVAL_DOCUMENT).
+        for instance in instances:
+            for name in instance:
+                if name not in ("content", "task_type", "title"):
+                    raise self.unknown_field(name, "instances[0]")
+            if "title" in instance and instance.get("task_type") != "RETRIEVAL_DOCUMENT":
+                raise self.error(400, "INVALID_ARGUMENT", "title is only valid with task_type RETRIEVAL_DOCUMENT.")
         for name in request.get("parameters", {}):
             if name not in ("autoTruncate", "outputDimensionality"):
                 raise self.error(400, "INVALID_ARGUMENT", f"Invalid parameter {name}")

@@ -332,6 +332,25 @@ def test_embeddings_via_predict(client, vertex_fake, account, encoding_format):
     assert (e.usage.prompt_tokens, e.usage.total_tokens) == (tokens, tokens)
 
 
+def test_embeddings_object_inputs_carry_task_type_and_title(gateway, vertex_fake):
+    """Vertex's task types and titles, as Envoy AI Gateway takes them in `input` objects."""
+    r = httpx.post(gateway.url + "/v1/embeddings", timeout=10, json={
+        "model": "gemini-embed", "encoding_format": "float", "auto_truncate": True,
+        "input": [{"content": "where is Paris", "task_type": "RETRIEVAL_QUERY"},
+                  {"content": ["Paris is in France", "It is the capital"], "task_type": "RETRIEVAL_DOCUMENT",
+                   "title": "France"}]})
+    assert r.status_code == 200, r.text
+    assert vertex_fake.last()["body"] == {
+        "instances": [{"content": "where is Paris", "task_type": "RETRIEVAL_QUERY"},
+                      {"content": "Paris is in France", "task_type": "RETRIEVAL_DOCUMENT", "title": "France"},
+                      {"content": "It is the capital", "task_type": "RETRIEVAL_DOCUMENT", "title": "France"}],
+        "parameters": {"autoTruncate": True}}
+    assert [d["index"] for d in r.json()["data"]] == [0, 1, 2]
+    r = httpx.post(gateway.url + "/v1/embeddings", timeout=10, json={
+        "model": "gemini-embed", "input": {"content": "x", "title": "T", "task_type": "CLUSTERING"}})
+    assert r.status_code == 400 and "RETRIEVAL_DOCUMENT" in r.json()["error"]["message"]
+
+
 # --------------------------------------------------------------------------- Claude on Vertex
 
 

@@ -1,8 +1,12 @@
 //! OpenAI embeddings ↔ Vertex AI text embeddings (`:predict`).
 //!
 //! Request: each input text becomes an instance `{"content": text}`; `dimensions` becomes
-//! `parameters.outputDimensionality`. Token-array inputs are refused (422): Vertex embeds
-//! text only. `user` is dropped. Response: `predictions[].embeddings.values` in order,
+//! `parameters.outputDimensionality`. An input may also be an object, as Envoy AI Gateway
+//! takes it for Vertex: `{"content": text or [texts], "task_type", "title"}`, each text an
+//! instance with that `task_type` and `title` (Vertex takes a title only with
+//! `RETRIEVAL_DOCUMENT`: a title with another or none is a 400). A top-level `task_type` applies to every
+//! instance, over the items' own; `auto_truncate` becomes `parameters.autoTruncate`.
+//! Token-array inputs are refused (422): Vertex embeds text only. `user` is dropped. Response: `predictions[].embeddings.values` in order,
 //! as floats or, for `encoding_format: base64`, as little-endian f32 bytes in base64
 //! (what OpenAI sends); usage is the sum of `statistics.token_count`.
 
@@ -24,7 +28,26 @@ struct EmbeddingsRequest {
     dimensions: Option<u64>,
     #[serde(default)]
     encoding_format: Option<String>,
+    /// Vertex's task type for every input (over the items' own).
+    #[serde(default)]
+    task_type: Option<String>,
+    #[serde(default)]
+    auto_truncate: Option<bool>,
 }
+
+/// An object input (see the module documentation).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputItem {
+    content: Value,
+    #[serde(default)]
+    task_type: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// The only task type Vertex takes a title with.
+const TITLED_TASK: &str = "RETRIEVAL_DOCUMENT";
 
 impl EmbeddingsRequest {
     fn parse(request: &ClientRequest) -> Result<Self, ApiError> {
@@ -32,21 +55,68 @@ impl EmbeddingsRequest {
             .map_err(|e| ApiError::BadRequest(format!("invalid embeddings request: {e}")))
     }
 
-    fn texts(&self) -> Result<Vec<&str>, ApiError> {
-        let token_arrays = || {
-            ApiError::Unprocessable(format!(
-                "{PROVIDER} embeds text only; send `input` as a string or a list of strings"
-            ))
-        };
+    /// One `:predict` instance per text.
+    fn instances(&self) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
         match &self.input {
-            Value::String(text) => Ok(vec![text.as_str()]),
-            Value::Array(items) if !items.is_empty() => items
-                .iter()
-                .map(|item| item.as_str().ok_or_else(token_arrays))
-                .collect(),
-            Value::Array(_) => Err(ApiError::BadRequest("`input` is empty".into())),
-            _ => Err(token_arrays()),
+            Value::Array(items) if items.is_empty() => {
+                return Err(ApiError::BadRequest("`input` is empty".into()))
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.push_instances(item, &mut out)?;
+                }
+            }
+            single => self.push_instances(single, &mut out)?,
         }
+        Ok(out)
+    }
+
+    fn push_instances(&self, input: &Value, out: &mut Vec<Value>) -> Result<(), ApiError> {
+        let item = match input {
+            Value::String(text) => InputItem {
+                content: Value::String(text.clone()),
+                task_type: None,
+                title: None,
+            },
+            Value::Object(_) => serde_json::from_value(input.clone()).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "an `input` object takes `content`, `task_type` and `title`: {e}"
+                ))
+            })?,
+            _ => {
+                return Err(ApiError::Unprocessable(format!(
+                    "{PROVIDER} embeds text only; send `input` as a string or a list of strings"
+                )))
+            }
+        };
+        let task_type = self.task_type.as_ref().or(item.task_type.as_ref());
+        if item.title.is_some() && task_type.map(String::as_str) != Some(TITLED_TASK) {
+            return Err(ApiError::BadRequest(format!(
+                "an `input` `title` needs task_type {TITLED_TASK}, not {}",
+                task_type.map_or("none", String::as_str)
+            )));
+        }
+        let texts: Vec<&str> = match &item.content {
+            Value::String(text) => vec![text],
+            Value::Array(texts) if !texts.is_empty() => texts
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()
+                .ok_or_else(|| ApiError::BadRequest(CONTENT_SHAPE.into()))?,
+            _ => return Err(ApiError::BadRequest(CONTENT_SHAPE.into())),
+        };
+        for text in texts {
+            let mut instance = json!({ "content": text });
+            if let Some(task) = task_type {
+                instance["task_type"] = json!(task);
+            }
+            if let Some(title) = &item.title {
+                instance["title"] = json!(title);
+            }
+            out.push(instance);
+        }
+        Ok(())
     }
 
     fn base64(&self) -> Result<bool, ApiError> {
@@ -54,18 +124,22 @@ impl EmbeddingsRequest {
     }
 }
 
+const CONTENT_SHAPE: &str = "an `input` object's `content` must be a string or a list of strings";
+
 /// The `:predict` body for an OpenAI embeddings request.
 pub fn predict_request(request: &ClientRequest) -> Result<Value, ApiError> {
     let parsed = EmbeddingsRequest::parse(request)?;
     parsed.base64()?;
-    let instances: Vec<Value> = parsed
-        .texts()?
-        .into_iter()
-        .map(|text| json!({ "content": text }))
-        .collect();
-    let mut body = json!({ "instances": instances });
+    let mut body = json!({ "instances": parsed.instances()? });
+    let mut parameters = Map::new();
     if let Some(dimensions) = parsed.dimensions {
-        body["parameters"] = json!({ "outputDimensionality": dimensions });
+        parameters.insert("outputDimensionality".into(), json!(dimensions));
+    }
+    if let Some(truncate) = parsed.auto_truncate {
+        parameters.insert("autoTruncate".into(), json!(truncate));
+    }
+    if !parameters.is_empty() {
+        body["parameters"] = Value::Object(parameters);
     }
     Ok(body)
 }
@@ -221,8 +295,45 @@ mod tests {
         );
         let r = request(r#"{"model":"m","input":[[1,2,3]]}"#);
         assert_eq!(predict_request(&r).unwrap_err().status(), 422);
+        let r = request(r#"{"model":"m","input":[1,2,3]}"#);
+        assert_eq!(predict_request(&r).unwrap_err().status(), 422);
         let r = request(r#"{"model":"m","input":"x","encoding_format":"int8"}"#);
         assert_eq!(predict_request(&r).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn object_inputs_carry_task_type_and_title() {
+        let r = request(
+            r#"{"model":"m","input":[{"content":"q","task_type":"RETRIEVAL_QUERY"},
+               {"content":["d1","d2"],"task_type":"RETRIEVAL_DOCUMENT","title":"T"},"plain"],
+               "auto_truncate":false}"#,
+        );
+        assert_eq!(
+            predict_request(&r).unwrap(),
+            json!({"instances":[
+                {"content":"q","task_type":"RETRIEVAL_QUERY"},
+                {"content":"d1","task_type":"RETRIEVAL_DOCUMENT","title":"T"},
+                {"content":"d2","task_type":"RETRIEVAL_DOCUMENT","title":"T"},
+                {"content":"plain"}],
+              "parameters":{"autoTruncate":false}})
+        );
+        // A top-level task type applies to every instance.
+        let r = request(
+            r#"{"model":"m","task_type":"CLUSTERING","input":[{"content":"a","task_type":"X"},"b"]}"#,
+        );
+        let body = predict_request(&r).unwrap();
+        assert_eq!(body["instances"][0]["task_type"], "CLUSTERING");
+        assert_eq!(body["instances"][1]["task_type"], "CLUSTERING");
+        for bad in [
+            r#"{"model":"m","input":{"content":"a","title":"T","task_type":"RETRIEVAL_QUERY"}}"#,
+            r#"{"model":"m","input":{"content":"a","title":"T"}}"#,
+            r#"{"model":"m","input":{"content":[]}}"#,
+            r#"{"model":"m","input":{"content":[1]}}"#,
+            r#"{"model":"m","input":{"text":"a"}}"#,
+        ] {
+            let e = predict_request(&request(bad)).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}: {e}");
+        }
     }
 
     #[test]
