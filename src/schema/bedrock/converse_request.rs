@@ -362,7 +362,7 @@ fn output_config(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
 mod tests {
     use super::*;
     use crate::api::{ApiKind, ClientRequest};
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use bytes::Bytes;
 
     fn body(request: &str) -> Result<Value, ApiError> {
@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn recorded_tool_request_is_reproduced() {
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         let b = body(
             r#"{"model":"m","stream":true,"max_tokens":300,"temperature":0.5,
               "messages":[{"role":"user","content":"What is the weather in Barcelona?"}],
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn reasoning_effort_becomes_a_thinking_budget() {
-        let recorded = fixture("bedrock/converse-stream-reasoning.json");
+        let recorded = load("bedrock/converse-stream-reasoning.json");
         let b = body(
             r#"{"model":"m","reasoning_effort":"minimal","messages":[{"role":"user","content":"Hello"}]}"#,
         )

@@ -297,7 +297,8 @@ impl ResponseTranslator for ConverseResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::framing::aws_eventstream::testing::{encode, fixture, recorded_body};
+    use crate::framing::aws_eventstream::testing::encode;
+    use crate::schema::fixtures::{load, recorded_body};
     use bytes::Bytes;
     use proptest::prelude::*;
 
@@ -565,7 +566,7 @@ mod tests {
     #[test]
     fn unary_recorded_answers() {
         let r = request(r#"{"model":"claude"}"#);
-        let recorded = fixture("bedrock/converse-tool-use.json");
+        let recorded = load("bedrock/converse-tool-use.json");
         let mut t = ConverseResponse::new(&r);
         let out = t
             .unary(recorded["response"]["body"].to_string().as_bytes())
@@ -586,7 +587,7 @@ mod tests {
         assert_eq!(v["object"], "chat.completion");
         assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
 
-        let recorded = fixture("bedrock/converse-cache-usage.json");
+        let recorded = load("bedrock/converse-cache-usage.json");
         let usage = &recorded["response"]["body"]["usage"];
         let mut t = ConverseResponse::new(&r);
         let out = t

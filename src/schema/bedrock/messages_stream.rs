@@ -386,7 +386,8 @@ fn thinking() -> Kind {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::framing::aws_eventstream::testing::{encode, recorded_body};
+    use crate::framing::aws_eventstream::testing::encode;
+    use crate::schema::fixtures::recorded_body;
     use proptest::prelude::*;
 
     /// Runs `body` through a fresh stream translator, cut at `cuts`.

@@ -159,7 +159,7 @@ impl BackendSchema for Bedrock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use bytes::Bytes;
 
     fn request(api: ApiKind, body: &str) -> ClientRequest {
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn inference_profile_arn_is_one_segment_as_the_sdk_encodes_it() {
-        let recorded = fixture("bedrock/converse-inference-profile-arn-guardrail.json");
+        let recorded = load("bedrock/converse-inference-profile-arn-guardrail.json");
         let arn = "arn:aws:bedrock:us-east-1:012345678901:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0";
         let r = request(
             ApiKind::ChatCompletions,
@@ -190,13 +190,13 @@ mod tests {
             r#"{"model":"anthropic.claude-3-sonnet-20240229-v1:0","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
         );
         let u = Bedrock.upstream_request(&r, None).unwrap();
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
     }
 
     #[test]
     fn messages_go_to_converse_and_come_back_as_anthropic_sse() {
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         let mut r = request(
             ApiKind::Messages,
             r#"{"model":"anthropic.claude-3-sonnet-20240229-v1:0","stream":true,"max_tokens":300,
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn embeddings_invoke_titan() {
-        let recorded = fixture("bedrock/invoke-titan-embed-text-v1.json");
+        let recorded = load("bedrock/invoke-titan-embed-text-v1.json");
         let r = request(
             ApiKind::Embeddings,
             r#"{"model":"amazon.titan-embed-text-v1","input":"Hello World!"}"#,

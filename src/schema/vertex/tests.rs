@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::schema::fixtures::fixture;
+use crate::schema::fixtures::load;
 
 fn schema() -> Arc<dyn BackendSchema> {
     GcpVertexAi::build(&SchemaSpec {
@@ -197,7 +197,7 @@ fn unsupported_fields_are_refused_by_name() {
 #[test]
 fn thought_signature_round_trip() {
     // Gemini's recorded answer, as the client receives it ...
-    let recorded = fixture("vertex/generate-content-function-call.json");
+    let recorded = load("vertex/generate-content-function-call.json");
     let answer = &recorded["response"]["body"];
     let request = client(
         ApiKind::ChatCompletions,
