@@ -23,7 +23,7 @@ use crate::schema::anthropic::messages::{
 use crate::schema::anthropic::request::{messages_body, Flavor};
 use crate::schema::anthropic::response::AnthropicResponse;
 use crate::schema::bedrock::errors;
-use crate::schema::chat::ChatRequest;
+use crate::schema::chat::{api_not_served, ChatRequest};
 use crate::schema::path_segment;
 use crate::schema::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
 use crate::usage::Usage;
@@ -71,11 +71,11 @@ impl BackendSchema for AwsAnthropic {
                 },
             )?,
             _ => {
-                return Err(ApiError::Unprocessable(format!(
-                    "{} serves only chat completions, not /v1/{}",
+                return Err(api_not_served(
                     FLAVOR.provider,
-                    request.api.openai_suffix()
-                )))
+                    request.api,
+                    crate::schema::anthropic::SERVED,
+                ))
             }
         };
         let operation = if request.stream {
