@@ -5,6 +5,7 @@
 //! (Anthropic SDK clients) pass as [`messages`] describes. Anthropic has no
 //! embeddings or legacy completions API.
 
+pub mod events;
 pub mod messages;
 pub mod request;
 pub mod response;
