@@ -4,6 +4,9 @@
 //! in `snapshots/`, reviewed against the provider's public API reference: a snapshot is
 //! an expectation, not a copy of whatever the translator emits.
 //!
+//! Requests named `refuse_*` exercise the rules decided once for every schema
+//! (`crate::schema::chat`): each must get the same answer from every schema.
+//!
 //! To review a change, run the tests with `INSTA_UPDATE=always` (or rename the
 //! `.snap.new` files a failing run writes) and read the diff. `scripts/test.sh` runs with
 //! `INSTA_UPDATE=no`, so a missing or changed snapshot fails.
@@ -173,6 +176,7 @@ fn requests_through_every_translating_schema() {
         let body = std::fs::read(&path).expect("request file");
         let request = ClientRequest::parse(ApiKind::ChatCompletions, Bytes::from(body))
             .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let mut answers = Vec::new();
         for (name, model) in SCHEMAS {
             let text = match schema(name).upstream_request(&request, Some(model)) {
                 Ok(upstream) => {
@@ -186,7 +190,15 @@ fn requests_through_every_translating_schema() {
                 }
                 Err(e) => format!("{} {}\n{e}", e.status(), e.code()),
             };
+            answers.push(text.clone());
             snapshot(&format!("{case}.{name}"), text);
+        }
+        // The `refuse_` cases are the shared rules: one answer whatever the schema.
+        if case.starts_with("refuse_") {
+            assert!(
+                answers.iter().all(|a| *a == answers[0]),
+                "{case}: {answers:#?}"
+            );
         }
     }
 }
