@@ -10,7 +10,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "== unit tests"
-cargo test --quiet
+# Golden snapshots are checked, never written: a missing or changed one fails.
+INSTA_UPDATE=no cargo test --quiet
 echo "== build the sidecar"
 cargo build --quiet
 echo "== end-to-end tests"

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::error_body;
 use crate::config::default::DEMO_KEY;
+use crate::framing::sse::write_event;
 
 /// Binds the echo backend on an ephemeral loopback port and serves it in the background.
 pub async fn start() -> std::io::Result<SocketAddr> {
@@ -133,8 +134,11 @@ async fn chat(headers: HeaderMap, body: axum::body::Bytes) -> Response {
             events.push(json!({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
                                "choices": [], "usage": usage(prompt_tokens, completion_tokens)}));
         }
-        let mut sse: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-        sse.push_str("data: [DONE]\n\n");
+        let mut sse = Vec::new();
+        for event in &events {
+            write_event(&mut sse, None, event.to_string().as_bytes());
+        }
+        write_event(&mut sse, None, b"[DONE]");
         return Response::builder()
             .header("content-type", "text/event-stream")
             .body(Body::from(sse))
@@ -191,4 +195,33 @@ async fn embeddings(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let body = json!({"object": "list", "data": data, "model": req.get("model").cloned().unwrap_or(json!("demo")),
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
     json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn streams_chunks_then_done() {
+        let addr = start().await.unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("authorization", format!("Bearer {DEMO_KEY}"))
+            .body(r#"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi there"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        let text = answer.text().await.unwrap();
+        let events: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(events.last(), Some(&"data: [DONE]"));
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "echo: hi there");
+    }
 }

@@ -109,6 +109,13 @@ pub fn anthropic_error_body(status: u16, message: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// An Anthropic `error` stream event (`event: error`, the body of
+/// [`anthropic_error_body`]), appended to `out`: the one way a Messages client's stream
+/// is ended with an error.
+pub fn anthropic_error_event(out: &mut Vec<u8>, status: u16, message: &str) {
+    crate::framing::sse::write_event(out, Some("error"), &anthropic_error_body(status, message));
+}
+
 /// Anthropic's error type for an HTTP status (its API reference's table).
 pub fn anthropic_error_type(status: u16) -> &'static str {
     match status {

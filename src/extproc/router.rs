@@ -502,21 +502,19 @@ fn cost_value(kind: CostKind, u: &Usage) -> u64 {
 /// What the client gets instead of a provider answer the gateway cannot hand on (not
 /// decodable, not readable): an error in its API's shape, as a stream event or a body.
 fn answer_error_body(api: Option<ApiKind>, streaming: bool, message: &str, code: &str) -> Vec<u8> {
-    let (body, event_name) = match api {
-        Some(ApiKind::Messages) => (
-            api::error::anthropic_error_body(502, message),
-            "event: error\n",
-        ),
-        _ => (error_body(message, "server_error", code), ""),
-    };
-    if !streaming {
-        return body;
+    let mut out = Vec::new();
+    match (api, streaming) {
+        (Some(ApiKind::Messages), true) => {
+            api::error::anthropic_error_event(&mut out, 502, message)
+        }
+        (Some(ApiKind::Messages), false) => out = api::error::anthropic_error_body(502, message),
+        (_, true) => {
+            let body = error_body(message, "server_error", code);
+            crate::framing::sse::write_event(&mut out, None, &body);
+        }
+        (_, false) => out = error_body(message, "server_error", code),
     }
-    let mut event = event_name.as_bytes().to_vec();
-    event.extend_from_slice(b"data: ");
-    event.extend(body);
-    event.extend_from_slice(b"\n\n");
-    event
+    out
 }
 
 /// An error body the client can read as an OpenAI error: None when it already is one,

@@ -231,22 +231,13 @@ pub mod testing {
         write_message_to(&message, &mut out).unwrap();
         out
     }
-
-    /// A recorded fixture (see `e2e/fixtures`).
-    pub fn fixture(name: &str) -> serde_json::Value {
-        crate::schema::fixtures::load(name)
-    }
-
-    /// The recorded response body of a streamed fixture.
-    pub fn recorded_body(name: &str) -> Vec<u8> {
-        crate::schema::fixtures::response_body(&fixture(name))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::testing::*;
     use super::*;
+    use crate::schema::fixtures::recorded_body;
     use proptest::prelude::*;
 
     fn decode_all(body: &[u8], cuts: &[usize]) -> Vec<Result<Frame, EventStreamError>> {

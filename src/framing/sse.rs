@@ -1,4 +1,5 @@
-//! Server-sent events framing, incremental.
+//! Server-sent events framing: incremental splitting of what providers send, and the one
+//! encoder of what the gateway writes ([`write_event`]).
 //!
 //! Bytes arrive in arbitrary pieces (ext_proc chunks); events end at a blank line, which
 //! may be `\n\n`, `\r\n\r\n` or mixed. Only the unfinished tail is kept between calls, so
@@ -85,9 +86,40 @@ pub fn event_data(event: &[u8]) -> Option<String> {
     data
 }
 
+/// Appends one SSE event to `out`: an `event:` line when `name` is given, then `data`
+/// as one `data:` line (callers pass compact JSON or `[DONE]`, which hold no newline).
+pub fn write_event(out: &mut Vec<u8>, name: Option<&str>, data: &[u8]) {
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_events_split_back_into_the_same_data() {
+        let mut out = Vec::new();
+        write_event(
+            &mut out,
+            Some("message_stop"),
+            br#"{"type":"message_stop"}"#,
+        );
+        write_event(&mut out, None, b"[DONE]");
+        assert_eq!(
+            out,
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\ndata: [DONE]\n\n"
+        );
+        let events = SseSplitter::default().push(&out);
+        let data: Vec<_> = events.iter().filter_map(|e| event_data(e)).collect();
+        assert_eq!(data, vec![r#"{"type":"message_stop"}"#, "[DONE]"]);
+    }
 
     fn split_all(input: &[u8], cut: usize) -> Vec<Vec<u8>> {
         let mut s = SseSplitter::default();

@@ -4,6 +4,39 @@
 //! schemas read the fields below; anything else the client sent is in `other`, so a
 //! translator can tell a harmless unknown field from one it must refuse.
 //!
+//! # One decision per rule
+//!
+//! The rules marked *shared* are decided once, in [`ChatRequest::parse`], so every
+//! translating schema answers the same input with the same status and message; the
+//! others are each provider's mapping (its module documents the rest of its fields).
+//!
+//! | client field | Claude: `Anthropic`, `GCPAnthropic`, `AWSAnthropic` | `AWSBedrock` (Converse) | `GCPVertexAI` (Gemini) |
+//! |---|---|---|---|
+//! | `n` > 1 | shared: 422 | shared: 422 | shared: 422 |
+//! | `logit_bias` | shared: `{}`/null dropped, else 422 | same | same |
+//! | `modalities` | shared: `["text"]` dropped, `audio` 422, anything else 400 | same | same |
+//! | a tool whose `type` is not `function` | shared: 422 naming the type | same | same |
+//! | `tool_choice: "none"` | `{type: none}` | tools left out; 422 once the conversation holds tool calls | `mode: NONE` |
+//! | `tool_choice: "auto"` | `{type: auto}` | `{auto: {}}` | `mode: AUTO` |
+//! | `tool_choice: "required"` | `{type: any}` | `{any: {}}` | `mode: ANY` |
+//! | `tool_choice` naming a function | `{type: tool, name}` | `{tool: {name}}` | `mode: ANY`, `allowedFunctionNames` |
+//! | `tool_choice`: another string | shared: 400 naming it | same | same |
+//! | `tool_choice`: an object of another type | shared: 422 naming the type | same | same |
+//! | `tool_choice` required or named, no `tools` | shared: 400 | same | same |
+//! | `reasoning_effort` | `thinking.budget_tokens` (`none`: no thinking) | `additionalModelRequestFields.thinking` (`none`: none) | `thinkingConfig.thinkingBudget` (`none`: 0) |
+//! | `reasoning_effort`: another value | shared: 400 naming it | same | same |
+//! | thinking budget not below `max_(completion_)tokens` | shared: 422 | same | same |
+//! | thinking without a client limit | `max_tokens` = 4096 + budget | the model's default | the model's default |
+//! | `parallel_tool_calls: false` | `disable_parallel_tool_use` | 422 | dropped |
+//! | `response_format: json_object` | 422 | 422 | `responseMimeType` |
+//! | `response_format: json_schema` | 422 | `outputConfig.textFormat` | `responseJsonSchema` |
+//! | APIs other than chat | Messages served; others 422 ([`api_not_served`]) | embeddings, Messages served; others 422 | embeddings served; others 422 |
+//!
+//! Budgets per effort: minimal 1024, low 2048, medium 8192, high 24576
+//! ([`ReasoningEffort::budget`]).
+//!
+//! # Reasoning round trips
+//!
 //! Reasoning round trips use two documented extension fields, the ones OpenAI-compatible
 //! gateways and SDKs already use:
 //! - `reasoning_content` (string) on an assistant message or stream delta: the provider's
@@ -16,12 +49,13 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::api::{ApiError, ClientRequest};
+use crate::api::{ApiError, ApiKind, ClientRequest};
 
-#[derive(Debug, Deserialize)]
+/// A chat request as the translating schemas read it: parsed, and with the rules every
+/// translation shares (see the table above) already decided.
+#[derive(Debug)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,
-    #[serde(default)]
     pub stream: bool,
     pub max_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
@@ -29,28 +63,143 @@ pub struct ChatRequest {
     pub top_p: Option<f64>,
     pub stop: Option<Stop>,
     pub seed: Option<i64>,
-    pub tools: Option<Vec<Tool>>,
+    /// Function tools; a tool of another kind is refused when parsing.
+    pub tools: Vec<FunctionDef>,
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
-    pub reasoning_effort: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
     pub user: Option<String>,
-    pub n: Option<u64>,
     /// Everything else the client sent.
-    #[serde(flatten)]
     pub other: Map<String, Value>,
 }
 
+/// The request as sent; [`ChatRequest::parse`] decides the shared rules over it.
+#[derive(Debug, Deserialize)]
+struct WireChatRequest {
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop: Option<Stop>,
+    seed: Option<i64>,
+    tools: Option<Vec<WireTool>>,
+    tool_choice: Option<WireToolChoice>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<ResponseFormat>,
+    reasoning_effort: Option<String>,
+    user: Option<String>,
+    n: Option<u64>,
+    logit_bias: Option<Map<String, Value>>,
+    modalities: Option<Vec<String>>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
 impl ChatRequest {
-    /// Parses the client's chat body; a shape error is the client's (400).
+    /// Parses the client's chat body and decides the rules every translation shares: a
+    /// shape error or an unknown value is the client's (400); what no translated
+    /// provider can honour is 422, with the same message whichever schema serves it.
     pub fn parse(request: &ClientRequest) -> Result<Self, ApiError> {
-        serde_json::from_slice(&request.body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid chat completions request: {e}")))
+        let wire: WireChatRequest = serde_json::from_slice(&request.body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid chat completions request: {e}")))?;
+        if let Some(n) = wire.n.filter(|n| *n > 1) {
+            return Err(ApiError::Unprocessable(format!(
+                "`n` = {n} is not supported for this model: its provider returns one choice per request; send one request per choice"
+            )));
+        }
+        if wire.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(ApiError::Unprocessable(
+                "`logit_bias` is not supported for this model: its token ids are those of OpenAI's tokenizers".into(),
+            ));
+        }
+        for modality in wire.modalities.iter().flatten() {
+            match modality.as_str() {
+                "text" => {}
+                "audio" => {
+                    return Err(ApiError::Unprocessable(
+                        "`modalities` other than text are not supported for this model: it answers in text".into(),
+                    ))
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`modalities` may hold text and audio; got `{other}`"
+                    )))
+                }
+            }
+        }
+        let tools = wire
+            .tools
+            .unwrap_or_default()
+            .into_iter()
+            .map(WireTool::decide)
+            .collect::<Result<Vec<_>, _>>()?;
+        let tool_choice = wire.tool_choice.map(WireToolChoice::decide).transpose()?;
+        if tools.is_empty() {
+            if let Some(choice @ (ToolChoice::Required | ToolChoice::Function(_))) = &tool_choice {
+                return Err(ApiError::BadRequest(format!(
+                    "`tool_choice` {} needs `tools`, and none were given",
+                    choice.describe()
+                )));
+            }
+        }
+        let reasoning_effort = wire
+            .reasoning_effort
+            .as_deref()
+            .map(ReasoningEffort::parse)
+            .transpose()?;
+        let chat = ChatRequest {
+            messages: wire.messages,
+            stream: wire.stream,
+            max_tokens: wire.max_tokens,
+            max_completion_tokens: wire.max_completion_tokens,
+            temperature: wire.temperature,
+            top_p: wire.top_p,
+            stop: wire.stop,
+            seed: wire.seed,
+            tools,
+            tool_choice,
+            parallel_tool_calls: wire.parallel_tool_calls,
+            response_format: wire.response_format,
+            reasoning_effort,
+            user: wire.user,
+            other: wire.other,
+        };
+        chat.check_thinking_budget()?;
+        Ok(chat)
     }
 
     /// The output token limit the client set, under either name.
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// The thinking budget `reasoning_effort` asks for, if any.
+    pub fn thinking_budget(&self) -> Option<u64> {
+        self.reasoning_effort.and_then(ReasoningEffort::budget)
+    }
+
+    /// Every provider counts thinking within the output limit: a budget that leaves no
+    /// room for the answer is refused rather than sent (Claude answers 400, Gemini an
+    /// empty answer). Without a client limit the schema picks one that fits.
+    fn check_thinking_budget(&self) -> Result<(), ApiError> {
+        let (Some(effort), Some(budget), Some(max)) = (
+            self.reasoning_effort,
+            self.thinking_budget(),
+            self.max_output_tokens(),
+        ) else {
+            return Ok(());
+        };
+        if budget >= max {
+            return Err(ApiError::Unprocessable(format!(
+                "`reasoning_effort: {}` is a thinking budget of {budget} tokens, which must be below `max_completion_tokens` ({max}); raise the limit or lower the effort",
+                effort.as_str()
+            )));
+        }
+        Ok(())
     }
 
     /// The stop sequences, as a list.
@@ -59,16 +208,6 @@ impl ChatRequest {
             None => Vec::new(),
             Some(Stop::One(s)) => vec![s.clone()],
             Some(Stop::Many(v)) => v.clone(),
-        }
-    }
-
-    /// Refuses `n` > 1, which no translating provider can return in one answer.
-    pub fn single_choice(&self, provider: &str) -> Result<(), ApiError> {
-        match self.n {
-            Some(n) if n > 1 => Err(ApiError::Unprocessable(format!(
-                "`n` = {n} is not supported by {provider}; send one request per choice"
-            ))),
-            _ => Ok(()),
         }
     }
 
@@ -88,6 +227,21 @@ impl ChatRequest {
         }
         Ok(())
     }
+}
+
+/// The 422 for a client API that `provider`'s schema does not serve; `served` lists the
+/// ones it does.
+pub fn api_not_served(provider: &str, api: ApiKind, served: &[ApiKind]) -> ApiError {
+    let path = |api: ApiKind| match api {
+        ApiKind::Messages => "Anthropic's /v1/messages".to_string(),
+        other => format!("/v1/{}", other.openai_suffix()),
+    };
+    let served: Vec<String> = served.iter().copied().map(path).collect();
+    ApiError::Unprocessable(format!(
+        "{provider} does not serve {}; it serves {}",
+        path(api),
+        served.join(" and ")
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,11 +434,26 @@ pub enum ThinkingBlock {
     },
 }
 
+/// A tool as sent: only `function` tools can be translated.
 #[derive(Debug, Deserialize)]
-pub struct Tool {
+struct WireTool {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub function: FunctionDef,
+    kind: String,
+    function: Option<FunctionDef>,
+}
+
+impl WireTool {
+    fn decide(self) -> Result<FunctionDef, ApiError> {
+        match (self.kind.as_str(), self.function) {
+            ("function", Some(function)) => Ok(function),
+            ("function", None) => Err(ApiError::BadRequest(
+                "a `function` tool needs its `function` definition".into(),
+            )),
+            (kind, _) => Err(ApiError::Unprocessable(format!(
+                "tools of type `{kind}` are not supported for this model; only `function` tools are"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,19 +472,66 @@ impl FunctionDef {
     }
 }
 
+/// Which tools the model may or must call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    /// This function, by name.
+    Function(String),
+}
+
+impl ToolChoice {
+    fn describe(&self) -> String {
+        match self {
+            ToolChoice::None => "`none`".into(),
+            ToolChoice::Auto => "`auto`".into(),
+            ToolChoice::Required => "`required`".into(),
+            ToolChoice::Function(name) => format!("naming `{name}`"),
+        }
+    }
+}
+
+/// `tool_choice` as sent: a mode, or an object naming a function (or another kind).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum ToolChoice {
-    /// `none`, `auto` or `required`.
+enum WireToolChoice {
     Mode(String),
-    Named {
-        function: NamedFunction,
+    Object {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        function: Option<NamedFunction>,
     },
 }
 
+impl WireToolChoice {
+    fn decide(self) -> Result<ToolChoice, ApiError> {
+        match self {
+            WireToolChoice::Mode(mode) => match mode.as_str() {
+                "none" => Ok(ToolChoice::None),
+                "auto" => Ok(ToolChoice::Auto),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(ApiError::BadRequest(format!(
+                    "`tool_choice` must be none, auto, required or a named function; got `{other}`"
+                ))),
+            },
+            WireToolChoice::Object { kind, function } => match (kind.as_deref(), function) {
+                (None | Some("function"), Some(f)) => Ok(ToolChoice::Function(f.name)),
+                (None | Some("function"), None) => Err(ApiError::BadRequest(
+                    "`tool_choice` of type `function` needs `function.name`".into(),
+                )),
+                (Some(kind), _) => Err(ApiError::Unprocessable(format!(
+                    "`tool_choice` of type `{kind}` is not supported for this model; use none, auto, required or a named function"
+                ))),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
-pub struct NamedFunction {
-    pub name: String,
+struct NamedFunction {
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,25 +548,56 @@ pub struct JsonSchema {
     pub schema: Option<Value>,
 }
 
-/// A reasoning effort as a thinking budget in tokens, for providers that take a budget.
-/// The figures follow the providers' guidance (Anthropic's minimum is 1024).
-pub fn thinking_budget(effort: &str) -> Result<Option<u64>, ApiError> {
-    match effort {
-        "none" => Ok(None),
-        "minimal" => Ok(Some(1024)),
-        "low" => Ok(Some(2048)),
-        "medium" => Ok(Some(8192)),
-        "high" => Ok(Some(24576)),
-        other => Err(ApiError::BadRequest(format!(
-            "`reasoning_effort` must be one of none, minimal, low, medium, high; got `{other}`"
-        ))),
+/// OpenAI's `reasoning_effort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningEffort {
+    None,
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningEffort {
+    fn parse(effort: &str) -> Result<Self, ApiError> {
+        match effort {
+            "none" => Ok(ReasoningEffort::None),
+            "minimal" => Ok(ReasoningEffort::Minimal),
+            "low" => Ok(ReasoningEffort::Low),
+            "medium" => Ok(ReasoningEffort::Medium),
+            "high" => Ok(ReasoningEffort::High),
+            other => Err(ApiError::BadRequest(format!(
+                "`reasoning_effort` must be one of none, minimal, low, medium, high; got `{other}`"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::None => "none",
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        }
+    }
+
+    /// The effort as a thinking budget in tokens, for providers that take a budget; None
+    /// for `none`. The figures follow the providers' guidance (Anthropic's minimum is 1024).
+    pub fn budget(self) -> Option<u64> {
+        match self {
+            ReasoningEffort::None => None,
+            ReasoningEffort::Minimal => Some(1024),
+            ReasoningEffort::Low => Some(2048),
+            ReasoningEffort::Medium => Some(8192),
+            ReasoningEffort::High => Some(24576),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ApiKind;
     use bytes::Bytes;
 
     fn parse(body: &str) -> Result<ChatRequest, ApiError> {
@@ -369,6 +616,7 @@ mod tests {
                "thinking_blocks":[{"type":"thinking","thinking":"hm","signature":"s1"}]},
               {"role":"tool","tool_call_id":"c1","content":"42"}],
               "stop":"END","tool_choice":{"type":"function","function":{"name":"f"}},
+              "tools":[{"type":"function","function":{"name":"f"}}],
               "response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}},
               "metadata":{"a":"b"}}"#,
         )
@@ -388,7 +636,8 @@ mod tests {
         assert_eq!(call.thought_signature(), Some("sig"));
         assert_eq!(call.arguments().unwrap(), serde_json::json!({}));
         assert_eq!(r.stop_sequences(), vec!["END".to_string()]);
-        assert!(matches!(r.tool_choice, Some(ToolChoice::Named { .. })));
+        assert_eq!(r.tool_choice, Some(ToolChoice::Function("f".into())));
+        assert_eq!(r.tools[0].name, "f");
         assert!(r.other.contains_key("metadata"));
     }
 
@@ -401,7 +650,59 @@ mod tests {
                 .status(),
             400
         );
-        let r = parse(r#"{"model":"m","messages":[],"n":2}"#).unwrap();
-        assert_eq!(r.single_choice("X").unwrap_err().status(), 422);
+    }
+
+    fn refusal(extra: &str) -> (u16, String) {
+        let e = parse(&format!(r#"{{"model":"m","messages":[],{extra}}}"#)).unwrap_err();
+        (e.status(), e.to_string())
+    }
+
+    #[test]
+    fn shared_rules_are_decided_when_parsing() {
+        let cases = [
+            (r#""n":2"#, 422, "`n` = 2"),
+            (r#""logit_bias":{"50256":-100}"#, 422, "`logit_bias`"),
+            (r#""modalities":["text","audio"]"#, 422, "`modalities`"),
+            (r#""modalities":["smell"]"#, 400, "`smell`"),
+            (
+                r#""tools":[{"type":"custom","custom":{"name":"p"}}]"#,
+                422,
+                "`custom`",
+            ),
+            (r#""tools":[{"type":"function"}]"#, 400, "`function`"),
+            (r#""tool_choice":"sometimes""#, 400, "`sometimes`"),
+            (
+                r#""tool_choice":{"type":"allowed_tools","allowed_tools":{}}"#,
+                422,
+                "`allowed_tools`",
+            ),
+            (r#""tool_choice":"required""#, 400, "needs `tools`"),
+            (r#""reasoning_effort":"extreme""#, 400, "`extreme`"),
+            (
+                r#""reasoning_effort":"high","max_tokens":1000"#,
+                422,
+                "24576",
+            ),
+        ];
+        for (extra, status, named) in cases {
+            let (got, message) = refusal(extra);
+            assert_eq!(got, status, "{extra}: {message}");
+            assert!(message.contains(named), "{extra}: {message}");
+        }
+    }
+
+    #[test]
+    fn defaults_sdks_send_are_accepted() {
+        let r = parse(
+            r#"{"model":"m","messages":[],"n":1,"logit_bias":{},"modalities":["text"],
+                "tool_choice":"auto","reasoning_effort":"medium","max_completion_tokens":9000}"#,
+        )
+        .unwrap();
+        assert_eq!(r.tool_choice, Some(ToolChoice::Auto));
+        assert_eq!(r.thinking_budget(), Some(8192));
+        assert!(!r.other.contains_key("logit_bias"));
+        let r = parse(r#"{"model":"m","messages":[],"logit_bias":null,"reasoning_effort":"none","max_tokens":1}"#).unwrap();
+        assert_eq!(r.reasoning_effort, Some(ReasoningEffort::None));
+        assert_eq!(r.thinking_budget(), None);
     }
 }

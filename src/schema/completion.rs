@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::api::error::error_body;
+use crate::framing::sse::write_event;
 use crate::usage::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,9 +196,7 @@ impl ChunkWriter {
         if let Some(u) = usage {
             chunk["usage"] = u;
         }
-        out.extend_from_slice(b"data: ");
-        out.extend(chunk.to_string().into_bytes());
-        out.extend_from_slice(b"\n\n");
+        write_event(out, None, chunk.to_string().as_bytes());
     }
 
     fn delta(&mut self, out: &mut Vec<u8>, mut delta: Value, finish: Option<FinishReason>) {
@@ -287,7 +286,7 @@ impl ChunkWriter {
         if self.include_usage {
             self.event(out, json!([]), Some(usage_json(usage)));
         }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        write_event(out, None, b"[DONE]");
         self.ended = true;
     }
 
@@ -296,9 +295,7 @@ impl ChunkWriter {
         if self.ended {
             return;
         }
-        out.extend_from_slice(b"data: ");
-        out.extend(error_body(message, error_type, error_type));
-        out.extend_from_slice(b"\n\n");
+        write_event(out, None, &error_body(message, error_type, error_type));
         self.ended = true;
     }
 }

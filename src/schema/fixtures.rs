@@ -1,12 +1,51 @@
-//! Test access to the recorded provider traffic in `e2e/fixtures` (see its README).
+//! Test access to the recorded provider traffic in `e2e/fixtures` (see its README): the
+//! one place unit tests read a recording from.
 
 use serde_json::Value;
 
-/// The recorded interaction at `path` (relative to `e2e/fixtures`).
+use crate::wire::ResponseHead;
+
+/// The recorded interaction at `path` (relative to `e2e/fixtures`), e.g.
+/// `load("vertex/generate-content-text.json")`.
 pub fn load(path: &str) -> Value {
     let full = format!("{}/e2e/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+/// The recorded response body of the interaction at `path`.
+pub fn recorded_body(path: &str) -> Vec<u8> {
+    response_body(&load(path))
+}
+
+/// A recorded response header, by case-insensitive name.
+pub fn response_header<'a>(interaction: &'a Value, name: &str) -> Option<&'a str> {
+    interaction["response"]["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))?
+        .1
+        .as_str()
+}
+
+/// The head of the recorded response, as a translator reads it.
+pub fn response_head(interaction: &Value) -> ResponseHead {
+    ResponseHead {
+        status: interaction["response"]["status"].as_u64().expect("status") as u16,
+        content_type: response_header(interaction, "content-type")
+            .unwrap_or("application/json")
+            .to_ascii_lowercase(),
+        aws_error_type: response_header(interaction, "x-amzn-errortype").map(str::to_string),
+    }
+}
+
+/// Whether the recorded answer is a stream (SSE or AWS event-stream).
+pub fn is_stream(interaction: &Value) -> bool {
+    let head = response_head(interaction);
+    head.content_type.starts_with("text/event-stream")
+        || head
+            .content_type
+            .starts_with("application/vnd.amazon.eventstream")
 }
 
 /// The recorded response body's bytes: SSE text as recorded, JSON re-serialized, or the
@@ -108,9 +147,4 @@ pub fn reassemble(sse: &[u8]) -> Assembled {
         }
     }
     a
-}
-
-/// One recorded interaction, e.g. `fixture("vertex/generate-content-text.json")`.
-pub fn fixture(name: &str) -> Value {
-    load(name)
 }

@@ -14,6 +14,8 @@ pub mod vertex;
 
 #[cfg(test)]
 pub mod fixtures;
+#[cfg(test)]
+mod golden;
 
 use std::fmt;
 use std::sync::Arc;

@@ -14,13 +14,13 @@
 //! (`bedrock::anthropic_invoke::InvokeStreamAsSse`). Errors that are not Anthropic-shaped
 //! are made so.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::api::error::anthropic_error_body;
 use crate::api::{ApiError, ClientRequest};
 use crate::framing::sse::{event_data, SseSplitter};
-use crate::schema::anthropic::response::{AnthropicUsage, Counts};
+use crate::schema::anthropic::events::{MessageHead, StreamEvent};
+use crate::schema::anthropic::response::Counts;
 use crate::schema::vertex::error::GoogleError;
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
@@ -54,19 +54,6 @@ pub fn hosted_body(request: &ClientRequest, hosting: &Hosting) -> Result<Vec<u8>
     serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// What metering needs of a Messages answer or stream event.
-#[derive(Deserialize)]
-struct Observed {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    message: Option<Box<Observed>>,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
-}
-
 /// Reads usage, model and first output from Anthropic answers that pass unchanged.
 #[derive(Default)]
 pub struct AnthropicMeter {
@@ -81,23 +68,39 @@ impl AnthropicMeter {
         Self::default()
     }
 
-    /// Reads one message or stream event (JSON).
-    pub fn observe(&mut self, json: &[u8]) {
-        let Ok(o) = serde_json::from_slice::<Observed>(json) else {
-            return;
-        };
-        let message = o.message.as_deref().unwrap_or(&o);
+    /// Reads one stream event.
+    pub fn observe(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::MessageStart { message } => self.observe_message(message),
+            StreamEvent::MessageDelta {
+                usage: Some(usage), ..
+            } => self.counts.update(usage),
+            _ => {}
+        }
+        self.saw_output |= event.is_output();
+    }
+
+    /// Reads one stream event's JSON; what is not an Anthropic event is not metered.
+    pub fn observe_json(&mut self, json: &[u8]) {
+        if let Ok(event) = StreamEvent::parse(json) {
+            self.observe(&event);
+        }
+    }
+
+    /// Reads a unary message (InvokeModel's or Anthropic's answer).
+    pub fn observe_message_json(&mut self, json: &[u8]) {
+        if let Ok(message) = serde_json::from_slice::<MessageHead>(json) {
+            self.observe_message(&message);
+            self.saw_output |= message.kind.as_deref() == Some("message");
+        }
+    }
+
+    fn observe_message(&mut self, message: &MessageHead) {
         if self.model.is_none() {
             self.model = message.model.clone().filter(|m| !m.is_empty());
         }
-        for usage in [&message.usage, &o.usage].into_iter().flatten() {
+        if let Some(usage) = &message.usage {
             self.counts.update(usage);
-        }
-        if matches!(
-            o.kind.as_str(),
-            "message" | "content_block_start" | "content_block_delta"
-        ) {
-            self.saw_output = true;
         }
     }
 }
@@ -114,7 +117,7 @@ impl ResponseTranslator for AnthropicMeter {
 
     fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
         // Anthropic's answer passes as it came: the client reads it, the gateway meters it.
-        self.observe(body);
+        self.observe_message_json(body);
         Ok(None)
     }
 
@@ -125,7 +128,7 @@ impl ResponseTranslator for AnthropicMeter {
         }
         for raw in events {
             if let Some(data) = event_data(&raw) {
-                self.observe(data.as_bytes());
+                self.observe_json(data.as_bytes());
             }
         }
         None
@@ -157,14 +160,6 @@ pub fn anthropic_shaped_error(
         return None;
     }
     Some(anthropic_error_body(head.status, &foreign_message(&v)?))
-}
-
-/// The `type` of an Anthropic message or stream event (`message_start`, …).
-pub fn event_type(json: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Observed>(json)
-        .ok()
-        .map(|o| o.kind)
-        .filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! (Anthropic SDK clients) pass as [`messages`] describes. Anthropic has no
 //! embeddings or legacy completions API.
 
+pub mod events;
 pub mod messages;
 pub mod request;
 pub mod response;
@@ -16,9 +17,12 @@ use crate::config::resources::SchemaSpec;
 use crate::schema::anthropic::messages::{hosted_body, AnthropicMeter, Hosting};
 use crate::schema::anthropic::request::{messages_body, Flavor};
 use crate::schema::anthropic::response::AnthropicResponse;
-use crate::schema::chat::ChatRequest;
+use crate::schema::chat::{api_not_served, ChatRequest};
 use crate::schema::openai::openai_body;
 use crate::schema::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
+
+/// What Claude's Messages API serves, on every hosting.
+pub const SERVED: &[ApiKind] = &[ApiKind::ChatCompletions, ApiKind::Messages];
 
 /// The translator for an answer to `request`: Messages answers pass, read for usage.
 fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {
@@ -31,11 +35,7 @@ fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {
 /// The chat body for `flavor`, serialized.
 fn chat_body(request: &ClientRequest, flavor: &Flavor, model: &str) -> Result<Vec<u8>, ApiError> {
     if request.api != ApiKind::ChatCompletions {
-        return Err(ApiError::Unprocessable(format!(
-            "{} serves only chat completions, not /v1/{}",
-            flavor.provider,
-            request.api.openai_suffix()
-        )));
+        return Err(api_not_served(flavor.provider, request.api, SERVED));
     }
     let chat = ChatRequest::parse(request)?;
     let body = messages_body(&chat, flavor, model)?;

@@ -21,20 +21,22 @@
 //! - `tools` → `input_schema` tools; `tool_choice` none/auto/required/named → none/auto/
 //!   any/tool; `parallel_tool_calls: false` → `disable_parallel_tool_use`.
 //! - `reasoning_effort` → `thinking.budget_tokens` (`none` leaves thinking off).
-//! - 422: `n` > 1, `response_format` json_object/json_schema (no JSON mode on every
-//!   Claude model; use a tool), `logprobs`/`top_logprobs`, `logit_bias`, non-zero
+//! - `n`, `logit_bias`, `modalities`, tool kinds, `tool_choice` modes and the thinking
+//!   budget follow the shared rules of [`crate::schema::chat`].
+//! - 422: `response_format` json_object/json_schema (no JSON mode on every Claude model;
+//!   use a tool), `logprobs`/`top_logprobs`, non-zero
 //!   `presence_penalty`/`frequency_penalty`, `audio`, `prediction`,
 //!   `web_search_options`: each changes the answer in a way Claude cannot honour.
 //! - Dropped as harmless: `seed` (no equivalent; sampling stays random), `stream_options`
 //!   (usage always comes), `metadata`, `store`, `service_tier`, `prompt_cache_key`,
-//!   `safety_identifier`, `modalities` (text is what Claude returns).
+//!   `safety_identifier`.
 
 use serde_json::{json, Map, Value};
 
 use crate::api::ApiError;
 use crate::schema::chat::{
-    inline_images_only, thinking_budget, ChatRequest, Image, Message, Part, ResponseFormat, Role,
-    ThinkingBlock, ToolChoice,
+    inline_images_only, ChatRequest, Image, Message, Part, ResponseFormat, Role, ThinkingBlock,
+    ToolChoice,
 };
 
 /// Output tokens asked for when the client sets no limit (Anthropic requires one). 4096
@@ -45,7 +47,6 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 const REFUSED: &[&str] = &[
     "logprobs",
     "top_logprobs",
-    "logit_bias",
     "presence_penalty",
     "frequency_penalty",
     "audio",
@@ -69,7 +70,6 @@ pub struct Flavor {
 
 /// Builds the Messages request body.
 pub fn messages_body(chat: &ChatRequest, flavor: &Flavor, model: &str) -> Result<Value, ApiError> {
-    chat.single_choice(flavor.provider)?;
     chat.refuse_unsupported(flavor.provider, REFUSED)?;
     if let Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }) =
         &chat.response_format
@@ -91,21 +91,13 @@ pub fn messages_body(chat: &ChatRequest, flavor: &Flavor, model: &str) -> Result
         body.insert("system".into(), Value::Array(system));
     }
     body.insert("messages".into(), Value::Array(messages));
-    let budget = match &chat.reasoning_effort {
-        Some(effort) => thinking_budget(effort)?,
-        None => None,
-    };
+    // A budget not below the client's limit was refused when parsing.
+    let budget = chat.thinking_budget();
     let max_tokens = chat
         .max_output_tokens()
         .unwrap_or(DEFAULT_MAX_TOKENS + budget.unwrap_or(0));
     body.insert("max_tokens".into(), max_tokens.into());
     if let Some(budget) = budget {
-        if budget >= max_tokens {
-            return Err(ApiError::Unprocessable(format!(
-                "`reasoning_effort` asks {} for a thinking budget of {budget} tokens, which must be below `max_completion_tokens` ({max_tokens})",
-                flavor.provider
-            )));
-        }
         body.insert(
             "thinking".into(),
             json!({"type": "enabled", "budget_tokens": budget}),
@@ -124,22 +116,19 @@ pub fn messages_body(chat: &ChatRequest, flavor: &Flavor, model: &str) -> Result
     if let Some(user) = &chat.user {
         body.insert("metadata".into(), json!({"user_id": user}));
     }
-    if let Some(tools) = &chat.tools {
-        let tools: Vec<Value> = tools
+    if !chat.tools.is_empty() {
+        let tools: Vec<Value> = chat
+            .tools
             .iter()
-            .filter(|t| t.kind == "function")
-            .map(|t| {
-                let mut tool =
-                    json!({"name": t.function.name, "input_schema": t.function.schema()});
-                if let Some(d) = &t.function.description {
+            .map(|f| {
+                let mut tool = json!({"name": f.name, "input_schema": f.schema()});
+                if let Some(d) = &f.description {
                     tool["description"] = d.clone().into();
                 }
                 tool
             })
             .collect();
-        if !tools.is_empty() {
-            body.insert("tools".into(), Value::Array(tools));
-        }
+        body.insert("tools".into(), Value::Array(tools));
     }
     if let Some(choice) = tool_choice(chat) {
         body.insert("tool_choice".into(), choice);
@@ -153,12 +142,10 @@ pub fn messages_body(chat: &ChatRequest, flavor: &Flavor, model: &str) -> Result
 fn tool_choice(chat: &ChatRequest) -> Option<Value> {
     let mut choice = match &chat.tool_choice {
         None => json!({"type": "auto"}),
-        Some(ToolChoice::Mode(mode)) => match mode.as_str() {
-            "none" => json!({"type": "none"}),
-            "required" => json!({"type": "any"}),
-            _ => json!({"type": "auto"}),
-        },
-        Some(ToolChoice::Named { function }) => json!({"type": "tool", "name": function.name}),
+        Some(ToolChoice::None) => json!({"type": "none"}),
+        Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),
     };
     if chat.parallel_tool_calls == Some(false) && choice["type"] != "none" {
         choice["disable_parallel_tool_use"] = true.into();

@@ -17,12 +17,14 @@
 //!   input in the prompt), `cached_tokens` = cache read. Counts that `message_delta`
 //!   repeats or corrects (newer API versions) replace those of `message_start`.
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::error::error_body;
 use crate::api::ClientRequest;
 use crate::framing::sse::{event_data, SseSplitter};
+use crate::schema::anthropic::events::{BlockStart, Delta, StreamEvent};
 use crate::schema::completion::{now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut};
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
@@ -155,112 +157,102 @@ impl AnthropicResponse {
     /// Translates one stream event (the JSON of an SSE `data:` line, or of a Bedrock
     /// `chunk`), appending the OpenAI events it becomes to `out`.
     pub fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let Ok(event) = serde_json::from_slice::<Value>(data) else {
-            self.writer.error(
+        match StreamEvent::parse(data) {
+            Ok(event) => self.on_event(event, out),
+            // JSON of a shape this gateway does not know is skipped, as new event types are.
+            Err(_) if serde_json::from_slice::<IgnoredAny>(data).is_ok() => {}
+            Err(_) => self.writer.error(
                 out,
                 "the provider sent a stream event that is not JSON",
                 "upstream_error",
-            );
-            return;
-        };
-        let str_at = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
-        match str_at("/type").unwrap_or("") {
-            "message_start" => {
-                if let Some(message) = event.get("message") {
-                    if let Some(id) = message.get("id").and_then(Value::as_str) {
-                        self.writer.id = id.to_string();
-                    }
-                    if let Some(model) = message.get("model").and_then(Value::as_str) {
-                        self.writer.model = model.to_string();
-                        self.model = Some(model.to_string());
-                    }
-                    if let Some(u) = message.get("usage") {
-                        self.update_usage(u);
-                    }
-                }
-                self.writer.start(out);
-            }
-            "content_block_start" => {
-                let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let Some(block) = event.get("content_block") else {
-                    return;
-                };
-                let text = |key: &str| block.get(key).and_then(Value::as_str).unwrap_or("");
-                match text("type") {
-                    "text" => self.writer.text(out, text("text")),
-                    "tool_use" => {
-                        let call = ToolCallOut {
-                            id: text("id").to_string(),
-                            name: text("name").to_string(),
-                            arguments: String::new(),
-                            thought_signature: None,
-                        };
-                        let at = self.writer.tool_call(out, &call);
-                        self.tool_blocks.push((index, at));
-                    }
-                    "redacted_thinking" => self.writer.thinking_block(out, block.clone()),
-                    "thinking" => {
-                        self.thinking.clear();
-                        let text = text("thinking");
-                        self.thinking.push_str(text);
-                        self.writer.reasoning(out, text);
-                    }
-                    _ => {}
-                }
-                self.saw_output = true;
-            }
-            "content_block_delta" => {
-                let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-                match str_at("/delta/type").unwrap_or("") {
-                    "text_delta" => self.writer.text(out, str_at("/delta/text").unwrap_or("")),
-                    "thinking_delta" => {
-                        let text = str_at("/delta/thinking").unwrap_or("");
-                        self.thinking.push_str(text);
-                        self.writer.reasoning(out, text);
-                    }
-                    "signature_delta" => {
-                        let signature = str_at("/delta/signature").unwrap_or("");
-                        let thinking = std::mem::take(&mut self.thinking);
-                        self.writer.thinking_block(
-                            out,
-                            json!({"type": "thinking", "thinking": thinking, "signature": signature}),
-                        );
-                    }
-                    "input_json_delta" => {
-                        let fragment = str_at("/delta/partial_json").unwrap_or("");
-                        if let Some(&(_, at)) = self.tool_blocks.iter().find(|(i, _)| *i == index) {
-                            self.writer.tool_arguments(out, at, fragment);
-                        }
-                    }
-                    _ => {}
-                }
-                self.saw_output = true;
-            }
-            "message_delta" => {
-                if let Some(u) = event.get("usage") {
-                    self.update_usage(u);
-                }
-                if let Some(reason) = str_at("/delta/stop_reason") {
-                    self.writer.finish(out, finish_reason(reason));
-                }
-            }
-            "message_stop" => {
-                let usage = self.counts.usage();
-                self.writer.end(out, &usage);
-            }
-            "error" => {
-                let message = str_at("/error/message").unwrap_or("the provider failed mid-stream");
-                let kind = str_at("/error/type").unwrap_or("upstream_error");
-                self.writer.error(out, message, kind);
-            }
-            // `ping` and event types added later.
-            _ => {}
+            ),
         }
     }
 
-    fn update_usage(&mut self, usage: &Value) {
-        if let Ok(u) = AnthropicUsage::deserialize(usage) {
-            self.counts.update(&u);
+    fn on_event(&mut self, event: StreamEvent, out: &mut Vec<u8>) {
+        if event.is_output() {
+            self.saw_output = true;
+        }
+        match event {
+            StreamEvent::MessageStart { message } => {
+                if let Some(id) = message.id {
+                    self.writer.id = id;
+                }
+                if let Some(model) = message.model {
+                    self.writer.model.clone_from(&model);
+                    self.model = Some(model);
+                }
+                if let Some(u) = &message.usage {
+                    self.counts.update(u);
+                }
+                self.writer.start(out);
+            }
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => match content_block {
+                BlockStart::Text { text } => self.writer.text(out, &text),
+                BlockStart::ToolUse { id, name } => {
+                    let call = ToolCallOut {
+                        id,
+                        name,
+                        arguments: String::new(),
+                        thought_signature: None,
+                    };
+                    let at = self.writer.tool_call(out, &call);
+                    self.tool_blocks.push((index, at));
+                }
+                BlockStart::RedactedThinking { data } => self
+                    .writer
+                    .thinking_block(out, json!({"type": "redacted_thinking", "data": data})),
+                BlockStart::Thinking { thinking } => {
+                    self.writer.reasoning(out, &thinking);
+                    self.thinking = thinking;
+                }
+                BlockStart::Other => {}
+            },
+            StreamEvent::ContentBlockDelta { index, delta } => match delta {
+                Delta::Text { text } => self.writer.text(out, &text),
+                Delta::Thinking { thinking } => {
+                    self.thinking.push_str(&thinking);
+                    self.writer.reasoning(out, &thinking);
+                }
+                Delta::Signature { signature } => {
+                    let thinking = std::mem::take(&mut self.thinking);
+                    self.writer.thinking_block(
+                        out,
+                        json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+                    );
+                }
+                Delta::InputJson { partial_json } => {
+                    if let Some(&(_, at)) = self.tool_blocks.iter().find(|(i, _)| *i == index) {
+                        self.writer.tool_arguments(out, at, &partial_json);
+                    }
+                }
+                Delta::Other => {}
+            },
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(u) = &usage {
+                    self.counts.update(u);
+                }
+                if let Some(reason) = delta.stop_reason {
+                    self.writer.finish(out, finish_reason(&reason));
+                }
+            }
+            StreamEvent::MessageStop => {
+                let usage = self.counts.usage();
+                self.writer.end(out, &usage);
+            }
+            StreamEvent::Error { error } => {
+                let message = error
+                    .message
+                    .as_deref()
+                    .unwrap_or("the provider failed mid-stream");
+                let kind = error.kind.as_deref().unwrap_or("upstream_error");
+                self.writer.error(out, message, kind);
+            }
+            // `ping`, block stops and event types added later.
+            StreamEvent::ContentBlockStop | StreamEvent::Ping | StreamEvent::Unknown => {}
         }
     }
 

@@ -13,17 +13,19 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::api::error::anthropic_error_body;
+use crate::api::error::anthropic_error_event;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 use crate::framing::aws_eventstream::{EventStreamDecoder, MessageType};
+use crate::framing::sse::write_event;
+use crate::schema::anthropic::events::StreamEvent;
 use crate::schema::anthropic::messages::{
-    anthropic_shaped_error, event_type, hosted_body, AnthropicMeter, Hosting,
+    anthropic_shaped_error, hosted_body, AnthropicMeter, Hosting,
 };
 use crate::schema::anthropic::request::{messages_body, Flavor};
 use crate::schema::anthropic::response::AnthropicResponse;
 use crate::schema::bedrock::errors;
-use crate::schema::chat::ChatRequest;
+use crate::schema::chat::{api_not_served, ChatRequest};
 use crate::schema::path_segment;
 use crate::schema::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
 use crate::usage::Usage;
@@ -71,11 +73,11 @@ impl BackendSchema for AwsAnthropic {
                 },
             )?,
             _ => {
-                return Err(ApiError::Unprocessable(format!(
-                    "{} serves only chat completions, not /v1/{}",
+                return Err(api_not_served(
                     FLAVOR.provider,
-                    request.api.openai_suffix()
-                )))
+                    request.api,
+                    crate::schema::anthropic::SERVED,
+                ))
             }
         };
         let operation = if request.stream {
@@ -190,17 +192,9 @@ impl InvokeStreamAsSse {
         }
     }
 
-    fn sse(out: &mut Vec<u8>, kind: &str, data: &[u8]) {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\n\n");
-    }
-
     fn error(&mut self, out: &mut Vec<u8>, status: u16, message: &str) {
         if !self.ended {
-            Self::sse(out, "error", &anthropic_error_body(status, message));
+            anthropic_error_event(out, status, message);
             self.ended = true;
         }
     }
@@ -217,12 +211,17 @@ impl InvokeStreamAsSse {
                 "the provider sent a stream chunk that could not be read",
             );
         };
-        self.meter.observe(&event);
-        let kind = event_type(&event).unwrap_or_default();
-        if kind == "message_stop" {
-            self.ended = true;
-        }
-        Self::sse(out, if kind.is_empty() { "message" } else { &kind }, &event);
+        // Parsed once: metered, and named for the SSE `event:` line.
+        let name = match StreamEvent::parse(&event) {
+            Ok(parsed) => {
+                self.meter.observe(&parsed);
+                self.ended = matches!(parsed, StreamEvent::MessageStop);
+                parsed.name().map(str::to_string)
+            }
+            Err(_) => None,
+        };
+        let name = name.or_else(|| StreamEvent::tag(&event));
+        write_event(out, Some(name.as_deref().unwrap_or("message")), &event);
     }
 }
 
@@ -247,7 +246,7 @@ impl ResponseTranslator for InvokeStreamAsSse {
 
     fn unary(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, UnreadableAnswer> {
         // InvokeModel's unary answer is Anthropic's message as it is.
-        self.meter.observe(body);
+        self.meter.observe_message_json(body);
         Ok(None)
     }
 

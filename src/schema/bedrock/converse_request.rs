@@ -29,7 +29,7 @@ pub fn converse_body(chat: &ChatRequest) -> Result<Value, ApiError> {
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
-    if let Some(thinking) = thinking(chat)? {
+    if let Some(thinking) = thinking(chat) {
         body.insert(
             "additionalModelRequestFields".into(),
             json!({"thinking": thinking}),
@@ -47,7 +47,6 @@ fn unsupported(field: &str) -> ApiError {
 
 /// Refuses what changes the answer and has no Converse equivalent.
 fn refuse_unsupported(chat: &ChatRequest) -> Result<(), ApiError> {
-    chat.single_choice(PROVIDER)?;
     chat.refuse_unsupported(
         PROVIDER,
         &[
@@ -65,22 +64,7 @@ fn refuse_unsupported(chat: &ChatRequest) -> Result<(), ApiError> {
             return Err(unsupported(field));
         }
     }
-    if other("logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|m| !m.is_empty())
-    {
-        return Err(unsupported("logit_bias"));
-    }
-    if other("modalities")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|v| v != "text"))
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "`modalities` other than text are not supported by {PROVIDER}"
-        )));
-    }
-    let has_tools = chat.tools.as_ref().is_some_and(|t| !t.is_empty());
-    if has_tools && chat.parallel_tool_calls == Some(false) {
+    if !chat.tools.is_empty() && chat.parallel_tool_calls == Some(false) {
         return Err(ApiError::Unprocessable(format!(
             "`parallel_tool_calls: false` is not supported by {PROVIDER}: Converse cannot forbid parallel tool calls"
         )));
@@ -243,42 +227,24 @@ fn tool_result_block(message: &Message) -> Result<Value, ApiError> {
 }
 
 fn tool_config(chat: &ChatRequest, holds_tool_blocks: bool) -> Result<Option<Value>, ApiError> {
-    let tools = chat.tools.as_deref().unwrap_or_default();
+    // `required` or a named tool without `tools` was refused when parsing.
     let choice = match &chat.tool_choice {
         None => None,
-        Some(ToolChoice::Mode(mode)) => match mode.as_str() {
-            "auto" => Some(json!({"auto": {}})),
-            "required" => Some(json!({"any": {}})),
-            "none" => return tools_left_out(holds_tool_blocks),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "`tool_choice` must be none, auto, required or a function; got `{other}`"
-                )))
-            }
-        },
-        Some(ToolChoice::Named { function }) => Some(json!({"tool": {"name": function.name}})),
+        Some(ToolChoice::Auto) => Some(json!({"auto": {}})),
+        Some(ToolChoice::Required) => Some(json!({"any": {}})),
+        Some(ToolChoice::None) => return tools_left_out(holds_tool_blocks),
+        Some(ToolChoice::Function(name)) => Some(json!({"tool": {"name": name}})),
     };
-    if tools.is_empty() {
-        if choice.as_ref().is_some_and(|c| c.get("auto").is_none()) {
-            return Err(ApiError::BadRequest(
-                "`tool_choice` names a tool but no `tools` were given".into(),
-            ));
-        }
+    if chat.tools.is_empty() {
         return Ok(None);
     }
-    let mut specs = Vec::with_capacity(tools.len());
-    for tool in tools {
-        if tool.kind != "function" {
-            return Err(ApiError::Unprocessable(format!(
-                "tools of type `{}` are not supported by {PROVIDER}; only function tools are",
-                tool.kind
-            )));
-        }
+    let mut specs = Vec::with_capacity(chat.tools.len());
+    for tool in &chat.tools {
         let mut spec = json!({
-            "name": tool.function.name,
-            "inputSchema": {"json": tool.function.schema()},
+            "name": tool.name,
+            "inputSchema": {"json": tool.schema()},
         });
-        if let Some(description) = tool.function.description.as_deref() {
+        if let Some(description) = tool.description.as_deref() {
             spec["description"] = description.into();
         }
         specs.push(json!({ "toolSpec": spec }));
@@ -319,21 +285,11 @@ fn inference_config(chat: &ChatRequest) -> Map<String, Value> {
     config
 }
 
-fn thinking(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
-    let Some(effort) = chat.reasoning_effort.as_deref() else {
-        return Ok(None);
-    };
-    let Some(budget) = chat::thinking_budget(effort)? else {
-        return Ok(None);
-    };
-    // Claude on Bedrock refuses a budget that leaves no room for the answer; say so
-    // plainly. Without a client limit the model's default applies (as the recording shows).
-    if let Some(max) = chat.max_output_tokens().filter(|max| budget >= *max) {
-        return Err(ApiError::Unprocessable(format!(
-            "`reasoning_effort: {effort}` asks {PROVIDER} for a thinking budget of {budget} tokens, which must be below `max_completion_tokens` ({max})"
-        )));
-    }
-    Ok(Some(json!({"type": "enabled", "budget_tokens": budget})))
+/// The thinking budget; one not below the client's limit was refused when parsing.
+/// Without a client limit the model's default applies (as the recording shows).
+fn thinking(chat: &ChatRequest) -> Option<Value> {
+    let budget = chat.thinking_budget()?;
+    Some(json!({"type": "enabled", "budget_tokens": budget}))
 }
 
 fn output_config(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
@@ -362,7 +318,7 @@ fn output_config(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
 mod tests {
     use super::*;
     use crate::api::{ApiKind, ClientRequest};
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use bytes::Bytes;
 
     fn body(request: &str) -> Result<Value, ApiError> {
@@ -435,7 +391,7 @@ mod tests {
 
     #[test]
     fn recorded_tool_request_is_reproduced() {
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         let b = body(
             r#"{"model":"m","stream":true,"max_tokens":300,"temperature":0.5,
               "messages":[{"role":"user","content":"What is the weather in Barcelona?"}],
@@ -449,7 +405,7 @@ mod tests {
 
     #[test]
     fn reasoning_effort_becomes_a_thinking_budget() {
-        let recorded = fixture("bedrock/converse-stream-reasoning.json");
+        let recorded = load("bedrock/converse-stream-reasoning.json");
         let b = body(
             r#"{"model":"m","reasoning_effort":"minimal","messages":[{"role":"user","content":"Hello"}]}"#,
         )

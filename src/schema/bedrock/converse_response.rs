@@ -15,7 +15,7 @@ use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
 
 use super::converse_types::{
-    parse, BlockDelta, BlockStart, BlockStop, ContentBlock, ConverseOutput, MessageStop, Metadata,
+    BlockDelta, BlockStart, ContentBlock, ConverseEvent, ConverseOutput, MessageStop, Metadata,
     ReasoningDelta,
 };
 use super::errors;
@@ -124,7 +124,16 @@ impl ConverseResponse {
 
     fn on_frame(&mut self, out: &mut Vec<u8>, frame: Frame) {
         match frame.message_type {
-            MessageType::Event => self.on_event(out, &frame.name, &frame.payload),
+            MessageType::Event => match ConverseEvent::parse(&frame.name, &frame.payload) {
+                Ok(event) => self.on_event(out, event),
+                Err(e) => {
+                    let message = format!(
+                        "AWS Bedrock sent a `{}` event that is not valid: {e}",
+                        frame.name
+                    );
+                    self.writer.error(out, &message, "upstream_error");
+                }
+            },
             MessageType::Exception | MessageType::Error => {
                 let message = errors::exception_message(&frame.name, &frame.payload);
                 let error_type = errors::openai_error_type(0, Some(&frame.name));
@@ -133,25 +142,18 @@ impl ConverseResponse {
         }
     }
 
-    fn on_event(&mut self, out: &mut Vec<u8>, event: &str, payload: &[u8]) {
-        let handled = match event {
-            "messageStart" => {
-                self.writer.start(out);
-                Ok(())
+    fn on_event(&mut self, out: &mut Vec<u8>, event: ConverseEvent) {
+        match event {
+            ConverseEvent::MessageStart => self.writer.start(out),
+            ConverseEvent::ContentBlockStart(e) => self.on_block_start(out, e),
+            ConverseEvent::ContentBlockDelta(e) => self.on_block_delta(out, e),
+            ConverseEvent::ContentBlockStop(e) => {
+                self.flush_thinking(out, Some(e.content_block_index))
             }
-            "contentBlockStart" => parse(payload).map(|e| self.on_block_start(out, e)),
-            "contentBlockDelta" => parse(payload).map(|e| self.on_block_delta(out, e)),
-            "contentBlockStop" => parse(payload).map(|e: BlockStop| {
-                self.flush_thinking(out, Some(e.content_block_index));
-            }),
-            "messageStop" => parse(payload).map(|e| self.on_message_stop(out, e)),
-            "metadata" => parse(payload).map(|e| self.on_metadata(out, e)),
+            ConverseEvent::MessageStop(e) => self.on_message_stop(out, e),
+            ConverseEvent::Metadata(e) => self.on_metadata(out, e),
             // Newer events (e.g. server tool traces) carry nothing an OpenAI client reads.
-            _ => Ok(()),
-        };
-        if let Err(e) = handled {
-            let message = format!("AWS Bedrock sent a `{event}` event that is not valid: {e}");
-            self.writer.error(out, &message, "upstream_error");
+            ConverseEvent::Unknown => {}
         }
     }
 
@@ -297,7 +299,8 @@ impl ResponseTranslator for ConverseResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::framing::aws_eventstream::testing::{encode, fixture, recorded_body};
+    use crate::framing::aws_eventstream::testing::encode;
+    use crate::schema::fixtures::{load, recorded_body};
     use bytes::Bytes;
     use proptest::prelude::*;
 
@@ -565,7 +568,7 @@ mod tests {
     #[test]
     fn unary_recorded_answers() {
         let r = request(r#"{"model":"claude"}"#);
-        let recorded = fixture("bedrock/converse-tool-use.json");
+        let recorded = load("bedrock/converse-tool-use.json");
         let mut t = ConverseResponse::new(&r);
         let out = t
             .unary(recorded["response"]["body"].to_string().as_bytes())
@@ -586,7 +589,7 @@ mod tests {
         assert_eq!(v["object"], "chat.completion");
         assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
 
-        let recorded = fixture("bedrock/converse-cache-usage.json");
+        let recorded = load("bedrock/converse-cache-usage.json");
         let usage = &recorded["response"]["body"]["usage"];
         let mut t = ConverseResponse::new(&r);
         let out = t

@@ -96,7 +96,37 @@ pub struct ReasoningText {
 
 // ------------------------------------------------------------------ stream events
 
-#[derive(Deserialize)]
+/// One ConverseStream event, named by its event-stream `:event-type` header: parsed once,
+/// here, for both translations of ConverseStream (OpenAI chunks and Anthropic SSE).
+#[derive(Debug)]
+pub enum ConverseEvent {
+    MessageStart,
+    ContentBlockStart(BlockStart),
+    ContentBlockDelta(BlockDelta),
+    ContentBlockStop(BlockStop),
+    MessageStop(MessageStop),
+    Metadata(Metadata),
+    /// An event added after this gateway was written (e.g. server tool traces).
+    Unknown,
+}
+
+impl ConverseEvent {
+    /// The event `name` with its JSON `payload`; a payload that does not fit is an error.
+    pub fn parse(name: &str, payload: &[u8]) -> Result<Self, serde_json::Error> {
+        use serde_json::from_slice as json;
+        Ok(match name {
+            "messageStart" => ConverseEvent::MessageStart,
+            "contentBlockStart" => ConverseEvent::ContentBlockStart(json(payload)?),
+            "contentBlockDelta" => ConverseEvent::ContentBlockDelta(json(payload)?),
+            "contentBlockStop" => ConverseEvent::ContentBlockStop(json(payload)?),
+            "messageStop" => ConverseEvent::MessageStop(json(payload)?),
+            "metadata" => ConverseEvent::Metadata(json(payload)?),
+            _ => ConverseEvent::Unknown,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockStart {
     #[serde(default)]
@@ -105,20 +135,20 @@ pub struct BlockStart {
     pub start: Option<StartUnion>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartUnion {
     pub tool_use: Option<ToolUseStart>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolUseStart {
     pub tool_use_id: String,
     pub name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockDelta {
     #[serde(default)]
@@ -126,7 +156,7 @@ pub struct BlockDelta {
     pub delta: DeltaUnion,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeltaUnion {
     pub text: Option<String>,
@@ -134,13 +164,13 @@ pub struct DeltaUnion {
     pub reasoning_content: Option<ReasoningDelta>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct ToolUseDelta {
     #[serde(default)]
     pub input: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReasoningDelta {
     pub text: Option<String>,
@@ -148,14 +178,14 @@ pub struct ReasoningDelta {
     pub redacted_content: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockStop {
     #[serde(default)]
     pub content_block_index: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageStop {
     #[serde(default)]
@@ -164,13 +194,43 @@ pub struct MessageStop {
     pub additional_model_response_fields: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Metadata {
     #[serde(default)]
     pub usage: Option<TokenUsage>,
 }
 
-/// Parses an event payload.
-pub fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(payload)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::aws_eventstream::EventStreamDecoder;
+    use crate::schema::fixtures::recorded_body;
+
+    #[test]
+    fn every_recorded_stream_event_is_known() {
+        for fixture in [
+            "bedrock/converse-stream-tool-use.json",
+            "bedrock/converse-stream-cache-usage.json",
+            "bedrock/converse-stream-reasoning.json",
+        ] {
+            let mut decoder = EventStreamDecoder::new();
+            for frame in decoder.push(&recorded_body(fixture)) {
+                let frame = frame.unwrap();
+                let event = ConverseEvent::parse(&frame.name, &frame.payload).unwrap();
+                assert!(
+                    !matches!(event, ConverseEvent::Unknown),
+                    "{fixture}: {frame:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_events_pass_and_bad_payloads_are_errors() {
+        assert!(matches!(
+            ConverseEvent::parse("toolTrace", b"{}").unwrap(),
+            ConverseEvent::Unknown
+        ));
+        assert!(ConverseEvent::parse("contentBlockDelta", b"{\"delta\":1}").is_err());
+    }
 }

@@ -112,23 +112,11 @@ pub fn exception_message(name: &str, payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::{load, response_body, response_head};
 
     fn recorded(name: &str) -> (ResponseHead, Vec<u8>) {
-        let f = fixture(name);
-        let response = &f["response"];
-        let header = response["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("x-amzn-errortype"))
-            .map(|(_, v)| v.as_str().unwrap().to_string());
-        let head = ResponseHead {
-            status: response["status"].as_u64().unwrap() as u16,
-            content_type: "application/json".into(),
-            aws_error_type: header,
-        };
-        (head, response["body"].to_string().into_bytes())
+        let f = load(name);
+        (response_head(&f), response_body(&f))
     }
 
     fn translate(head: &ResponseHead, body: &[u8]) -> Value {

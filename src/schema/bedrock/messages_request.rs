@@ -494,7 +494,7 @@ fn additional_fields(r: &MessagesRequest, beta: Option<&str>) -> Map<String, Val
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use bytes::Bytes;
 
     fn body_with_beta(request: &str, beta: Option<&str>) -> Result<Value, ApiError> {
@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn recorded_requests_are_reproduced() {
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         let b = body(
             r#"{"model":"m","stream":true,"max_tokens":300,"temperature":0.5,
               "messages":[{"role":"user","content":"What is the weather in Barcelona?"}],
@@ -596,7 +596,7 @@ mod tests {
         .unwrap();
         assert_eq!(b, recorded["request"]["body"]);
 
-        let recorded = fixture("bedrock/converse-stream-reasoning.json");
+        let recorded = load("bedrock/converse-stream-reasoning.json");
         let b = body(
             r#"{"model":"m","max_tokens":2048,"thinking":{"type":"enabled","budget_tokens":1024},
               "messages":[{"role":"user","content":"Hello"}]}"#,
@@ -620,7 +620,7 @@ mod tests {
 
     #[test]
     fn cache_point_after_a_system_prompt_as_recorded() {
-        let recorded = fixture("bedrock/converse-cache-usage.json");
+        let recorded = load("bedrock/converse-cache-usage.json");
         let system = &recorded["request"]["body"]["system"];
         let text = system[0]["text"].as_str().unwrap();
         let request = json!({"model": "m", "max_tokens": 1000,

@@ -146,7 +146,7 @@ impl ResponseTranslator for MessagesResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use bytes::Bytes;
 
     fn translator() -> MessagesResponse {
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn recorded_tool_use_answer() {
-        let recorded = fixture("bedrock/converse-tool-use.json");
+        let recorded = load("bedrock/converse-tool-use.json");
         let body = &recorded["response"]["body"];
         let (m, t) = unary(body);
         let blocks = &body["output"]["message"]["content"];
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn recorded_cache_usage_answer() {
-        let recorded = fixture("bedrock/converse-cache-usage.json");
+        let recorded = load("bedrock/converse-cache-usage.json");
         let body = &recorded["response"]["body"];
         let (m, t) = unary(body);
         let n = |k: &str| body["usage"][k].as_u64().unwrap();
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn bedrock_errors_become_anthropic_errors() {
-        let recorded = fixture("bedrock/converse-error-400-invalid-model.json");
+        let recorded = load("bedrock/converse-error-400-invalid-model.json");
         let head = ResponseHead {
             status: 400,
             content_type: "application/json".into(),

@@ -19,12 +19,13 @@
 
 use serde_json::{json, Value};
 
-use crate::api::error::anthropic_error_type;
+use crate::api::error::anthropic_error_event;
 use crate::framing::aws_eventstream::{EventStreamDecoder, Frame, MessageType};
+use crate::framing::sse::write_event;
 use crate::usage::Usage;
 
 use super::converse_types::{
-    parse, BlockDelta, BlockStart, BlockStop, MessageStop, Metadata, ReasoningDelta, TokenUsage,
+    BlockDelta, BlockStart, ConverseEvent, MessageStop, ReasoningDelta, TokenUsage,
 };
 use super::errors;
 use super::messages_fields::{matched_stop_sequence, message_id, stop_reason, usage_json};
@@ -132,7 +133,16 @@ impl MessagesStream {
             return;
         }
         match frame.message_type {
-            MessageType::Event => self.on_event(out, &frame.name, &frame.payload),
+            MessageType::Event => match ConverseEvent::parse(&frame.name, &frame.payload) {
+                Ok(event) => self.on_event(out, event),
+                Err(e) => {
+                    let message = format!(
+                        "AWS Bedrock sent a `{}` event that is not valid: {e}",
+                        frame.name
+                    );
+                    self.error(out, 502, &message);
+                }
+            },
             MessageType::Exception | MessageType::Error => {
                 let message = errors::exception_message(&frame.name, &frame.payload);
                 self.error(out, errors::exception_status(&frame.name), &message);
@@ -140,15 +150,12 @@ impl MessagesStream {
         }
     }
 
-    fn on_event(&mut self, out: &mut Vec<u8>, event: &str, payload: &[u8]) {
-        let handled = match event {
-            "messageStart" => {
-                self.start(out);
-                Ok(())
-            }
-            "contentBlockStart" => parse(payload).map(|e| self.on_block_start(out, e)),
-            "contentBlockDelta" => parse(payload).map(|e| self.on_block_delta(out, e)),
-            "contentBlockStop" => parse(payload).map(|e: BlockStop| {
+    fn on_event(&mut self, out: &mut Vec<u8>, event: ConverseEvent) {
+        match event {
+            ConverseEvent::MessageStart => self.start(out),
+            ConverseEvent::ContentBlockStart(e) => self.on_block_start(out, e),
+            ConverseEvent::ContentBlockDelta(e) => self.on_block_delta(out, e),
+            ConverseEvent::ContentBlockStop(e) => {
                 if self
                     .open
                     .as_ref()
@@ -156,9 +163,9 @@ impl MessagesStream {
                 {
                     self.close(out);
                 }
-            }),
-            "messageStop" => parse(payload).map(|e| self.on_message_stop(out, e)),
-            "metadata" => parse(payload).map(|e: Metadata| {
+            }
+            ConverseEvent::MessageStop(e) => self.on_message_stop(out, e),
+            ConverseEvent::Metadata(e) => {
                 if let Some(usage) = e.usage {
                     self.usage = usage;
                 }
@@ -166,13 +173,9 @@ impl MessagesStream {
                 if self.stop_reason.is_some() {
                     self.finish(out);
                 }
-            }),
+            }
             // Newer events (e.g. server tool traces) have no Messages equivalent.
-            _ => Ok(()),
-        };
-        if let Err(e) = handled {
-            let message = format!("AWS Bedrock sent a `{event}` event that is not valid: {e}");
-            self.error(out, 502, &message);
+            ConverseEvent::Unknown => {}
         }
     }
 
@@ -248,11 +251,7 @@ impl MessagesStream {
     }
 
     fn sse(out: &mut Vec<u8>, kind: &str, data: &Value) {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(data.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
+        write_event(out, Some(kind), data.to_string().as_bytes());
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -371,8 +370,7 @@ impl MessagesStream {
         if self.ended {
             return;
         }
-        let body = json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}});
-        Self::sse(out, "error", &body);
+        anthropic_error_event(out, status, message);
         self.ended = true;
     }
 }
@@ -386,7 +384,8 @@ fn thinking() -> Kind {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::framing::aws_eventstream::testing::{encode, recorded_body};
+    use crate::framing::aws_eventstream::testing::encode;
+    use crate::schema::fixtures::recorded_body;
     use proptest::prelude::*;
 
     /// Runs `body` through a fresh stream translator, cut at `cuts`.

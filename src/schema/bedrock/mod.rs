@@ -7,7 +7,8 @@
 //!   `/converse-stream` when `stream` is set (Messages rules in [`messages_request`],
 //!   answers in [`messages_response`] and [`messages_stream`]);
 //! - embeddings: `POST /model/{modelId}/invoke` with a Titan body;
-//! - legacy completions (`/v1/completions`): 422, Bedrock has no such API.
+//! - legacy completions (`/v1/completions`): 422, Bedrock has no such API
+//!   ([`super::chat::api_not_served`]).
 //!
 //! `{modelId}` is the backend's `modelNameOverride` or the request's `model`,
 //! percent-encoded as one path segment the way the AWS SDKs do it (an inference-profile
@@ -25,23 +26,22 @@
 //! - Assistant `thinking_blocks` come first in the assistant turn as `reasoningContent`;
 //!   `reasoning_content` without `thinking_blocks` is dropped (Converse needs the
 //!   signature to replay reasoning). Assistant `tool_calls` become `toolUse` blocks.
-//! - `tools` become `toolConfig.tools[].toolSpec`; a tool type other than `function` is 422.
+//! - `n`, `logit_bias`, `modalities`, tool kinds, `tool_choice` modes and the thinking
+//!   budget follow the shared rules of [`crate::schema::chat`].
+//! - `tools` become `toolConfig.tools[].toolSpec`.
 //! - `tool_choice`: `auto` → `{auto:{}}`, `required` → `{any:{}}`, a named function →
 //!   `{tool:{name}}`. Converse has no `none`: with `none` the tools are left out of the
 //!   request, which is 422 when the conversation already holds tool calls or results
-//!   (Converse rejects tool blocks without a `toolConfig`). `required` or a named tool
-//!   without `tools` is 400.
+//!   (Converse rejects tool blocks without a `toolConfig`).
 //! - `max_completion_tokens` (or `max_tokens`), `temperature`, `top_p`, `stop` →
 //!   `inferenceConfig`.
 //! - `reasoning_effort` → `additionalModelRequestFields.thinking` with the budget of
-//!   [`chat::thinking_budget`]; `none` sends no thinking; a budget not below the
-//!   client's `max_completion_tokens` is 422.
+//!   [`super::chat::ReasoningEffort::budget`]; `none` sends no thinking.
 //! - `response_format`: `text` is dropped; `json_schema` → `outputConfig.textFormat`
 //!   (Bedrock structured outputs); `json_object` is 422 (Converse has no schema-less
 //!   JSON mode).
-//! - 422: `n` > 1, `logprobs: true`, `top_logprobs` > 0, non-zero `frequency_penalty` or
-//!   `presence_penalty`, a non-empty `logit_bias`, `audio`, `modalities` other than text,
-//!   `web_search_options`, the legacy `functions` / `function_call`, `function` role
+//! - 422: `logprobs: true`, `top_logprobs` > 0, non-zero `frequency_penalty` or
+//!   `presence_penalty`, `audio`, `web_search_options`, the legacy `functions` / `function_call`, `function` role
 //!   messages, and `parallel_tool_calls: false` with tools (Converse cannot forbid
 //!   parallel calls).
 //! - Dropped, harmless: `seed` (best-effort in OpenAI too), `user`, `metadata`, `store`,
@@ -81,7 +81,7 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
-use super::chat::ChatRequest;
+use super::chat::{api_not_served, ChatRequest};
 use super::path_segment;
 use super::{BackendSchema, ResponseTranslator, UpstreamRequest};
 
@@ -130,9 +130,15 @@ impl BackendSchema for Bedrock {
                 (format!("/model/{model}/invoke"), body)
             }
             ApiKind::Completions | ApiKind::Models => {
-                return Err(ApiError::Unprocessable(format!(
-                    "{PROVIDER} serves /v1/chat/completions and /v1/embeddings; the legacy /v1/completions API is not available on it"
-                )))
+                return Err(api_not_served(
+                    PROVIDER,
+                    request.api,
+                    &[
+                        ApiKind::ChatCompletions,
+                        ApiKind::Embeddings,
+                        ApiKind::Messages,
+                    ],
+                ))
             }
         };
         Ok(UpstreamRequest::json(path, body.to_string().into_bytes()))
@@ -154,7 +160,7 @@ impl BackendSchema for Bedrock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use bytes::Bytes;
 
     fn request(api: ApiKind, body: &str) -> ClientRequest {
@@ -163,7 +169,7 @@ mod tests {
 
     #[test]
     fn inference_profile_arn_is_one_segment_as_the_sdk_encodes_it() {
-        let recorded = fixture("bedrock/converse-inference-profile-arn-guardrail.json");
+        let recorded = load("bedrock/converse-inference-profile-arn-guardrail.json");
         let arn = "arn:aws:bedrock:us-east-1:012345678901:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0";
         let r = request(
             ApiKind::ChatCompletions,
@@ -185,13 +191,13 @@ mod tests {
             r#"{"model":"anthropic.claude-3-sonnet-20240229-v1:0","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
         );
         let u = Bedrock.upstream_request(&r, None).unwrap();
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         assert_eq!(u.path, recorded["request"]["path"].as_str().unwrap());
     }
 
     #[test]
     fn messages_go_to_converse_and_come_back_as_anthropic_sse() {
-        let recorded = fixture("bedrock/converse-stream-tool-use.json");
+        let recorded = load("bedrock/converse-stream-tool-use.json");
         let mut r = request(
             ApiKind::Messages,
             r#"{"model":"anthropic.claude-3-sonnet-20240229-v1:0","stream":true,"max_tokens":300,
@@ -225,7 +231,7 @@ mod tests {
 
     #[test]
     fn embeddings_invoke_titan() {
-        let recorded = fixture("bedrock/invoke-titan-embed-text-v1.json");
+        let recorded = load("bedrock/invoke-titan-embed-text-v1.json");
         let r = request(
             ApiKind::Embeddings,
             r#"{"model":"amazon.titan-embed-text-v1","input":"Hello World!"}"#,

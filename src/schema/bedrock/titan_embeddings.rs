@@ -170,7 +170,7 @@ impl ResponseTranslator for TitanResponse {
 mod tests {
     use super::*;
     use crate::api::ApiKind;
-    use crate::framing::aws_eventstream::testing::fixture;
+    use crate::schema::fixtures::load;
     use base64::Engine;
     use bytes::Bytes;
 
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn recorded_titan_answer_becomes_an_openai_list() {
-        let recorded = fixture("bedrock/invoke-titan-embed-text-v1.json");
+        let recorded = load("bedrock/invoke-titan-embed-text-v1.json");
         let titan = &recorded["response"]["body"];
         let r = request(r#"{"model":"amazon.titan-embed-text-v1","input":["Hello World!"]}"#);
         assert_eq!(titan_body(&r, None).unwrap(), recorded["request"]["body"]);
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn base64_is_little_endian_f32() {
-        let recorded = fixture("bedrock/invoke-titan-embed-text-v1.json");
+        let recorded = load("bedrock/invoke-titan-embed-text-v1.json");
         let titan = &recorded["response"]["body"];
         let r = request(
             r#"{"model":"amazon.titan-embed-text-v1","input":"Hello World!","encoding_format":"base64"}"#,

@@ -78,7 +78,7 @@ pub fn translate_error(http_status: u16, body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::fixtures::fixture;
+    use crate::schema::fixtures::load;
 
     fn openai(body: &[u8]) -> Value {
         serde_json::from_slice(body).unwrap()
@@ -98,7 +98,7 @@ mod tests {
                 "invalid_request_error",
             ),
         ] {
-            let f = fixture(file);
+            let f = load(file);
             let status = f["response"]["status"].as_u64().unwrap() as u16;
             let body = f["response"]["body"].to_string();
             let out = openai(&translate_error(status, body.as_bytes()).unwrap());

@@ -5,7 +5,7 @@
 //! - chat → `/publishers/google/models/{model}:generateContent`, or
 //!   `:streamGenerateContent?alt=sse` for a stream (each SSE event a whole response);
 //! - embeddings → `/publishers/google/models/{model}:predict`;
-//! - `/v1/completions` → 422: Gemini has no plain-text completion API.
+//! - `/v1/completions` and Anthropic's Messages → 422: Gemini has no such API.
 //!
 //! `{model}` is the backend reference's `modelNameOverride`, else the client's model. The
 //! body is always rewritten (`content-type: application/json`); no OpenAI-only field
@@ -24,14 +24,16 @@
 //!   `responseJsonSchema`: both take JSON Schema unchanged, where `parameters` and
 //!   `responseSchema` take Google's OpenAPI subset and would need the client's schema
 //!   rewritten, losing what the subset lacks;
-//! - refused with 422 naming the field: `n` > 1 (the OpenAI answer written here has one
-//!   choice; `candidateCount` would be billed for answers the client never sees),
-//!   `logprobs`, `top_logprobs`, `audio`, non-text `modalities`, `prediction`,
-//!   `web_search_options`, legacy `functions`/`function_call`, non-function tools;
+//! - `n` (`candidateCount` would be billed for answers the client never sees),
+//!   `logit_bias`, `modalities`, tool kinds, `tool_choice` modes and the thinking budget
+//!   (Gemini counts thinking within `maxOutputTokens`) follow the shared rules of
+//!   [`crate::schema::chat`];
+//! - refused with 422 naming the field: `logprobs`, `top_logprobs`, `audio`,
+//!   `prediction`, `web_search_options`, legacy `functions`/`function_call`;
 //! - dropped, as they do not change the answer: `user`, `metadata`, `store`,
 //!   `service_tier`, `stream_options` (usage is always metered; the usage chunk is sent
 //!   when the client asked for it), `parallel_tool_calls` (Gemini decides itself
-//!   whether to call functions in parallel), `logit_bias`.
+//!   whether to call functions in parallel).
 
 pub mod embeddings;
 pub mod error;
@@ -44,13 +46,13 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
-use crate::schema::chat::ChatRequest;
+use crate::schema::chat::{api_not_served, ChatRequest};
 use crate::schema::openai::response::OpenAiResponse;
 use crate::schema::path_segment;
 use crate::schema::vertex::embeddings::{predict_request, VertexEmbeddingsResponse};
 use crate::schema::vertex::request::{generate_content_request, PROVIDER};
 use crate::schema::vertex::response::GeminiChatResponse;
-use crate::schema::{messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest};
+use crate::schema::{BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct GcpVertexAi;
@@ -76,9 +78,6 @@ impl BackendSchema for GcpVertexAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        if request.api == ApiKind::Messages {
-            return Err(messages_not_served(PROVIDER));
-        }
         let model = model_override.unwrap_or(&request.model);
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
@@ -98,9 +97,11 @@ impl BackendSchema for GcpVertexAi {
                 predict_request(request)?,
             ),
             ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
-                return Err(ApiError::Unprocessable(format!(
-                    "{PROVIDER} has no text completions API; use /v1/chat/completions"
-                )))
+                return Err(api_not_served(
+                    PROVIDER,
+                    request.api,
+                    &[ApiKind::ChatCompletions, ApiKind::Embeddings],
+                ))
             }
         };
         Ok(UpstreamRequest::json(path, body.to_string().into_bytes()))

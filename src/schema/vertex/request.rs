@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 use crate::api::ApiError;
 
 use crate::schema::chat::{
-    thinking_budget, ChatRequest, Image, ImageUrl, Message, Part, ResponseFormat, Role, ToolChoice,
+    ChatRequest, Image, ImageUrl, Message, Part, ResponseFormat, Role, ToolChoice,
 };
 
 pub const PROVIDER: &str = "GCP Vertex AI";
@@ -61,10 +61,10 @@ pub fn generate_content_request(chat: &ChatRequest) -> Result<Value, ApiError> {
     if let Some(system) = system_instruction(&chat.messages) {
         body.insert("systemInstruction".into(), system);
     }
-    if let Some(tools) = tools(chat)? {
+    if let Some(tools) = tools(chat) {
         body.insert("tools".into(), tools);
     }
-    if let Some(tool_config) = tool_config(chat)? {
+    if let Some(tool_config) = tool_config(chat) {
         body.insert("toolConfig".into(), tool_config);
     }
     let generation_config = generation_config(chat)?;
@@ -75,16 +75,7 @@ pub fn generate_content_request(chat: &ChatRequest) -> Result<Value, ApiError> {
 }
 
 fn refuse_unsupported(chat: &ChatRequest) -> Result<(), ApiError> {
-    // One answer per request: the OpenAI output this gateway writes has one choice.
-    chat.single_choice(PROVIDER)?;
-    chat.refuse_unsupported(PROVIDER, REFUSED_FIELDS)?;
-    let modalities = chat.other.get("modalities").and_then(Value::as_array);
-    if modalities.is_some_and(|m| m.iter().any(|v| v != "text")) {
-        return Err(ApiError::Unprocessable(format!(
-            "`modalities` other than text are not supported by {PROVIDER}"
-        )));
-    }
-    Ok(())
+    chat.refuse_unsupported(PROVIDER, REFUSED_FIELDS)
 }
 
 fn system_instruction(messages: &[Message]) -> Option<Value> {
@@ -276,48 +267,35 @@ fn function_response(
 
 /// `parametersJsonSchema` takes the client's JSON Schema as it is; `parameters` takes
 /// Google's OpenAPI subset, which would mean rewriting (and losing) parts of it.
-fn tools(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
-    let Some(tools) = chat.tools.as_deref().filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    let mut declarations = Vec::with_capacity(tools.len());
-    for tool in tools {
-        if tool.kind != "function" {
-            return Err(ApiError::Unprocessable(format!(
-                "tools of type `{}` are not supported by {PROVIDER}; use function tools",
-                tool.kind
-            )));
-        }
-        let mut declaration = json!({
-            "name": tool.function.name,
-            "parametersJsonSchema": tool.function.schema(),
-        });
-        if let Some(description) = &tool.function.description {
-            declaration["description"] = description.clone().into();
-        }
-        declarations.push(declaration);
+fn tools(chat: &ChatRequest) -> Option<Value> {
+    if chat.tools.is_empty() {
+        return None;
     }
-    Ok(Some(json!([{ "functionDeclarations": declarations }])))
+    let declarations: Vec<Value> = chat
+        .tools
+        .iter()
+        .map(|tool| {
+            let mut declaration = json!({
+                "name": tool.name,
+                "parametersJsonSchema": tool.schema(),
+            });
+            if let Some(description) = &tool.description {
+                declaration["description"] = description.clone().into();
+            }
+            declaration
+        })
+        .collect();
+    Some(json!([{ "functionDeclarations": declarations }]))
 }
 
-fn tool_config(chat: &ChatRequest) -> Result<Option<Value>, ApiError> {
-    let config = match &chat.tool_choice {
-        None => return Ok(None),
-        Some(ToolChoice::Mode(mode)) => match mode.as_str() {
-            "none" => json!({ "mode": "NONE" }),
-            "auto" => json!({ "mode": "AUTO" }),
-            "required" => json!({ "mode": "ANY" }),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "`tool_choice` must be none, auto, required or a named function; got `{other}`"
-                )))
-            }
-        },
-        Some(ToolChoice::Named { function }) => {
-            json!({ "mode": "ANY", "allowedFunctionNames": [function.name] })
-        }
+fn tool_config(chat: &ChatRequest) -> Option<Value> {
+    let config = match chat.tool_choice.as_ref()? {
+        ToolChoice::None => json!({ "mode": "NONE" }),
+        ToolChoice::Auto => json!({ "mode": "AUTO" }),
+        ToolChoice::Required => json!({ "mode": "ANY" }),
+        ToolChoice::Function(name) => json!({ "mode": "ANY", "allowedFunctionNames": [name] }),
     };
-    Ok(Some(json!({ "functionCallingConfig": config })))
+    Some(json!({ "functionCallingConfig": config }))
 }
 
 fn generation_config(chat: &ChatRequest) -> Result<Map<String, Value>, ApiError> {
@@ -354,8 +332,9 @@ fn generation_config(chat: &ChatRequest) -> Result<Map<String, Value>, ApiError>
             set("responseJsonSchema", json_schema.schema.clone());
         }
     }
-    if let Some(effort) = &chat.reasoning_effort {
-        let thinking = match thinking_budget(effort)? {
+    // A budget not below the client's limit was refused when parsing.
+    if chat.reasoning_effort.is_some() {
+        let thinking = match chat.thinking_budget() {
             Some(budget) => json!({ "thinkingBudget": budget, "includeThoughts": true }),
             None => json!({ "thinkingBudget": 0 }),
         };

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::api::ApiKind;
-use crate::schema::fixtures::fixture;
+use crate::schema::fixtures::{load, recorded_body};
 
 fn request(body: Value) -> ClientRequest {
     ClientRequest::parse(ApiKind::ChatCompletions, Bytes::from(body.to_string())).unwrap()
@@ -173,10 +173,7 @@ fn normalized(out: &[u8]) -> Vec<Value> {
 }
 
 fn recorded_stream(name: &str) -> String {
-    fixture(name)["response"]["body"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    String::from_utf8(recorded_body(name)).unwrap()
 }
 
 /// The streamed JSON array recording (no `alt=sse`), re-framed as the SSE events that
@@ -269,7 +266,7 @@ fn stream_error_event_and_unfinished_stream() {
 }
 
 fn unary(name: &str) -> (Value, Value, GeminiChatResponse) {
-    let f = fixture(name);
+    let f = load(name);
     let body = f["response"]["body"].clone();
     let mut t = GeminiChatResponse::new(&request(json!({"model": "asked", "messages": []})));
     let out = t.unary(body.to_string().as_bytes()).unwrap().unwrap();
@@ -339,7 +336,7 @@ fn blocked_prompt_is_a_content_filter_stop() {
 
 #[test]
 fn provider_errors_are_translated() {
-    let f = fixture("gemini/error-404-model-not-found.json");
+    let f = load("gemini/error-404-model-not-found.json");
     let mut t = GeminiChatResponse::new(&stream_request());
     let head = ResponseHead {
         status: 404,

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::schema::fixtures::fixture;
+use crate::schema::fixtures::load;
 
 fn schema() -> Arc<dyn BackendSchema> {
     GcpVertexAi::build(&SchemaSpec {
@@ -101,7 +101,7 @@ fn rich_request_matches_the_reference_shape() {
         ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object", "additionalProperties": false}}},
-        "temperature": 0.2, "top_p": 0.9, "max_completion_tokens": 512, "stop": ["END"], "seed": 7,
+        "temperature": 0.2, "top_p": 0.9, "max_completion_tokens": 4096, "stop": ["END"], "seed": 7,
         "frequency_penalty": 0.5, "presence_penalty": 0.1,
         "reasoning_effort": "low",
         "user": "u-1", "parallel_tool_calls": false, "metadata": {"k": "v"}, "store": false
@@ -133,7 +133,7 @@ fn rich_request_matches_the_reference_shape() {
         ]}],
         "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
         "generationConfig": {
-            "temperature": 0.2, "topP": 0.9, "maxOutputTokens": 512, "stopSequences": ["END"], "seed": 7,
+            "temperature": 0.2, "topP": 0.9, "maxOutputTokens": 4096, "stopSequences": ["END"], "seed": 7,
             "frequencyPenalty": 0.5, "presencePenalty": 0.1,
             "responseMimeType": "application/json",
             "responseJsonSchema": {"type": "object", "additionalProperties": false},
@@ -146,7 +146,11 @@ fn rich_request_matches_the_reference_shape() {
 #[test]
 fn tool_choice_modes_and_json_object() {
     for (choice, mode) in [("none", "NONE"), ("auto", "AUTO"), ("required", "ANY")] {
-        let (_, sent) = upstream(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": choice})).unwrap();
+        let (_, sent) = upstream(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": choice}),
+        )
+        .unwrap();
         assert_eq!(
             sent["toolConfig"],
             json!({"functionCallingConfig": {"mode": mode}})
@@ -197,7 +201,7 @@ fn unsupported_fields_are_refused_by_name() {
 #[test]
 fn thought_signature_round_trip() {
     // Gemini's recorded answer, as the client receives it ...
-    let recorded = fixture("vertex/generate-content-function-call.json");
+    let recorded = load("vertex/generate-content-function-call.json");
     let answer = &recorded["response"]["body"];
     let request = client(
         ApiKind::ChatCompletions,
