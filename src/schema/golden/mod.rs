@@ -117,7 +117,7 @@ fn here() -> PathBuf {
 }
 
 fn schema(name: &str) -> std::sync::Arc<dyn BackendSchema> {
-    let spec: SchemaSpec = serde_yaml::from_str(&format!("name: {name}")).expect("spec");
+    let spec: SchemaSpec = serde_yaml_ng::from_str(&format!("name: {name}")).expect("spec");
     build(&spec).expect("a translating schema")
 }
 
