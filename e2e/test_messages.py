@@ -119,18 +119,6 @@ def test_envoys_own_errors_are_anthropic_shaped(client, model):
     assert e.value.body["type"] == "error" and e.value.body["error"]["message"]
 
 
-def test_openai_backends_refuse_messages_by_name(gateway_factory, openai_fake):
-    gw = gateway_factory(
-        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
-        route_yaml("route", [("gpt", [("openai", 0, None)])]),
-    )
-    c = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0)
-    with pytest.raises(anthropic.UnprocessableEntityError) as e:
-        c.messages.create(model="gpt", max_tokens=10, messages=[{"role": "user", "content": "x"}])
-    assert "Messages API" in e.value.body["error"]["message"]
-    assert openai_fake.requests == []
-
-
 def test_messages_on_bedrock_converse_unary(client, bedrock_fake):
     answer = recorded("bedrock/converse-tool-use.json")["response"]["body"]
     m = client.messages.create(model="claude-converse", max_tokens=100, system="be brief",
@@ -165,3 +153,81 @@ def test_messages_on_bedrock_converse_stream(client, bedrock_fake):
     assert tool.input == json.loads(recorded_input)
     assert final.stop_reason == "tool_use"
     assert final.usage.output_tokens == next(p["usage"] for t, p in events if t == "metadata")["outputTokens"]
+
+
+# ------------------------------------------------------------------ Messages on OpenAI
+
+@pytest.fixture
+def openai_gateway(gateway_factory, openai_fake):
+    return gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt", [("openai", 0, "gpt-5-nano")])]),
+    )
+
+
+def _openai_recording(name):
+    from fakes import _cassette
+    return json.loads(_cassette(name)[1])
+
+
+def test_messages_client_on_an_openai_backend_unary(openai_gateway, openai_fake):
+    """Anthropic SDK clients reach an OpenAI backend: Messages become chat completions and
+    the completion comes back as an Anthropic message (Envoy AI Gateway does the same)."""
+    client = anthropic.Anthropic(base_url=openai_gateway.url, api_key="sk-ant-client-key", max_retries=0)
+    answer = _openai_recording("chat-basic.yaml")
+    weather = {"name": "weather", "description": "the weather", "input_schema": {"type": "object"}}
+    m = client.messages.create(
+        model="gpt", max_tokens=300, system="be brief", tools=[weather], tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}}]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+                                               {"type": "text", "text": "and?"}]}])
+    sent = openai_fake.last()
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["headers"]["authorization"] == "Bearer sk-openai-secret"
+    assert "x-api-key" not in sent["headers"]
+    assert sent["body"] == {
+        "model": "gpt-5-nano", "max_completion_tokens": 300,
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "user", "content": [{"type": "text", "text": "and?"}]}],
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "the weather",
+                                                    "parameters": {"type": "object"}}}],
+        "tool_choice": "required"}
+    choice = answer["choices"][0]
+    assert m.content[0].type == "text" and m.content[0].text == choice["message"]["content"]
+    assert m.stop_reason == "end_turn" and m.model == answer["model"]
+    cached = answer["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0)
+    assert m.usage.input_tokens == answer["usage"]["prompt_tokens"] - cached
+    assert m.usage.output_tokens == answer["usage"]["completion_tokens"]
+
+
+def test_messages_client_on_an_openai_backend_stream_and_errors(openai_gateway, openai_fake):
+    client = anthropic.Anthropic(base_url=openai_gateway.url, api_key="sk-ant-client-key", max_retries=0)
+    with client.messages.stream(model="gpt", max_tokens=100, messages=[{"role": "user", "content": "Hi"}]) as stream:
+        final = stream.get_final_message()
+    sent = openai_fake.last()["body"]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    # The recorded stream spent its whole budget reasoning (finish_reason length).
+    usage = next(json.loads(e[6:])["usage"] for e in _stream_events("chat-streaming-detailed-usage.yaml")
+                 if '"usage":{' in e)
+    assert final.stop_reason == "max_tokens"
+    assert final.usage.output_tokens == usage["completion_tokens"]
+    openai_fake.fail_status = 429
+    openai_fake.fail_body = {"error": {"message": "Rate limit reached for gpt-5-nano", "type": "requests"}}
+    with pytest.raises(anthropic.RateLimitError) as e:
+        client.messages.create(model="gpt", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body == {"type": "error", "error": {"type": "rate_limit_error",
+                                                       "message": "Rate limit reached for gpt-5-nano"}}
+    with pytest.raises(anthropic.UnprocessableEntityError) as e:
+        client.messages.create(model="gpt", max_tokens=10, top_k=5, messages=[{"role": "user", "content": "Hi"}])
+    assert "top_k" in e.value.body["error"]["message"]
+
+
+def _stream_events(name):
+    from fakes import _cassette, _sse_events
+    return _sse_events(_cassette(name)[1])

@@ -13,6 +13,19 @@ pub fn load(path: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 
+/// The response body of the first interaction of a recorded YAML cassette (the OpenAI
+/// recordings, e.g. `openai/chat-streaming.yaml`).
+pub fn cassette_body(path: &str) -> Vec<u8> {
+    let full = format!("{}/e2e/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    let cassette: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{full}: {e}"));
+    let body = cassette.pointer("/interactions/0/response/body");
+    body.and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{full}: no response body"))
+        .as_bytes()
+        .to_vec()
+}
+
 /// The recorded response body of the interaction at `path`.
 pub fn recorded_body(path: &str) -> Vec<u8> {
     response_body(&load(path))

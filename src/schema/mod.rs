@@ -9,6 +9,7 @@ pub mod bedrock;
 pub mod chat;
 pub mod completion;
 pub mod embeddings;
+pub mod messages_request;
 pub mod openai;
 pub mod vertex;
 
@@ -179,13 +180,6 @@ pub fn path_segment(value: &str) -> String {
         .remove(b'~')
         .remove(b'@');
     utf8_percent_encode(value, SEGMENT).to_string()
-}
-
-/// The 422 for an Anthropic Messages request to a backend that cannot take one.
-pub fn messages_not_served(provider: &str) -> ApiError {
-    ApiError::Unprocessable(format!(
-        "{provider} does not serve Anthropic's Messages API; send OpenAI chat completions to this model"
-    ))
 }
 
 #[cfg(test)]

@@ -33,11 +33,13 @@
 //!   `metadata`, `service_tier`, `anthropic_version`. Any other field is 422 naming it:
 //!   it would change the answer and Converse cannot express it.
 
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::api::{ApiError, ClientRequest};
+use crate::schema::messages_request::{
+    block_type, fields, CacheControl, Content, ImageBlock, InputMessage, MessagesRequest,
+    RedactedThinkingBlock, TextBlock, ThinkingBlock, Tool, ToolResultBlock, ToolUseBlock,
+};
 
 use super::PROVIDER;
 
@@ -50,126 +52,9 @@ const DROPPED: &[&str] = &[
     "anthropic_version",
 ];
 
-#[derive(Deserialize)]
-struct MessagesRequest {
-    messages: Vec<InputMessage>,
-    #[serde(default)]
-    system: Option<Content>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    top_k: Option<u64>,
-    #[serde(default)]
-    stop_sequences: Option<Vec<String>>,
-    #[serde(default)]
-    tools: Option<Vec<Value>>,
-    #[serde(default)]
-    tool_choice: Option<ToolChoice>,
-    #[serde(default)]
-    thinking: Option<Value>,
-    #[serde(flatten)]
-    other: Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-struct InputMessage {
-    role: String,
-    content: Content,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Blocks(Vec<Value>),
-}
-
-#[derive(Deserialize)]
-struct ToolChoice {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    disable_parallel_tool_use: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct CacheControl {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    ttl: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TextBlock {
-    text: String,
-}
-
-#[derive(Deserialize)]
-struct ImageBlock {
-    source: ImageSource,
-}
-
-#[derive(Deserialize)]
-struct ImageSource {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    data: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ToolUseBlock {
-    id: String,
-    name: String,
-    #[serde(default)]
-    input: Value,
-}
-
-#[derive(Deserialize)]
-struct ToolResultBlock {
-    tool_use_id: String,
-    #[serde(default)]
-    content: Option<Content>,
-    #[serde(default)]
-    is_error: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct ThinkingBlock {
-    thinking: String,
-    #[serde(default)]
-    signature: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RedactedThinkingBlock {
-    data: String,
-}
-
-#[derive(Deserialize)]
-struct Tool {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    input_schema: Option<Value>,
-}
-
 /// The Converse body for a Messages `request`.
 pub fn converse_body(request: &ClientRequest) -> Result<Value, ApiError> {
-    let r: MessagesRequest = serde_json::from_slice(&request.body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid Messages request: {e}")))?;
+    let r = MessagesRequest::parse(request)?;
     refuse_unknown(&r.other)?;
     let mut body = Map::new();
     if let Some(system) = &r.system {
@@ -224,15 +109,6 @@ fn refuse_unknown(other: &Map<String, Value>) -> Result<(), ApiError> {
         Some((field, _)) => Err(unsupported(field)),
         None => Ok(()),
     }
-}
-
-/// Deserializes a block's fields, naming where it sits when they are wrong.
-fn fields<T: DeserializeOwned>(block: &Value, at: &str) -> Result<T, ApiError> {
-    T::deserialize(block).map_err(|e| ApiError::BadRequest(format!("invalid {at}: {e}")))
-}
-
-fn block_type(block: &Value) -> &str {
-    block.get("type").and_then(Value::as_str).unwrap_or("")
 }
 
 /// The `cachePoint` that follows a block carrying `cache_control`, if it does.

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
+use crate::schema::openai::messages_request::{chat_body, ChatTarget};
 use crate::schema::openai::openai_body;
-use crate::schema::openai::response::OpenAiResponse;
-use crate::schema::{
-    messages_not_served, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest,
-};
+use crate::schema::{path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct AzureOpenAi {
@@ -56,19 +54,27 @@ impl BackendSchema for AzureOpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        if request.api == ApiKind::Messages {
-            return Err(messages_not_served("Azure OpenAI"));
-        }
         let deployment = model_override.unwrap_or(&request.model);
+        let path = |api: ApiKind| {
+            format!(
+                "/openai/deployments/{}/{}?api-version={}",
+                path_segment(deployment),
+                api.openai_suffix(),
+                self.api_version
+            )
+        };
+        if request.api == ApiKind::Messages {
+            let target = ChatTarget {
+                provider: "Azure OpenAI",
+                current_api: self.takes_stream_options,
+            };
+            let body = chat_body(request, deployment, &target)?;
+            return Ok(UpstreamRequest::json(path(ApiKind::ChatCompletions), body));
+        }
         let (body, usage_injected) =
             openai_body(request, model_override, self.takes_stream_options);
         Ok(UpstreamRequest {
-            path: format!(
-                "/openai/deployments/{}/{}?api-version={}",
-                path_segment(deployment),
-                request.api.openai_suffix(),
-                self.api_version
-            ),
+            path: path(request.api),
             body,
             headers: Vec::new(),
             usage_injected,
@@ -80,7 +86,7 @@ impl BackendSchema for AzureOpenAi {
         request: &ClientRequest,
         usage_injected: bool,
     ) -> Box<dyn ResponseTranslator> {
-        Box::new(OpenAiResponse::new(request, usage_injected))
+        super::translator(request, usage_injected)
     }
 }
 

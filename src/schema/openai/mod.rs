@@ -2,6 +2,9 @@
 //! backend's path prefix (default `/v1`).
 
 pub mod azure;
+pub mod messages_request;
+pub mod messages_response;
+pub mod messages_stream;
 pub mod response;
 
 use std::sync::Arc;
@@ -9,10 +12,10 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
+use crate::schema::openai::messages_request::{chat_body, ChatTarget};
+use crate::schema::openai::messages_response::MessagesFromChat;
 use crate::schema::openai::response::OpenAiResponse;
-use crate::schema::{
-    join_path, messages_not_served, BackendSchema, ResponseTranslator, UpstreamRequest,
-};
+use crate::schema::{join_path, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
 pub struct OpenAi {
@@ -43,7 +46,16 @@ impl BackendSchema for OpenAi {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         if request.api == ApiKind::Messages {
-            return Err(messages_not_served("OpenAI"));
+            let model = model_override.unwrap_or(&request.model);
+            let target = ChatTarget {
+                provider: "OpenAI",
+                current_api: true,
+            };
+            let path = join_path(&self.prefix, ApiKind::ChatCompletions.openai_suffix());
+            return Ok(UpstreamRequest::json(
+                path,
+                chat_body(request, model, &target)?,
+            ));
         }
         let (body, usage_injected) = openai_body(request, model_override, true);
         Ok(UpstreamRequest {
@@ -59,7 +71,16 @@ impl BackendSchema for OpenAi {
         request: &ClientRequest,
         usage_injected: bool,
     ) -> Box<dyn ResponseTranslator> {
-        Box::new(OpenAiResponse::new(request, usage_injected))
+        translator(request, usage_injected)
+    }
+}
+
+/// The translator for an answer to `request`: OpenAI answers pass (read for usage);
+/// Messages clients get them as Anthropic's.
+fn translator(request: &ClientRequest, usage_injected: bool) -> Box<dyn ResponseTranslator> {
+    match request.api {
+        ApiKind::Messages => Box::new(MessagesFromChat::new(&request.model, request.stream)),
+        _ => Box::new(OpenAiResponse::new(request, usage_injected)),
     }
 }
 

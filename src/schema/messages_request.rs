@@ -1,0 +1,155 @@
+//! The Anthropic Messages request, parsed for the schemas that translate it (Bedrock's
+//! Converse, OpenAI chat completions). Schemas that speak Messages forward the client's
+//! bytes and never parse this. Blocks stay JSON values until a translator reads the
+//! fields of their `type` with [`fields`], so an error names where the block sits.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::api::{ApiError, ClientRequest};
+
+#[derive(Deserialize)]
+pub struct MessagesRequest {
+    pub messages: Vec<InputMessage>,
+    #[serde(default)]
+    pub system: Option<Content>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<u64>,
+    #[serde(default)]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default)]
+    pub thinking: Option<Value>,
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+    /// Every other field, for each translator to drop or refuse by name.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+pub struct InputMessage {
+    pub role: String,
+    pub content: Content,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Blocks(Vec<Value>),
+}
+
+#[derive(Deserialize)]
+pub struct ToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct CacheControl {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct TextBlock {
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+pub struct ImageBlock {
+    pub source: ImageSource,
+}
+
+#[derive(Deserialize)]
+pub struct ImageSource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub data: Option<String>,
+    /// A `url` source's address.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ToolUseBlock {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub input: Value,
+}
+
+#[derive(Deserialize)]
+pub struct ToolResultBlock {
+    pub tool_use_id: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub is_error: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct ThinkingBlock {
+    pub thinking: String,
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RedactedThinkingBlock {
+    pub data: String,
+}
+
+#[derive(Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+}
+
+/// `metadata`: only `user_id` is defined.
+#[derive(Deserialize)]
+pub struct Metadata {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+impl MessagesRequest {
+    pub fn parse(request: &ClientRequest) -> Result<Self, ApiError> {
+        serde_json::from_slice(&request.body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid Messages request: {e}")))
+    }
+}
+
+/// Deserializes a block's fields, naming where it sits when they are wrong.
+pub fn fields<T: DeserializeOwned>(block: &Value, at: &str) -> Result<T, ApiError> {
+    T::deserialize(block).map_err(|e| ApiError::BadRequest(format!("invalid {at}: {e}")))
+}
+
+pub fn block_type(block: &Value) -> &str {
+    block.get("type").and_then(Value::as_str).unwrap_or("")
+}
