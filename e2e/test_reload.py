@@ -97,3 +97,17 @@ def test_mounted_secret_directory_is_read_and_watched(gateway_factory, openai_fa
     tmp.rename(secrets / "openai-key" / "apiKey")
     assert wait_for(lambda: gw.chat("gpt-4o-mini").status_code == 200), gw.read_log()[-3000:]
     assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-rotated"
+
+
+def test_emptied_config_keeps_the_old_one(gateway_factory, openai_fake, tmp_path):
+    """Emptying the file while serving (a truncating editor, a half-synced mount) would
+    leave no model: the reload is refused and says why."""
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]),
+    )
+    (tmp_path / "config.yaml").write_text("")
+    assert wait_for(lambda: "configuration change rejected" in gw.read_log()), gw.read_log()[-3000:]
+    assert "no AIGatewayRoute with rules" in gw.read_log()
+    assert gw.chat("gpt-4o-mini").status_code == 200
+    assert "gpt-4o-mini" in httpx.get(gw.url + "/v1/models").text
