@@ -175,9 +175,7 @@ struct RenderEnvoyArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -208,6 +206,22 @@ fn main() -> ExitCode {
             eprintln!("llm-extproc: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `RUST_LOG`, or `info`. The file watcher (`notify`) logs every raw inotify event at
+/// trace level, before any filter: with the log written into a watched configuration
+/// directory each line would be an event logged again, without end (it grew a log by
+/// 30 MB a second). Its trace lines stay off unless `RUST_LOG` names it.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let from_env = std::env::var("RUST_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match "notify=info".parse() {
+        Ok(directive) if !from_env.is_some_and(|v| v.contains("notify")) => {
+            filter.add_directive(directive)
+        }
+        _ => filter,
     }
 }
 
