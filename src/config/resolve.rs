@@ -1051,6 +1051,7 @@ fn resolve_route(
                     backend: backend.clone(),
                     model_name_override: b.model_name_override.clone(),
                     route: route_name.clone(),
+                    rule_index: ri,
                     header_mutation,
                 },
             ));

@@ -416,25 +416,27 @@ impl RouterStream {
             .map(|t| t.usage())
             .unwrap_or_default();
         let attempt = state.attempt.lock().ok().and_then(|a| a.clone());
-        let override_model = attempt
-            .as_ref()
-            .and_then(|a| a.target.model_name_override.clone());
-        // A client-chosen model name becomes a metric label only when the configuration
-        // names it or a provider served it: otherwise (models matched by a regular
-        // expression) random names could grow the label set without bound.
+        let target = attempt.as_ref().map(|a| &a.target);
+        let override_model = target.and_then(|t| t.model_name_override.clone());
+        // Labels come from the configuration, not the client: a rule matching a regular
+        // expression would otherwise let random model names grow /metrics without bound.
+        let original_model = state.config.model_label(&state.request.model, target);
         let succeeded = (200..300).contains(&resp.head.status);
-        let original_model = if succeeded || state.config.models.contains_key(&state.request.model)
-        {
-            state.request.model.clone()
-        } else {
-            "other".to_string()
-        };
-        let request_model = override_model.unwrap_or_else(|| original_model.clone());
-        let response_model = resp
+        let request_model = override_model
+            .clone()
+            .unwrap_or_else(|| original_model.clone());
+        // The provider's own name, capped by the metrics; without one, the request's label.
+        // The metadata keeps the exact value.
+        let provider_model = resp
             .translator
             .as_ref()
-            .and_then(|t| t.response_model().map(str::to_string))
+            .and_then(|t| t.response_model().map(str::to_string));
+        let response_label = provider_model
+            .clone()
             .unwrap_or_else(|| request_model.clone());
+        let response_model = provider_model
+            .or(override_model)
+            .unwrap_or_else(|| state.request.model.clone());
         let error_type = if succeeded {
             String::new()
         } else {
@@ -444,7 +446,7 @@ impl RouterStream {
             operation: state.request.api.operation(),
             provider: resp.provider.clone(),
             request_model: request_model.clone(),
-            response_model: response_model.clone(),
+            response_model: response_label,
             original_model,
             usage,
             duration: self.started.elapsed(),

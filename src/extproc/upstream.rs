@@ -117,6 +117,7 @@ fn target_for(
             backend,
             model_name_override: None,
             route: String::new(),
+            rule_index: 0,
         })
     })
 }
