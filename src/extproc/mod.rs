@@ -131,7 +131,12 @@ impl ExternalProcessor for Service {
                             (0, Box::new(move |r| r.request_headers(h)))
                         }
                         Some(Msg::RequestBody(b)) => {
-                            (b.body.len(), Box::new(move |r| r.request_body(b)))
+                            let size = if router.decodes_request() {
+                                usize::MAX
+                            } else {
+                                b.body.len()
+                            };
+                            (size, Box::new(move |r| r.request_body(b)))
                         }
                         Some(Msg::ResponseHeaders(h)) => {
                             (0, Box::new(move |r| r.response_headers(h)))

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, Proce
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::attempt;
-use super::decode::BodyDecoder;
+use super::decode::{self, BodyDecoder, DecodeError};
 use super::messages::{self, header, immediate, immediate_error_for, Reply};
 use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
@@ -38,6 +38,8 @@ pub struct RouterStream {
     /// The client's request headers (moved out of the headers message, not copied).
     request_headers: Option<HeaderMap>,
     api: Option<ApiKind>,
+    /// The request body's `content-encoding`, when it is one the gateway decodes.
+    request_encoding: Option<&'static str>,
     state: Option<Arc<RequestState>>,
     /// Frees the shared state when this stream ends, however it ends.
     _guard: Option<StoreGuard>,
@@ -68,10 +70,17 @@ impl RouterStream {
             request_id: String::new(),
             request_headers: None,
             api: None,
+            request_encoding: None,
             state: None,
             _guard: None,
             response: None,
         }
+    }
+
+    /// Whether the request body arrives compressed (then it is decoded off the runtime
+    /// thread whatever its compressed size).
+    pub fn decodes_request(&self) -> bool {
+        self.request_encoding.is_some()
     }
 
     /// Request headers. They must be sent (not skipped) even though the body carries what
@@ -96,6 +105,14 @@ impl RouterStream {
             if size > limit {
                 return self.reject(ApiError::BodyTooLarge { size, limit });
             }
+        }
+        match header(map, "content-encoding").map(str::trim) {
+            None | Some("") => {}
+            Some(e) if e.eq_ignore_ascii_case("identity") => {}
+            Some(e) => match decode::known_encoding(e) {
+                Some(known) => self.request_encoding = Some(known),
+                None => return self.reject(ApiError::UnsupportedEncoding(api::printable(e))),
+            },
         }
         if h.end_of_stream {
             return self.reject(ApiError::BadRequest(
@@ -139,7 +156,20 @@ impl RouterStream {
                 limit,
             });
         }
-        let mut request = match ClientRequest::parse(api, Bytes::from(b.body)) {
+        let body = match self.request_encoding {
+            None => b.body,
+            Some(encoding) => match decode::decode_whole(encoding, &b.body, limit) {
+                Ok(plain) => plain,
+                Err(DecodeError::TooLarge(limit)) => {
+                    return self.reject(ApiError::DecodedBodyTooLarge {
+                        encoding: encoding.to_string(),
+                        limit,
+                    })
+                }
+                Err(e) => return self.reject(ApiError::BadRequest(format!("request body {e}"))),
+            },
+        };
+        let mut request = match ClientRequest::parse(api, Bytes::from(body)) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
@@ -207,6 +237,15 @@ impl RouterStream {
                 reply
             }
         };
+        if self.request_encoding.is_some() {
+            // Providers get the decoded body, whatever the attempt does with it.
+            reply.headers.remove("content-encoding");
+            if reply.body.is_none() {
+                let plain = state.request.body.to_vec();
+                reply.headers.set("content-length", plain.len().to_string());
+                reply.body = Some(plain);
+            }
+        }
         reply.clear_route_cache = true;
         reply.headers.set(MODEL_HEADER, model.clone());
         let mut meta = vec![
