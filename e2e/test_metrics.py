@@ -5,7 +5,7 @@ import string
 
 import httpx
 
-from harness import backend_yaml
+from harness import backend_yaml, route_yaml
 
 REGEX_ROUTE = """apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
@@ -46,3 +46,28 @@ def test_random_model_names_on_a_regex_rule_keep_metrics_bounded(gateway_factory
     assert gw.metric("gen_ai_server_request_duration_seconds_count", gen_ai_original_model="gpt-.*") == 320
     assert gw.metric("gen_ai_server_request_duration_seconds_count", gen_ai_original_model="exact-model") == 1
     assert gw.metric("gen_ai_client_token_usage_count", gen_ai_response_model="other", gen_ai_token_type="input") >= 200
+
+
+def test_every_answer_the_gateway_gives_itself_is_counted_once(gateway_factory, anthropic_fake):
+    """A 422 is metered alike whether the router level built the request (a rule its
+    model alone picks) or the upstream level did (a rule with failover), and so are the
+    gateway's own 400 and 404."""
+    gw = gateway_factory(
+        backend_yaml("anthropic", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
+        backend_yaml("anthropic-b", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
+        route_yaml("route", [("claude", [("anthropic", 0, None)]),
+                             ("claude-ha", [("anthropic", 0, None), ("anthropic-b", 1, None)])]),
+    )
+    count = "gen_ai_server_request_duration_seconds_count"
+    for model in ("claude", "claude-ha"):
+        r = gw.chat(model, n=2)  # Anthropic cannot return several choices
+        assert r.status_code == 422, r.text
+        assert gw.metric(count, gen_ai_original_model=model, error_type="422") == 1, model
+    assert gw.chat("no-such-model").status_code == 404
+    assert gw.metric(count, gen_ai_original_model="other", error_type="404") == 1
+    assert httpx.post(gw.url + "/v1/chat/completions", content=b"[1]", timeout=10).status_code == 400
+    assert gw.metric(count, gen_ai_operation_name="chat", error_type="400") == 1
+    assert httpx.post(gw.url + "/v1/nothing", content=b"{}", timeout=10).status_code == 404
+    assert gw.metric(count, gen_ai_operation_name="unknown", error_type="404") == 1
+    assert not anthropic_fake.requests
+    assert gw.metric(count) == 5

@@ -23,7 +23,9 @@ use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
-use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
+use crate::config::{
+    BackendRefTarget, CostKind, GatewayConfig, BACKEND_BINDING_HEADER, MODEL_HEADER,
+};
 use crate::metrics::{provider_name, Completed};
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
@@ -180,10 +182,16 @@ impl RouterStream {
         let config = self.shared.config.load_full();
         if !config.knows_model(&request.model) {
             let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
-            return self.reject(ApiError::UnknownModel {
-                model: request.model,
+            let refused = Refused {
+                config: &config,
+                model: &request.model,
+                target: None,
+            };
+            let error = ApiError::UnknownModel {
+                model: request.model.clone(),
                 known,
-            });
+            };
+            return self.refuse(error, Some(refused));
         }
         let route_name = config
             .route_for_model(&request.model)
@@ -197,7 +205,13 @@ impl RouterStream {
             attempt: Default::default(),
         });
         let Some(guard) = self.shared.store.insert(state.clone()) else {
-            return self.reject(ApiError::Overloaded(self.shared.store.capacity()));
+            let refused = Refused {
+                config: &state.config,
+                model: &model,
+                target: None,
+            };
+            let error = ApiError::Overloaded(self.shared.store.capacity());
+            return self.refuse(error, Some(refused));
         };
         let target = state
             .config
@@ -211,7 +225,20 @@ impl RouterStream {
                 let backend = target.backend.name.clone();
                 let prepared = match attempt::prepare(&state, target) {
                     Ok(p) => p,
-                    Err(e) => return self.reject(e),
+                    Err(e) => {
+                        // The same target again (moved into `prepare`): only on this path.
+                        let target = state
+                            .config
+                            .router_targets
+                            .get(&model)
+                            .and_then(|key| state.config.backend_refs.get(key));
+                        let refused = Refused {
+                            config: &state.config,
+                            model: &model,
+                            target,
+                        };
+                        return self.refuse(e, Some(refused));
+                    }
                 };
                 let mut reply = Reply {
                     headers: prepared.headers,
@@ -519,15 +546,59 @@ impl RouterStream {
         messages::metadata(entries)
     }
 
+    /// Answers the client with `error` before its model is known.
     fn reject(&self, error: ApiError) -> ProcessingResponse {
+        self.refuse(error, None)
+    }
+
+    /// Answers the client with `error`, metered like every answer: once, with its
+    /// `error.type`, whether or not a backend was chosen.
+    fn refuse(&self, error: ApiError, request: Option<Refused<'_>>) -> ProcessingResponse {
         match error.status() {
             500.. => {
                 tracing::error!(request_id = %self.request_id, status = error.status(), "{error}")
             }
             _ => tracing::debug!(request_id = %self.request_id, status = error.status(), "{error}"),
         }
+        let (original_model, request_model, provider) = match &request {
+            Some(r) => {
+                let label = r.config.model_label(r.model, r.target);
+                let requested = r
+                    .target
+                    .and_then(|t| t.model_name_override.clone())
+                    .unwrap_or_else(|| label.clone());
+                let provider = r
+                    .target
+                    .map_or("", |t| provider_name(t.backend.schema.name()));
+                (label, requested, provider)
+            }
+            None => (String::new(), String::new(), ""),
+        };
+        self.shared.metrics.record(&Completed {
+            operation: self.api.map_or(UNKNOWN_OPERATION, ApiKind::operation),
+            provider: provider.to_string(),
+            response_model: request_model.clone(),
+            request_model,
+            original_model,
+            usage: Usage::default(),
+            duration: self.started.elapsed(),
+            time_to_first_token: None,
+            error_type: error.status().to_string(),
+        });
         immediate_error_for(&error, self.api)
     }
+}
+
+/// `gen_ai.operation.name` of a request refused before its API was known (an unknown
+/// path, a wrong method).
+const UNKNOWN_OPERATION: &str = "unknown";
+
+/// What is known of a request the gateway refuses after reading its model.
+struct Refused<'a> {
+    config: &'a GatewayConfig,
+    model: &'a str,
+    /// The backend reference the router level chose, when it chose one.
+    target: Option<&'a BackendRefTarget>,
 }
 
 fn cost_value(kind: CostKind, u: &Usage) -> u64 {
