@@ -8,6 +8,7 @@ mod config;
 mod echo;
 mod envoy;
 mod extproc;
+mod memory;
 mod metrics;
 mod run;
 mod schema;
@@ -22,6 +23,7 @@ use clap::{Args, Parser, Subcommand};
 
 use config::Source;
 use envoy::bootstrap::SidecarAddress;
+use extproc::budget::DEFAULT_BODY_BYTES_IN_FLIGHT;
 use extproc::Limits;
 
 const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
@@ -120,6 +122,17 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     max_body_bytes: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
+}
+
+/// How much memory request bodies may take.
+#[derive(Args)]
+struct MemoryArgs {
+    /// Most bytes of large (1 MiB and over) request bodies held at once; a body over it
+    /// gets 503 with retry-after.
+    #[arg(long, default_value_t = DEFAULT_BODY_BYTES_IN_FLIGHT)]
+    max_body_bytes_in_flight: u64,
 }
 
 /// The Envoy listener settings shared by `run` and `render envoy`.
@@ -145,6 +158,8 @@ struct RunArgs {
     config: ConfigArgs,
     #[command(flatten)]
     listener: ListenerArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// The sidecar's admin port (/healthz, /readyz, /metrics) on 127.0.0.1.
     #[arg(long, default_value_t = 1064)]
     admin_port: u16,
@@ -174,6 +189,7 @@ struct RenderEnvoyArgs {
 }
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
@@ -243,6 +259,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         admin: Some(args.admin),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
+            max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
         },
     };
     if options.source.paths.is_empty() {
@@ -272,6 +289,7 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
             admin: Some(admin),
             limits: Limits {
                 max_body_bytes: args.listener.max_body_bytes,
+                max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
             },
         },
         listen_address: args.listener.address,

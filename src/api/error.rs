@@ -32,6 +32,8 @@ pub enum ApiError {
     BackendUnavailable { backend: String, reason: String },
     #[error("the gateway is at its limit of {0} requests in flight; retry shortly")]
     Overloaded(usize),
+    #[error("the gateway holds its limit of {limit} bytes of large request bodies; retry shortly")]
+    BodiesInFlight { limit: u64 },
     #[error("internal gateway error: {0}")]
     Internal(String),
 }
@@ -45,7 +47,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BodyTooLarge { .. } | ApiError::DecodedBodyTooLarge { .. } => 413,
             ApiError::UnsupportedEncoding(_) => 415,
-            ApiError::BackendUnavailable { .. } | ApiError::Overloaded(_) => 503,
+            ApiError::BackendUnavailable { .. }
+            | ApiError::Overloaded(_)
+            | ApiError::BodiesInFlight { .. } => 503,
             ApiError::Internal(_) => 500,
         }
     }
@@ -61,7 +65,9 @@ impl ApiError {
             | ApiError::BodyTooLarge { .. }
             | ApiError::DecodedBodyTooLarge { .. }
             | ApiError::UnsupportedEncoding(_) => "invalid_request_error",
-            ApiError::BackendUnavailable { .. } | ApiError::Overloaded(_) => "service_unavailable",
+            ApiError::BackendUnavailable { .. }
+            | ApiError::Overloaded(_)
+            | ApiError::BodiesInFlight { .. } => "service_unavailable",
             ApiError::Internal(_) => "server_error",
         }
     }
@@ -79,8 +85,17 @@ impl ApiError {
             }
             ApiError::UnsupportedEncoding(_) => "unsupported_content_encoding",
             ApiError::BackendUnavailable { .. } => "backend_unavailable",
-            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Overloaded(_) | ApiError::BodiesInFlight { .. } => "overloaded",
             ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds after which a retry may succeed, sent as `retry-after` (the OpenAI SDKs
+    /// honour it): a load limit, not a problem with the request.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Overloaded(_) | ApiError::BodiesInFlight { .. } => Some(1),
+            _ => None,
         }
     }
 

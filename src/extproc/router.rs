@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, Proce
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::attempt;
+use super::budget::Reservation;
 use super::decode::{self, BodyDecoder, DecodeError};
 use super::messages::{self, header, immediate, immediate_error_for, Reply};
 use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
@@ -43,6 +44,8 @@ pub struct RouterStream {
     /// The request body's `content-encoding`, when it is one the gateway decodes.
     request_encoding: Option<&'static str>,
     state: Option<Arc<RequestState>>,
+    /// This request's share of the large-body budget, held until the stream ends.
+    _body_reservation: Option<Reservation>,
     /// Frees the shared state when this stream ends, however it ends.
     _guard: Option<StoreGuard>,
     response: Option<ResponseState>,
@@ -74,6 +77,7 @@ impl RouterStream {
             api: None,
             request_encoding: None,
             state: None,
+            _body_reservation: None,
             _guard: None,
             response: None,
         }
@@ -106,6 +110,11 @@ impl RouterStream {
         if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
             if size > limit {
                 return self.reject(ApiError::BodyTooLarge { size, limit });
+            }
+            // Refused before Envoy sends the body: the sidecar never holds it.
+            match self.shared.body_budget.reserve(size) {
+                Ok(reservation) => self._body_reservation = reservation,
+                Err(e) => return self.reject(e),
             }
         }
         match header(map, "content-encoding").map(str::trim) {
@@ -158,6 +167,13 @@ impl RouterStream {
                 limit,
             });
         }
+        if self._body_reservation.is_none() {
+            // No content-length (chunked): counted now that its size is known.
+            match self.shared.body_budget.reserve(b.body.len() as u64) {
+                Ok(reservation) => self._body_reservation = reservation,
+                Err(e) => return self.reject(e),
+            }
+        }
         let body = match self.request_encoding {
             None => b.body,
             Some(encoding) => match decode::decode_whole(encoding, &b.body, limit) {
@@ -171,6 +187,14 @@ impl RouterStream {
                 Err(e) => return self.reject(ApiError::BadRequest(format!("request body {e}"))),
             },
         };
+        if self.request_encoding.is_some() {
+            // What is held from here on is the decoded body: count that instead.
+            self._body_reservation = None;
+            match self.shared.body_budget.reserve(body.len() as u64) {
+                Ok(reservation) => self._body_reservation = reservation,
+                Err(e) => return self.reject(e),
+            }
+        }
         let mut request = match ClientRequest::parse(api, Bytes::from(body)) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
