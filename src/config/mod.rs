@@ -1,5 +1,6 @@
 //! Configuration: the resource kinds, their validation, and hot reload.
 
+pub mod body_edits;
 pub mod default;
 pub mod load;
 pub mod model;

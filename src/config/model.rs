@@ -94,6 +94,8 @@ pub struct BackendRefTarget {
     /// The index of the rule in `route` that lists this reference.
     pub rule_index: usize,
     pub header_mutation: HeaderEdits,
+    /// The backend's `bodyMutation` with the reference's over it.
+    pub body_mutation: BodyEdits,
 }
 
 #[derive(Debug)]
@@ -106,6 +108,7 @@ pub struct Backend {
     pub tls: Option<TlsSettings>,
     pub credential: Arc<dyn Credential>,
     pub header_mutation: HeaderEdits,
+    pub body_mutation: BodyEdits,
 }
 
 impl Backend {
@@ -142,6 +145,8 @@ pub struct HeaderEdits {
     pub set: Vec<(String, String)>,
     pub remove: BTreeSet<String>,
 }
+
+pub use super::body_edits::BodyEdits;
 
 /// A token cost emitted as dynamic metadata under `io.envoy.ai_gateway`.
 #[derive(Debug, Clone)]

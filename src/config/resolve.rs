@@ -753,6 +753,13 @@ fn resolve_backends(
             "spec.headerMutation",
             problems,
         );
+        let body_mutation = super::body_edits::from_resource(
+            doc.spec.body_mutation.as_ref(),
+            &doc.file,
+            &w,
+            "spec.bodyMutation",
+            problems,
+        );
         out.insert(
             name.clone(),
             Arc::new(Backend {
@@ -762,6 +769,7 @@ fn resolve_backends(
                 tls,
                 credential,
                 header_mutation,
+                body_mutation,
             }),
         );
     }
@@ -1045,6 +1053,16 @@ fn resolve_route(
             );
             header_mutation.set.extend(own.set);
             header_mutation.remove.extend(own.remove);
+            let body_mutation =
+                backend
+                    .body_mutation
+                    .overridden_by(super::body_edits::from_resource(
+                        b.body_mutation.as_ref(),
+                        &doc.file,
+                        &w,
+                        &format!("{field}.bodyMutation"),
+                        problems,
+                    ));
             targets.push((
                 ref_key.clone(),
                 BackendRefTarget {
@@ -1053,6 +1071,7 @@ fn resolve_route(
                     route: route_name.clone(),
                     rule_index: ri,
                     header_mutation,
+                    body_mutation,
                 },
             ));
             refs.push(RuleBackendRef {

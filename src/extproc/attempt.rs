@@ -36,6 +36,15 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
     for (name, value) in &target.header_mutation.set {
         upstream.headers.push((name.clone(), value.clone()));
     }
+    if !target.body_mutation.is_empty() {
+        // On the final provider body, whatever the schema made of the client's, and before
+        // the credential (a signature covers the body as sent).
+        let body = upstream.body.as_deref().unwrap_or(&state.request.body);
+        let edited = target.body_mutation.apply(body).map_err(|e| {
+            ApiError::Internal(format!("bodyMutation of backend `{}`: {e}", backend.name))
+        })?;
+        upstream.body = Some(edited);
+    }
 
     let mut attempt = match state.attempt.lock() {
         Ok(a) => a,
