@@ -23,10 +23,9 @@ impl BodyDecoder {
     /// A decoder for the encoding, or None for identity (and encodings not handled, whose
     /// bytes then pass untouched and unread).
     pub fn for_encoding(encoding: Option<&str>) -> Option<BodyDecoder> {
-        let inner = match encoding?.trim() {
-            "gzip" | "x-gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
-            "deflate" => Inner::Deflate(ZlibDecoder::new(Vec::new())),
-            _ => return None,
+        let inner = match known_encoding(encoding?)? {
+            "gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
+            _ => Inner::Deflate(ZlibDecoder::new(Vec::new())),
         };
         Some(BodyDecoder { inner, decoded: 0 })
     }
@@ -79,7 +78,8 @@ pub enum DecodeError {
     },
 }
 
-/// The encodings [`decode_whole`] reads, by their `content-encoding` token.
+/// The encodings the gateway decodes (requests and answers), by their `content-encoding`
+/// token.
 pub fn known_encoding(encoding: &str) -> Option<&'static str> {
     match encoding.trim().to_ascii_lowercase().as_str() {
         "gzip" | "x-gzip" => Some("gzip"),
