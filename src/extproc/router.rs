@@ -160,41 +160,10 @@ impl RouterStream {
         let Some(api) = self.api else {
             return self.reject(ApiError::Internal("request body before headers".into()));
         };
-        let limit = self.shared.limits.max_body_bytes;
-        if b.body.len() as u64 > limit {
-            return self.reject(ApiError::BodyTooLarge {
-                size: b.body.len() as u64,
-                limit,
-            });
-        }
-        if self._body_reservation.is_none() {
-            // No content-length (chunked): counted now that its size is known.
-            match self.shared.body_budget.reserve(b.body.len() as u64) {
-                Ok(reservation) => self._body_reservation = reservation,
-                Err(e) => return self.reject(e),
-            }
-        }
-        let body = match self.request_encoding {
-            None => b.body,
-            Some(encoding) => match decode::decode_whole(encoding, &b.body, limit) {
-                Ok(plain) => plain,
-                Err(DecodeError::TooLarge(limit)) => {
-                    return self.reject(ApiError::DecodedBodyTooLarge {
-                        encoding: encoding.to_string(),
-                        limit,
-                    })
-                }
-                Err(e) => return self.reject(ApiError::BadRequest(format!("request body {e}"))),
-            },
+        let body = match self.accept_body(b.body) {
+            Ok(body) => body,
+            Err(e) => return self.reject(e),
         };
-        if self.request_encoding.is_some() {
-            // What is held from here on is the decoded body: count that instead.
-            self._body_reservation = None;
-            match self.shared.body_budget.reserve(body.len() as u64) {
-                Ok(reservation) => self._body_reservation = reservation,
-                Err(e) => return self.reject(e),
-            }
-        }
         let mut request = match ClientRequest::parse(api, Bytes::from(body)) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
@@ -313,6 +282,35 @@ impl RouterStream {
         self.state = Some(state);
         self._guard = Some(guard);
         reply.request_body()
+    }
+
+    /// The body as the gateway reads it: within the size limit and the large-body budget,
+    /// and decoded when it came compressed.
+    fn accept_body(&mut self, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        let limit = self.shared.limits.max_body_bytes;
+        let size = body.len() as u64;
+        if size > limit {
+            return Err(ApiError::BodyTooLarge { size, limit });
+        }
+        if self._body_reservation.is_none() {
+            // No content-length (chunked): counted now that its size is known.
+            self._body_reservation = self.shared.body_budget.reserve(size)?;
+        }
+        let Some(encoding) = self.request_encoding else {
+            return Ok(body);
+        };
+        let plain = decode::decode_whole(encoding, &body, limit).map_err(|e| match e {
+            DecodeError::TooLarge(limit) => ApiError::DecodedBodyTooLarge {
+                encoding: encoding.to_string(),
+                limit,
+            },
+            e => ApiError::BadRequest(format!("request body {e}")),
+        })?;
+        drop(body);
+        // What is held from here on is the decoded body: count that instead.
+        self._body_reservation = None;
+        self._body_reservation = self.shared.body_budget.reserve(plain.len() as u64)?;
+        Ok(plain)
     }
 
     pub fn response_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
