@@ -24,7 +24,9 @@ pub type OnReload = Box<dyn Fn(&Arc<GatewayConfig>) + Send + Sync>;
 pub fn spawn(source: Source, shared: SharedConfig, on_reload: OnReload) -> notify::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let watched = WatchSet::new(&source);
+    // Absolute, as the set compares them: events carry the path as it was watched.
     let dirs = watched.dirs();
+    let secrets_dir = watched.secrets_dir.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event {
             // Other files in a watched directory (the gateway's own log, editor swap files)
@@ -41,7 +43,7 @@ pub fn spawn(source: Source, shared: SharedConfig, on_reload: OnReload) -> notif
     for dir in dirs {
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }
-    if let Some(dir) = &source.secrets_dir {
+    if let Some(dir) = &secrets_dir {
         watcher.watch(dir, RecursiveMode::Recursive)?;
     }
     tokio::spawn(async move {
@@ -183,5 +185,18 @@ mod tests {
             assert!(!set.is_config_path(&no), "{}", no.display());
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_match_the_events_of_their_absolute_watch() {
+        let set = WatchSet::new(&Source {
+            paths: vec![PathBuf::from("config.yaml")],
+            secrets_dir: Some(PathBuf::from("secrets")),
+        });
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(set.dirs(), [cwd.clone()]);
+        assert!(set.is_config_path(&cwd.join("config.yaml")));
+        assert!(set.is_config_path(&cwd.join("secrets/s/apiKey")));
+        assert_eq!(set.secrets_dir, Some(cwd.join("secrets")));
     }
 }
