@@ -194,7 +194,7 @@ mod tests {
             secrets_dir: Some(PathBuf::from("secrets")),
         });
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(set.dirs(), [cwd.clone()]);
+        assert_eq!(set.dirs(), std::slice::from_ref(&cwd));
         assert!(set.is_config_path(&cwd.join("config.yaml")));
         assert!(set.is_config_path(&cwd.join("secrets/s/apiKey")));
         assert_eq!(set.secrets_dir, Some(cwd.join("secrets")));
