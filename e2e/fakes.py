@@ -82,6 +82,7 @@ class FakeProvider:
         self.reset_mid_stream = False  # close the connection after the first event
         self.unary_delay = 0.0
         self.gzip = True  # compress when the client accepts gzip, as OpenAI does
+        self.echo_model = False  # answer with the request's model (OpenAI names the model it ran)
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -177,6 +178,8 @@ class FakeProvider:
                     answer = COMPLETION
                 else:
                     answer = AZURE_CHAT if provider.kind == "azure" else CHAT
+                    if provider.echo_model:
+                        answer = json.dumps(dict(json.loads(answer), model=request.get("model")))
                 self._raw(200, answer.encode(), "application/json", gz)
 
             do_GET = do_POST

@@ -75,3 +75,23 @@ def test_credential_override_is_refused_not_ignored(tmp_path):
     assert r.returncode == 1, r.stdout
     assert "spec.credentialOverride" in r.stderr and "not supported" in r.stderr
     assert "openai-policy" in r.stderr
+
+
+def test_empty_file_is_not_a_valid_configuration(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("")
+    r = check(path)
+    assert r.returncode == 1, r.stdout
+    assert "valid" not in r.stdout
+    assert "no AIGatewayRoute with rules" in r.stderr and str(path) in r.stderr
+    # `run` refuses it the same way, before starting anything.
+    with pytest.raises(RuntimeError) as e:
+        Gateway([path]).start(timeout=20)
+    assert "no AIGatewayRoute with rules" in str(e.value)
+
+
+def test_backends_without_a_route_are_not_a_valid_configuration(tmp_path):
+    path = write_config(tmp_path, backend_yaml("openai", "OpenAI", 9, policy="APIKey"))
+    r = check(path)
+    assert r.returncode == 1
+    assert "no AIGatewayRoute with rules" in r.stderr and str(path) in r.stderr

@@ -97,3 +97,46 @@ def test_mounted_secret_directory_is_read_and_watched(gateway_factory, openai_fa
     tmp.rename(secrets / "openai-key" / "apiKey")
     assert wait_for(lambda: gw.chat("gpt-4o-mini").status_code == 200), gw.read_log()[-3000:]
     assert openai_fake.last()["headers"]["authorization"] == "Bearer sk-rotated"
+
+
+def test_emptied_config_keeps_the_old_one(gateway_factory, openai_fake, tmp_path):
+    """Emptying the file while serving (a truncating editor, a half-synced mount) would
+    leave no model: the reload is refused and says why."""
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]),
+    )
+    (tmp_path / "config.yaml").write_text("")
+    assert wait_for(lambda: "configuration change rejected" in gw.read_log()), gw.read_log()[-3000:]
+    assert "no AIGatewayRoute with rules" in gw.read_log()
+    assert gw.chat("gpt-4o-mini").status_code == 200
+    assert "gpt-4o-mini" in httpx.get(gw.url + "/v1/models").text
+
+
+def test_trace_log_in_the_config_directory_does_not_loop(openai_fake, tmp_path):
+    """The sidecar's own log written next to its config file, at trace level: a log line
+    is a change in the watched directory and must not become a watch event that is
+    logged again (it once grew the log by 30 MB a second) nor trigger a reload."""
+    from harness import Gateway
+    path = write_config(tmp_path,
+                        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+                        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]))
+    gw = Gateway([path], env={"RUST_LOG": "trace"})
+    gw.log_path = tmp_path / "gateway.log"
+    try:
+        gw.start()
+        assert gw.chat("gpt-4o-mini").status_code == 200
+        time.sleep(1)
+        before = gw.log_path.stat().st_size
+        time.sleep(2)
+        grown = gw.log_path.stat().st_size - before
+        assert grown < 200_000, f"an idle gateway logged {grown} bytes in 2 s"
+        assert "configuration reloaded" not in gw.read_log()
+        # The watch still sees the config file itself.
+        write_config(tmp_path,
+                     backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+                     route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)]), ("gpt-4.1", [("openai", 0, None)])]))
+        assert wait_for(lambda: gw.chat("gpt-4.1").status_code == 200), gw.read_log()[-3000:]
+        assert gw.read_log().count("configuration reloaded") == 1
+    finally:
+        gw.stop()

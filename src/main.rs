@@ -9,6 +9,7 @@ mod echo;
 mod envoy;
 mod extproc;
 mod framing;
+mod memory;
 mod metrics;
 mod run;
 mod schema;
@@ -25,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 
 use config::Source;
 use envoy::bootstrap::SidecarAddress;
+use extproc::budget::DEFAULT_BODY_BYTES_IN_FLIGHT;
 use extproc::Limits;
 
 const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
@@ -123,6 +125,17 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     max_body_bytes: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
+}
+
+/// How much memory request bodies may take.
+#[derive(Args)]
+struct MemoryArgs {
+    /// Most bytes of large (1 MiB and over) request bodies held at once; a body over it
+    /// gets 503 with retry-after.
+    #[arg(long, default_value_t = DEFAULT_BODY_BYTES_IN_FLIGHT)]
+    max_body_bytes_in_flight: u64,
 }
 
 /// The Envoy listener settings shared by `run` and `render envoy`.
@@ -148,6 +161,8 @@ struct RunArgs {
     config: ConfigArgs,
     #[command(flatten)]
     listener: ListenerArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// The sidecar's admin port (/healthz, /readyz, /metrics) on 127.0.0.1.
     #[arg(long, default_value_t = 1064)]
     admin_port: u16,
@@ -177,10 +192,9 @@ struct RenderEnvoyArgs {
 }
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -214,6 +228,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG`, or `info`. The file watcher (`notify`) logs every raw inotify event at
+/// trace level, before any filter: with the log written into a watched configuration
+/// directory each line would be an event logged again, without end (it grew a log by
+/// 30 MB a second). Its trace lines stay off unless `RUST_LOG` names it.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let from_env = std::env::var("RUST_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match "notify=info".parse() {
+        Ok(directive) if !from_env.is_some_and(|v| v.contains("notify")) => {
+            filter.add_directive(directive)
+        }
+        _ => filter,
+    }
+}
+
 fn check(args: &ConfigArgs) -> Result<(), String> {
     let config = config::load(&args.source()).map_err(|p| config::problem::report(&p))?;
     println!(
@@ -232,6 +262,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         admin: Some(args.admin),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
+            max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
         },
     };
     if options.source.paths.is_empty() {
@@ -261,6 +292,7 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
             admin: Some(admin),
             limits: Limits {
                 max_body_bytes: args.listener.max_body_bytes,
+                max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
             },
         },
         listen_address: args.listener.address,

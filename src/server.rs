@@ -34,6 +34,7 @@ pub fn prepare(source: &Source, limits: Limits) -> Result<Arc<Shared>, String> {
         store: RequestStore::new(DEFAULT_MAX_IN_FLIGHT),
         metrics: Arc::new(Metrics::default()),
         limits,
+        body_budget: crate::extproc::budget::BodyBudget::new(limits.max_body_bytes_in_flight),
     }))
 }
 

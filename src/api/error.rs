@@ -24,10 +24,16 @@ pub enum ApiError {
     },
     #[error("request body is {size} bytes, over the limit of {limit} bytes")]
     BodyTooLarge { size: u64, limit: u64 },
+    #[error("request body decodes ({encoding}) to more than the limit of {limit} bytes")]
+    DecodedBodyTooLarge { encoding: String, limit: u64 },
+    #[error("request content-encoding `{0}` is not supported; send the body uncompressed, gzip or deflate")]
+    UnsupportedEncoding(String),
     #[error("backend `{backend}` cannot be used: {reason}")]
     BackendUnavailable { backend: String, reason: String },
     #[error("the gateway is at its limit of {0} requests in flight; retry shortly")]
     Overloaded(usize),
+    #[error("the gateway holds its limit of {limit} bytes of large request bodies; retry shortly")]
+    BodiesInFlight { limit: u64 },
     #[error("internal gateway error: {0}")]
     Internal(String),
 }
@@ -39,8 +45,11 @@ impl ApiError {
             ApiError::Unprocessable(_) => 422,
             ApiError::UnknownModel { .. } | ApiError::UnsupportedPath { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::BodyTooLarge { .. } => 413,
-            ApiError::BackendUnavailable { .. } | ApiError::Overloaded(_) => 503,
+            ApiError::BodyTooLarge { .. } | ApiError::DecodedBodyTooLarge { .. } => 413,
+            ApiError::UnsupportedEncoding(_) => 415,
+            ApiError::BackendUnavailable { .. }
+            | ApiError::Overloaded(_)
+            | ApiError::BodiesInFlight { .. } => 503,
             ApiError::Internal(_) => 500,
         }
     }
@@ -53,8 +62,12 @@ impl ApiError {
             | ApiError::UnknownModel { .. }
             | ApiError::UnsupportedPath { .. }
             | ApiError::MethodNotAllowed { .. }
-            | ApiError::BodyTooLarge { .. } => "invalid_request_error",
-            ApiError::BackendUnavailable { .. } | ApiError::Overloaded(_) => "service_unavailable",
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::DecodedBodyTooLarge { .. }
+            | ApiError::UnsupportedEncoding(_) => "invalid_request_error",
+            ApiError::BackendUnavailable { .. }
+            | ApiError::Overloaded(_)
+            | ApiError::BodiesInFlight { .. } => "service_unavailable",
             ApiError::Internal(_) => "server_error",
         }
     }
@@ -67,10 +80,22 @@ impl ApiError {
             ApiError::UnknownModel { .. } => "model_not_found",
             ApiError::UnsupportedPath { .. } => "unknown_url",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::BodyTooLarge { .. } | ApiError::DecodedBodyTooLarge { .. } => {
+                "request_too_large"
+            }
+            ApiError::UnsupportedEncoding(_) => "unsupported_content_encoding",
             ApiError::BackendUnavailable { .. } => "backend_unavailable",
-            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Overloaded(_) | ApiError::BodiesInFlight { .. } => "overloaded",
             ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds after which a retry may succeed, sent as `retry-after` (the OpenAI SDKs
+    /// honour it): a load limit, not a problem with the request.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Overloaded(_) | ApiError::BodiesInFlight { .. } => Some(1),
+            _ => None,
         }
     }
 

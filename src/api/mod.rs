@@ -82,7 +82,7 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
 }
 
 /// Caps and sanitizes a client-supplied string before it is echoed in an error.
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 

@@ -38,8 +38,8 @@ pub struct ClientRequest {
 struct Peek<'a> {
     #[serde(borrow)]
     model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
 }
@@ -59,25 +59,36 @@ impl ClientRequest {
             ));
         }
         check_depth(&body)?;
+        check_is_object(&body)?;
         let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(match e.classify() {
-                serde_json::error::Category::Data => {
-                    format!("request body must be a JSON object: {e}")
-                }
+                serde_json::error::Category::Data => format!("request body is invalid: {e}"),
                 _ => format!("request body is not valid JSON: {e}"),
             })
         })?;
         let raw_model = peek
             .model
             .ok_or_else(|| ApiError::BadRequest("request body has no `model` field".into()))?;
-        let model: String = serde_json::from_str(raw_model.get())
-            .map_err(|_| ApiError::BadRequest("`model` must be a string".into()))?;
+        let model: String = serde_json::from_str(raw_model.get()).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "`model` must be a string, got {}",
+                json_kind(raw_model.get())
+            ))
+        })?;
         validate_model(&model)?;
         let model_span = span_of(&body, raw_model.get());
         let (include_usage, stream_options_span) = match peek.stream_options {
             Some(raw) if raw.get() != "null" => {
-                let options: StreamOptions = serde_json::from_str(raw.get()).map_err(|e| {
-                    ApiError::BadRequest(format!("`stream_options` must be an object: {e}"))
+                if !raw.get().starts_with('{') {
+                    return Err(ApiError::BadRequest(format!(
+                        "`stream_options` must be an object, got {}",
+                        json_kind(raw.get())
+                    )));
+                }
+                let options: StreamOptions = serde_json::from_str(raw.get()).map_err(|_| {
+                    ApiError::BadRequest(
+                        "`stream_options.include_usage` must be a boolean".to_string(),
+                    )
                 })?;
                 (
                     options.include_usage.unwrap_or(false),
@@ -86,7 +97,16 @@ impl ClientRequest {
             }
             _ => (false, None),
         };
-        let stream = peek.stream.unwrap_or(false);
+        let stream = match peek.stream.map(RawValue::get) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`stream` must be a boolean, got {}",
+                    json_kind(other)
+                )))
+            }
+        };
         if stream && api == ApiKind::Embeddings {
             return Err(ApiError::BadRequest("embeddings cannot be streamed".into()));
         }
@@ -136,6 +156,36 @@ fn check_depth(body: &[u8]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// A body that is JSON but not an object is named for what it is; serde would only say
+/// which field type it expected first.
+fn check_is_object(body: &[u8]) -> Result<(), ApiError> {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|i| body[i] == b'{') {
+        return Ok(());
+    }
+    match serde_json::from_slice::<&RawValue>(body) {
+        Ok(value) => Err(ApiError::BadRequest(format!(
+            "request body must be a JSON object, got {}",
+            json_kind(value.get())
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// What kind of JSON value `raw` (valid JSON text) is, for error messages.
+fn json_kind(raw: &str) -> &'static str {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
 }
 
 /// Model names become a routing header and, for some providers, a path segment: only
@@ -197,6 +247,44 @@ mod tests {
             .unwrap();
         assert!(r.include_usage);
         assert!(r.stream_options_span.is_some());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        for (body, says) in [
+            ("[1,2]", "request body must be a JSON object, got an array"),
+            ("42", "request body must be a JSON object, got a number"),
+            (" \"s\"", "request body must be a JSON object, got a string"),
+            ("null", "request body must be a JSON object, got null"),
+            ("{\"model\"", "request body is not valid JSON"),
+            ("not json", "request body is not valid JSON"),
+            (
+                r#"{"model":"m","stream":"yes"}"#,
+                "`stream` must be a boolean, got a string",
+            ),
+            (
+                r#"{"model":"m","stream":1}"#,
+                "`stream` must be a boolean, got a number",
+            ),
+            (
+                r#"{"model":["m"]}"#,
+                "`model` must be a string, got an array",
+            ),
+            (
+                r#"{"model":"m","stream_options":true}"#,
+                "`stream_options` must be an object, got a boolean",
+            ),
+            (
+                r#"{"model":"m","stream_options":{"include_usage":"y"}}"#,
+                "`stream_options.include_usage` must be a boolean",
+            ),
+        ] {
+            let message = parse(body)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(message.starts_with(says), "{body}: {message}");
+        }
+        assert!(!parse(r#"{"model":"m","stream":null}"#).unwrap().stream);
     }
 
     #[test]

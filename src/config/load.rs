@@ -108,15 +108,14 @@ pub fn is_config_file(path: &Path) -> bool {
     )
 }
 
-/// Reads and parses every document of the given paths.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Resources, Vec<Problem>> {
-    let files = config_files(paths)?;
+/// Reads and parses every document of the given files (see [`config_files`]).
+pub fn load_files(files: &[PathBuf]) -> Result<Resources, Vec<Problem>> {
     let mut resources = Resources::default();
     let mut problems = Vec::new();
     for file in files {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => parse_text(&text, &file, &mut resources, &mut problems),
-            Err(e) => problems.push(Problem::file(&file, format!("cannot read: {e}"))),
+        match std::fs::read_to_string(file) {
+            Ok(text) => parse_text(&text, file, &mut resources, &mut problems),
+            Err(e) => problems.push(Problem::file(file, format!("cannot read: {e}"))),
         }
     }
     if problems.is_empty() {

@@ -20,6 +20,9 @@ pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// it before the request leaves.
 pub const BACKEND_BINDING_HEADER: &str = "x-llm-extproc-backend";
 
+/// The metric label value for what no bounded label names.
+pub const OTHER_LABEL: &str = "other";
+
 #[derive(Debug, Default)]
 pub struct GatewayConfig {
     pub routes: Vec<Route>,
@@ -88,7 +91,11 @@ pub struct BackendRefTarget {
     pub backend: Arc<Backend>,
     pub model_name_override: Option<String>,
     pub route: String,
+    /// The index of the rule in `route` that lists this reference.
+    pub rule_index: usize,
     pub header_mutation: HeaderEdits,
+    /// The backend's `bodyMutation` with the reference's over it.
+    pub body_mutation: BodyEdits,
 }
 
 #[derive(Debug)]
@@ -101,6 +108,7 @@ pub struct Backend {
     pub tls: Option<TlsSettings>,
     pub credential: Arc<dyn Credential>,
     pub header_mutation: HeaderEdits,
+    pub body_mutation: BodyEdits,
 }
 
 impl Backend {
@@ -138,6 +146,8 @@ pub struct HeaderEdits {
     pub remove: BTreeSet<String>,
 }
 
+pub use super::body_edits::BodyEdits;
+
 /// A token cost emitted as dynamic metadata under `io.envoy.ai_gateway`.
 #[derive(Debug, Clone)]
 pub struct RequestCost {
@@ -167,6 +177,26 @@ impl GatewayConfig {
                 })
             })
         })
+    }
+
+    /// A metric label for the client's `model` that the configuration bounds: the model
+    /// itself when a rule names it exactly, else the pattern of the rule that served it
+    /// (a regular expression matches any number of client-chosen names), else `other`.
+    pub fn model_label(&self, model: &str, served_by: Option<&BackendRefTarget>) -> String {
+        if self.models.contains_key(model) {
+            return model.to_string();
+        }
+        served_by
+            .and_then(|t| {
+                let route = self.routes.iter().find(|r| r.name == t.route)?;
+                let rule = route.rules.get(t.rule_index)?;
+                rule.matches
+                    .iter()
+                    .flatten()
+                    .find(|c| c.regex && c.name == MODEL_HEADER)
+                    .map(|c| c.value.clone())
+            })
+            .unwrap_or_else(|| OTHER_LABEL.to_string())
     }
 
     /// Whether a request for `model` can be routed, as far as the sidecar can tell.

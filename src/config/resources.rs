@@ -124,7 +124,7 @@ pub struct RouteBackendRef {
     #[serde(default)]
     pub header_mutation: Option<HeaderMutation>,
     #[serde(default)]
-    pub body_mutation: Option<Value>,
+    pub body_mutation: Option<BodyMutation>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -134,6 +134,24 @@ pub struct HeaderMutation {
     pub set: Vec<HeaderValue>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// Top-level JSON fields of the provider request body to set or remove.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyMutation {
+    #[serde(default)]
+    pub set: Vec<BodyField>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyField {
+    pub path: String,
+    /// JSON text, e.g. `"\"scale\""` or `0.2`.
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,7 +190,7 @@ pub struct AIServiceBackendSpec {
     #[serde(default)]
     pub header_mutation: Option<HeaderMutation>,
     #[serde(default)]
-    pub body_mutation: Option<Value>,
+    pub body_mutation: Option<BodyMutation>,
     /// Deprecated in the CRD: the policy now points at the backend with `targetRefs`.
     #[serde(default)]
     pub backend_security_policy_ref: Option<ObjectRef>,

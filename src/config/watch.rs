@@ -23,23 +23,27 @@ pub type OnReload = Box<dyn Fn(&Arc<GatewayConfig>) + Send + Sync>;
 /// Watches `source` and swaps `shared` on every valid change, until the process ends.
 pub fn spawn(source: Source, shared: SharedConfig, on_reload: OnReload) -> notify::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let relevant = source.clone();
+    let watched = WatchSet::new(&source);
+    // Absolute, as the set compares them: events carry the path as it was watched.
+    let dirs = watched.dirs();
+    let secrets_dir = watched.secrets_dir.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event {
-            // Other files in a watched directory (logs, editor swap files) are not ours.
+            // Other files in a watched directory (the gateway's own log, editor swap files)
+            // are not ours: they must not cost a reload.
             if !matches!(e.kind, notify::EventKind::Access(_))
-                && e.paths.iter().any(|p| is_config_path(&relevant, p))
+                && e.paths.iter().any(|p| watched.is_config_path(p))
             {
                 let _ = tx.send(());
             }
         }
     })?;
     // Watch directories, not files: editors and Kubernetes replace files by renaming, which
-    // would end a watch on the file itself.
-    for dir in watched_dirs(&source) {
+    // would end a watch on the file itself, and a named directory may gain files.
+    for dir in dirs {
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }
-    if let Some(dir) = &source.secrets_dir {
+    if let Some(dir) = &secrets_dir {
         watcher.watch(dir, RecursiveMode::Recursive)?;
     }
     tokio::spawn(async move {
@@ -54,48 +58,73 @@ pub fn spawn(source: Source, shared: SharedConfig, on_reload: OnReload) -> notif
     Ok(())
 }
 
-/// Whether a changed path can affect the configuration: a named file, a config file in a
-/// named directory, or anything under the secrets directory.
-fn is_config_path(source: &Source, path: &Path) -> bool {
-    if source
-        .secrets_dir
-        .as_deref()
-        .is_some_and(|d| path.starts_with(d))
-    {
-        return true;
-    }
-    source.paths.iter().any(|p| {
-        if p.is_dir() {
-            path.parent() == Some(p.as_path()) && super::load::is_config_file(path)
-        } else {
-            // Kubernetes mounts swap a `..data` symlink; compare by file name in the directory.
-            path == p
-                || (path.parent() == p.parent() && path.file_name() == p.file_name())
-                || path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".."))
-        }
-    })
+/// The paths whose change can affect the configuration, made absolute once (events carry
+/// the watched directory joined with the file name), so that an event costs no syscall.
+struct WatchSet {
+    /// Files named by `--config`.
+    files: Vec<PathBuf>,
+    /// Directories named by `--config`: their `*.yaml`, `*.yml` and `*.json` files.
+    dirs: Vec<PathBuf>,
+    secrets_dir: Option<PathBuf>,
 }
 
-fn watched_dirs(source: &Source) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = source
-        .paths
-        .iter()
-        .map(|p| {
-            if p.is_dir() {
-                p.clone()
-            } else {
-                p.parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."))
-            }
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
+/// The symlink a Kubernetes volume swaps atomically when a mounted ConfigMap or Secret
+/// changes; the files the configuration names point through it.
+const KUBERNETES_DATA_LINK: &str = "..data";
+
+impl WatchSet {
+    fn new(source: &Source) -> Self {
+        let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) = source
+            .paths
+            .iter()
+            .map(|p| absolute(p))
+            .partition(|p| p.is_dir());
+        WatchSet {
+            files,
+            dirs,
+            secrets_dir: source.secrets_dir.as_deref().map(absolute),
+        }
+    }
+
+    /// The directories to watch: each named directory, and the directory of each named file.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .chain(self.dirs.iter().cloned())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether a changed path can affect the configuration: a named file, a config file in
+    /// a named directory, a Kubernetes volume's data link next to either, or anything under
+    /// the secrets directory.
+    fn is_config_path(&self, path: &Path) -> bool {
+        if self
+            .secrets_dir
+            .as_deref()
+            .is_some_and(|d| path.starts_with(d))
+        {
+            return true;
+        }
+        let data_link = path.file_name().is_some_and(|n| n == KUBERNETES_DATA_LINK);
+        let parent = path.parent();
+        self.files
+            .iter()
+            .any(|f| f == path || (data_link && f.parent() == parent))
+            || self.dirs.iter().any(|d| {
+                parent == Some(d.as_path()) && (data_link || super::load::is_config_file(path))
+            })
+    }
+}
+
+/// `path` made absolute against the working directory (symlinks are kept: a Kubernetes
+/// mount's names must stay the names the events carry).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Loads the configuration again and swaps it in if it is valid.
@@ -117,5 +146,57 @@ pub fn reload(source: &Source, shared: &SharedConfig, on_reload: &OnReload) {
                 problem::report(&problems)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configuration_paths_count() {
+        let dir = std::env::temp_dir().join(format!("llm-watch-{}", std::process::id()));
+        let conf_dir = dir.join("conf.d");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let file = dir.join("config.yaml");
+        std::fs::write(&file, "").unwrap();
+        let set = WatchSet::new(&Source {
+            paths: vec![file.clone(), conf_dir.clone()],
+            secrets_dir: Some(dir.join("secrets")),
+        });
+        assert_eq!(set.dirs(), [dir.clone(), conf_dir.clone()]);
+        for yes in [
+            file.clone(),
+            dir.join("..data"),
+            conf_dir.join("new.yaml"),
+            conf_dir.join("..data"),
+            dir.join("secrets/openai/apiKey"),
+        ] {
+            assert!(set.is_config_path(&yes), "{}", yes.display());
+        }
+        for no in [
+            dir.join("gateway.log"),
+            dir.join("other.yaml"),
+            dir.join("..config.yaml.swp"),
+            dir.join(".config.yaml.tmp"),
+            conf_dir.join("gateway.log"),
+            conf_dir.join("sub/x.yaml"),
+        ] {
+            assert!(!set.is_config_path(&no), "{}", no.display());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_match_the_events_of_their_absolute_watch() {
+        let set = WatchSet::new(&Source {
+            paths: vec![PathBuf::from("config.yaml")],
+            secrets_dir: Some(PathBuf::from("secrets")),
+        });
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(set.dirs(), std::slice::from_ref(&cwd));
+        assert!(set.is_config_path(&cwd.join("config.yaml")));
+        assert!(set.is_config_path(&cwd.join("secrets/s/apiKey")));
+        assert_eq!(set.secrets_dir, Some(cwd.join("secrets")));
     }
 }

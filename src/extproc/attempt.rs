@@ -51,7 +51,7 @@ pub fn prepare(state: &RequestState, target: BackendRefTarget) -> Result<Prepare
 }
 
 /// The provider request for `target`: the schema's path, body and headers, the
-/// reference's header mutations, then the credential over the final request.
+/// reference's header and body mutations, then the credential over the final request.
 fn provider_request(
     state: &RequestState,
     target: &BackendRefTarget,
@@ -73,6 +73,15 @@ fn provider_request(
         })?;
     for (name, value) in &target.header_mutation.set {
         upstream.headers.push((name.clone(), value.clone()));
+    }
+    if !target.body_mutation.is_empty() {
+        // On the final provider body, whatever the schema made of the client's, and before
+        // the credential (a signature covers the body as sent).
+        let body = upstream.body.as_deref().unwrap_or(&state.request.body);
+        let edited = target.body_mutation.apply(body).map_err(|e| {
+            ApiError::Internal(format!("bodyMutation of backend `{}`: {e}", backend.name))
+        })?;
+        upstream.body = Some(edited);
     }
     let host = backend.authority();
     let context = AttemptContext {

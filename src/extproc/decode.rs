@@ -1,6 +1,6 @@
 //! Decoding compressed response bodies incrementally (the OpenAI SDK asks for gzip).
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use flate2::write::{GzDecoder, ZlibDecoder};
 
@@ -23,10 +23,9 @@ impl BodyDecoder {
     /// A decoder for the encoding, or None for identity (and encodings not handled, whose
     /// bytes then pass untouched and unread).
     pub fn for_encoding(encoding: Option<&str>) -> Option<BodyDecoder> {
-        let inner = match encoding?.trim() {
-            "gzip" | "x-gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
-            "deflate" => Inner::Deflate(ZlibDecoder::new(Vec::new())),
-            _ => return None,
+        let inner = match known_encoding(encoding?)? {
+            "gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
+            _ => Inner::Deflate(ZlibDecoder::new(Vec::new())),
         };
         Some(BodyDecoder { inner, decoded: 0 })
     }
@@ -67,6 +66,51 @@ impl BodyDecoder {
     }
 }
 
+/// Why a whole body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("decodes to more than {0} bytes")]
+    TooLarge(u64),
+    #[error("is not valid {encoding}: {source}")]
+    Invalid {
+        encoding: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// The encodings the gateway decodes (requests and answers), by their `content-encoding`
+/// token.
+pub fn known_encoding(encoding: &str) -> Option<&'static str> {
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => Some("gzip"),
+        "deflate" => Some("deflate"),
+        _ => None,
+    }
+}
+
+/// Decodes a whole body (a client's request) of a [`known_encoding`], reading at most
+/// `limit` decoded bytes: a small compressed body that expands without end (a zip bomb)
+/// costs no more memory than the limit.
+pub fn decode_whole(
+    encoding: &'static str,
+    body: &[u8],
+    limit: u64,
+) -> Result<Vec<u8>, DecodeError> {
+    let reader: Box<dyn Read + '_> = match encoding {
+        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        _ => Box::new(flate2::read::ZlibDecoder::new(body)),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|source| DecodeError::Invalid { encoding, source })?;
+    if out.len() as u64 > limit {
+        return Err(DecodeError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +138,39 @@ mod tests {
         let first = e.get_ref().clone();
         let mut d = BodyDecoder::for_encoding(Some("gzip")).unwrap();
         assert_eq!(d.push(&first, false).unwrap(), b"data: first\n\n");
+    }
+
+    #[test]
+    fn whole_bodies_decode_within_the_limit_only() {
+        let plain = b"{\"model\":\"m\"}".repeat(1000);
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(&plain).unwrap();
+        let gz = e.finish().unwrap();
+        assert_eq!(
+            decode_whole("gzip", &gz, plain.len() as u64).unwrap(),
+            plain
+        );
+        assert!(matches!(
+            decode_whole("gzip", &gz, plain.len() as u64 - 1),
+            Err(DecodeError::TooLarge(_))
+        ));
+        // A bomb: 1 GiB of zeros from about 1 MiB, refused after reading the limit.
+        let mut e = GzEncoder::new(Vec::new(), Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(matches!(
+            decode_whole("gzip", &bomb, 1 << 20),
+            Err(DecodeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode_whole("gzip", b"not gzip", 100),
+            Err(DecodeError::Invalid { .. })
+        ));
+        assert_eq!(known_encoding(" GZIP"), Some("gzip"));
+        assert_eq!(known_encoding("br"), None);
     }
 
     #[test]

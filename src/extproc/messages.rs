@@ -164,7 +164,16 @@ pub const DETAILS_PREFIX: &str = "llm_extproc_";
 
 /// An immediate JSON answer to the client.
 pub fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
-    let mut headers = Mutations::default();
+    immediate_with(status, body, details, Mutations::default())
+}
+
+/// [`immediate`] with more response headers.
+fn immediate_with(
+    status: u16,
+    body: Vec<u8>,
+    details: &str,
+    mut headers: Mutations,
+) -> ProcessingResponse {
     headers.set("content-type", "application/json");
     ProcessingResponse {
         response: Some(Response::ImmediateResponse(ImmediateResponse {
@@ -182,12 +191,30 @@ pub fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingRespons
 
 /// An immediate OpenAI-style error.
 pub fn immediate_error(error: &ApiError) -> ProcessingResponse {
-    immediate(error.status(), error.body(), error.code())
+    immediate_with(
+        error.status(),
+        error.body(),
+        error.code(),
+        error_headers(error),
+    )
 }
 
 /// [`immediate_error`] in the shape of the client's API.
 pub fn immediate_error_for(error: &ApiError, api: Option<ApiKind>) -> ProcessingResponse {
-    immediate(error.status(), error.body_for(api), error.code())
+    immediate_with(
+        error.status(),
+        error.body_for(api),
+        error.code(),
+        error_headers(error),
+    )
+}
+
+fn error_headers(error: &ApiError) -> Mutations {
+    let mut headers = Mutations::default();
+    if let Some(seconds) = error.retry_after() {
+        headers.set("retry-after", seconds.to_string());
+    }
+    headers
 }
 
 /// Dynamic metadata under [`METADATA_NAMESPACE`] from (key, value) pairs.

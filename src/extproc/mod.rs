@@ -2,6 +2,7 @@
 //! upstream-level filter marks its streams with gRPC initial metadata.
 
 pub mod attempt;
+pub mod budget;
 pub mod decode;
 pub mod messages;
 pub mod router;
@@ -61,6 +62,8 @@ pub const PLACEMENT_METADATA: &str = "x-llm-extproc-placement";
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: u64,
+    /// Bound on the large request bodies held at once (see [`budget`]).
+    pub max_body_bytes_in_flight: u64,
 }
 
 /// What every stream shares.
@@ -69,6 +72,7 @@ pub struct Shared {
     pub store: Arc<RequestStore>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    pub body_budget: budget::BodyBudget,
 }
 
 #[derive(Clone)]
@@ -131,7 +135,12 @@ impl ExternalProcessor for Service {
                             (0, Box::new(move |r| r.request_headers(h)))
                         }
                         Some(Msg::RequestBody(b)) => {
-                            (b.body.len(), Box::new(move |r| r.request_body(b)))
+                            let size = if router.decodes_request() {
+                                usize::MAX
+                            } else {
+                                b.body.len()
+                            };
+                            (size, Box::new(move |r| r.request_body(b)))
                         }
                         Some(Msg::ResponseHeaders(h)) => {
                             (0, Box::new(move |r| r.response_headers(h)))

@@ -17,13 +17,16 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, Proce
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::attempt;
-use super::decode::BodyDecoder;
+use super::budget::Reservation;
+use super::decode::{self, BodyDecoder, DecodeError};
 use super::messages::{self, header, immediate, immediate_error_for, Reply};
 use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
-use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
+use crate::config::{
+    BackendRefTarget, CostKind, GatewayConfig, BACKEND_BINDING_HEADER, MODEL_HEADER,
+};
 use crate::metrics::Completed;
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::sync::lock;
@@ -39,7 +42,11 @@ pub struct RouterStream {
     /// The client's request headers (moved out of the headers message, not copied).
     request_headers: Option<HeaderMap>,
     api: Option<ApiKind>,
+    /// The request body's `content-encoding`, when it is one the gateway decodes.
+    request_encoding: Option<&'static str>,
     state: Option<Arc<RequestState>>,
+    /// This request's share of the large-body budget, held until the stream ends.
+    _body_reservation: Option<Reservation>,
     /// Frees the shared state when this stream ends, however it ends.
     _guard: Option<StoreGuard>,
     response: Option<ResponseState>,
@@ -69,10 +76,18 @@ impl RouterStream {
             request_id: String::new(),
             request_headers: None,
             api: None,
+            request_encoding: None,
             state: None,
+            _body_reservation: None,
             _guard: None,
             response: None,
         }
+    }
+
+    /// Whether the request body arrives compressed (then it is decoded off the runtime
+    /// thread whatever its compressed size).
+    pub fn decodes_request(&self) -> bool {
+        self.request_encoding.is_some()
     }
 
     /// Request headers. They must be sent (not skipped) even though the body carries what
@@ -97,6 +112,19 @@ impl RouterStream {
             if size > limit {
                 return self.reject(ApiError::BodyTooLarge { size, limit });
             }
+            // Refused before Envoy sends the body: the sidecar never holds it.
+            match self.shared.body_budget.reserve(size) {
+                Ok(reservation) => self._body_reservation = reservation,
+                Err(e) => return self.reject(e),
+            }
+        }
+        match header(map, "content-encoding").map(str::trim) {
+            None | Some("") => {}
+            Some(e) if e.eq_ignore_ascii_case("identity") => {}
+            Some(e) => match decode::known_encoding(e) {
+                Some(known) => self.request_encoding = Some(known),
+                None => return self.reject(ApiError::UnsupportedEncoding(api::printable(e))),
+            },
         }
         if h.end_of_stream {
             return self.reject(ApiError::BadRequest(
@@ -133,14 +161,11 @@ impl RouterStream {
         let Some(api) = self.api else {
             return self.reject(ApiError::Internal("request body before headers".into()));
         };
-        let limit = self.shared.limits.max_body_bytes;
-        if b.body.len() as u64 > limit {
-            return self.reject(ApiError::BodyTooLarge {
-                size: b.body.len() as u64,
-                limit,
-            });
-        }
-        let mut request = match ClientRequest::parse(api, Bytes::from(b.body)) {
+        let body = match self.accept_body(b.body) {
+            Ok(body) => body,
+            Err(e) => return self.reject(e),
+        };
+        let mut request = match ClientRequest::parse(api, Bytes::from(body)) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
@@ -152,10 +177,16 @@ impl RouterStream {
         let config = self.shared.config.load_full();
         if !config.knows_model(&request.model) {
             let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
-            return self.reject(ApiError::UnknownModel {
-                model: request.model,
+            let refused = Refused {
+                config: &config,
+                model: &request.model,
+                target: None,
+            };
+            let error = ApiError::UnknownModel {
+                model: request.model.clone(),
                 known,
-            });
+            };
+            return self.refuse(error, Some(refused));
         }
         let route_name = config
             .route_for_model(&request.model)
@@ -169,7 +200,13 @@ impl RouterStream {
             attempt: Default::default(),
         });
         let Some(guard) = self.shared.store.insert(state.clone()) else {
-            return self.reject(ApiError::Overloaded(self.shared.store.capacity()));
+            let refused = Refused {
+                config: &state.config,
+                model: &model,
+                target: None,
+            };
+            let error = ApiError::Overloaded(self.shared.store.capacity());
+            return self.refuse(error, Some(refused));
         };
         let target = state
             .config
@@ -183,7 +220,20 @@ impl RouterStream {
                 let backend = target.backend.name.clone();
                 let prepared = match attempt::prepare(&state, target) {
                     Ok(p) => p,
-                    Err(e) => return self.reject(e),
+                    Err(e) => {
+                        // The same target again (moved into `prepare`): only on this path.
+                        let target = state
+                            .config
+                            .router_targets
+                            .get(&model)
+                            .and_then(|key| state.config.backend_refs.get(key));
+                        let refused = Refused {
+                            config: &state.config,
+                            model: &model,
+                            target,
+                        };
+                        return self.refuse(e, Some(refused));
+                    }
                 };
                 let mut reply = Reply {
                     headers: prepared.headers,
@@ -209,6 +259,15 @@ impl RouterStream {
                 reply
             }
         };
+        if self.request_encoding.is_some() {
+            // Providers get the decoded body, whatever the attempt does with it.
+            reply.headers.remove("content-encoding");
+            if reply.body.is_none() {
+                let plain = state.request.body.to_vec();
+                reply.headers.set("content-length", plain.len().to_string());
+                reply.body = Some(plain);
+            }
+        }
         reply.clear_route_cache = true;
         reply.headers.set(MODEL_HEADER, model.clone());
         let mut meta = vec![
@@ -225,6 +284,35 @@ impl RouterStream {
         self.state = Some(state);
         self._guard = Some(guard);
         reply.request_body()
+    }
+
+    /// The body as the gateway reads it: within the size limit and the large-body budget,
+    /// and decoded when it came compressed.
+    fn accept_body(&mut self, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        let limit = self.shared.limits.max_body_bytes;
+        let size = body.len() as u64;
+        if size > limit {
+            return Err(ApiError::BodyTooLarge { size, limit });
+        }
+        if self._body_reservation.is_none() {
+            // No content-length (chunked): counted now that its size is known.
+            self._body_reservation = self.shared.body_budget.reserve(size)?;
+        }
+        let Some(encoding) = self.request_encoding else {
+            return Ok(body);
+        };
+        let plain = decode::decode_whole(encoding, &body, limit).map_err(|e| match e {
+            DecodeError::TooLarge(limit) => ApiError::DecodedBodyTooLarge {
+                encoding: encoding.to_string(),
+                limit,
+            },
+            e => ApiError::BadRequest(format!("request body {e}")),
+        })?;
+        drop(body);
+        // What is held from here on is the decoded body: count that instead.
+        self._body_reservation = None;
+        self._body_reservation = self.shared.body_budget.reserve(plain.len() as u64)?;
+        Ok(plain)
     }
 
     pub fn response_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
@@ -415,25 +503,27 @@ impl RouterStream {
             .map(|t| t.usage())
             .unwrap_or_default();
         let attempt = lock(&state.attempt).clone();
-        let override_model = attempt
-            .as_ref()
-            .and_then(|a| a.target.model_name_override.clone());
-        // A client-chosen model name becomes a metric label only when the configuration
-        // names it or a provider served it: otherwise (models matched by a regular
-        // expression) random names could grow the label set without bound.
+        let target = attempt.as_ref().map(|a| &a.target);
+        let override_model = target.and_then(|t| t.model_name_override.clone());
+        // Labels come from the configuration, not the client: a rule matching a regular
+        // expression would otherwise let random model names grow /metrics without bound.
+        let original_model = state.config.model_label(&state.request.model, target);
         let succeeded = (200..300).contains(&resp.head.status);
-        let original_model = if succeeded || state.config.models.contains_key(&state.request.model)
-        {
-            state.request.model.clone()
-        } else {
-            "other".to_string()
-        };
-        let request_model = override_model.unwrap_or_else(|| original_model.clone());
-        let response_model = resp
+        let request_model = override_model
+            .clone()
+            .unwrap_or_else(|| original_model.clone());
+        // The provider's own name, capped by the metrics; without one, the request's label.
+        // The metadata keeps the exact value.
+        let provider_model = resp
             .translator
             .as_ref()
-            .and_then(|t| t.response_model().map(str::to_string))
+            .and_then(|t| t.response_model().map(str::to_string));
+        let response_label = provider_model
+            .clone()
             .unwrap_or_else(|| request_model.clone());
+        let response_model = provider_model
+            .or(override_model)
+            .unwrap_or_else(|| state.request.model.clone());
         let error_type = if succeeded {
             String::new()
         } else {
@@ -443,7 +533,7 @@ impl RouterStream {
             operation: state.request.api.operation(),
             provider: resp.provider.clone(),
             request_model: request_model.clone(),
-            response_model: response_model.clone(),
+            response_model: response_label,
             original_model,
             usage,
             duration: self.started.elapsed(),
@@ -477,15 +567,57 @@ impl RouterStream {
         messages::metadata(entries)
     }
 
+    /// Answers the client with `error` before its model is known.
     fn reject(&self, error: ApiError) -> ProcessingResponse {
+        self.refuse(error, None)
+    }
+
+    /// Answers the client with `error`, metered like every answer: once, with its
+    /// `error.type`, whether or not a backend was chosen.
+    fn refuse(&self, error: ApiError, request: Option<Refused<'_>>) -> ProcessingResponse {
         match error.status() {
             500.. => {
                 tracing::error!(request_id = %self.request_id, status = error.status(), "{error}")
             }
             _ => tracing::debug!(request_id = %self.request_id, status = error.status(), "{error}"),
         }
+        let (original_model, request_model, provider) = match &request {
+            Some(r) => {
+                let label = r.config.model_label(r.model, r.target);
+                let requested = r
+                    .target
+                    .and_then(|t| t.model_name_override.clone())
+                    .unwrap_or_else(|| label.clone());
+                let provider = r.target.map_or("", |t| t.backend.schema.provider_name());
+                (label, requested, provider)
+            }
+            None => (String::new(), String::new(), ""),
+        };
+        self.shared.metrics.record(&Completed {
+            operation: self.api.map_or(UNKNOWN_OPERATION, ApiKind::operation),
+            provider: provider.to_string(),
+            response_model: request_model.clone(),
+            request_model,
+            original_model,
+            usage: Usage::default(),
+            duration: self.started.elapsed(),
+            time_to_first_token: None,
+            error_type: error.status().to_string(),
+        });
         immediate_error_for(&error, self.api)
     }
+}
+
+/// `gen_ai.operation.name` of a request refused before its API was known (an unknown
+/// path, a wrong method).
+const UNKNOWN_OPERATION: &str = "unknown";
+
+/// What is known of a request the gateway refuses after reading its model.
+struct Refused<'a> {
+    config: &'a GatewayConfig,
+    model: &'a str,
+    /// The backend reference the router level chose, when it chose one.
+    target: Option<&'a BackendRefTarget>,
 }
 
 fn cost_value(kind: CostKind, u: &Usage) -> u64 {

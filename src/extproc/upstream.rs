@@ -114,9 +114,11 @@ fn target_for(
         tracing::warn!(backend = name, "the endpoint's backend reference changed in a reload; serving its backend without the reference's settings");
         Some(BackendRefTarget {
             header_mutation: backend.header_mutation.clone(),
+            body_mutation: backend.body_mutation.clone(),
             backend,
             model_name_override: None,
             route: String::new(),
+            rule_index: 0,
         })
     })
 }

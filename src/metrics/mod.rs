@@ -2,7 +2,9 @@
 //! Prometheus text format on the admin port (dots become underscores there, as the
 //! OpenTelemetry Prometheus exporter writes them).
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -55,6 +57,43 @@ pub struct Metrics {
     time_to_first_token: Family<RequestLabels, Histogram>,
     time_per_output_token: Family<RequestLabels, Histogram>,
     in_flight: Gauge<i64, AtomicI64>,
+    response_models: BoundedValues,
+}
+
+/// Most distinct `gen_ai.response.model` values reported; later ones are `other`. The
+/// provider chooses them (a dated version per model, or an echo of any name a regular
+/// expression let through), so only a cap keeps the series bounded.
+pub const MAX_RESPONSE_MODELS: usize = 100;
+
+/// A label whose values come from outside the configuration: the first `cap` distinct
+/// values are kept, the rest reported as `other`.
+struct BoundedValues {
+    seen: Mutex<HashSet<String>>,
+    cap: usize,
+}
+
+impl BoundedValues {
+    fn new(cap: usize) -> Self {
+        BoundedValues {
+            seen: Mutex::new(HashSet::new()),
+            cap,
+        }
+    }
+
+    fn label(&self, value: &str) -> String {
+        let mut seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.contains(value) {
+            return value.to_string();
+        }
+        if seen.len() < self.cap {
+            seen.insert(value.to_string());
+            return value.to_string();
+        }
+        crate::config::OTHER_LABEL.to_string()
+    }
 }
 
 fn token_buckets() -> Histogram {
@@ -124,17 +163,22 @@ impl Default for Metrics {
             time_to_first_token,
             time_per_output_token,
             in_flight,
+            response_models: BoundedValues::new(MAX_RESPONSE_MODELS),
         }
     }
 }
 
 impl Metrics {
+    /// Records one answered request. The model names must already be bounded by the
+    /// configuration (see `GatewayConfig::model_label`), except the response model, which
+    /// is capped here.
     pub fn record(&self, c: &Completed) {
+        let response_model = self.response_models.label(&c.response_model);
         let request = RequestLabels {
             gen_ai_operation_name: c.operation,
             gen_ai_provider_name: c.provider.clone(),
             gen_ai_request_model: c.request_model.clone(),
-            gen_ai_response_model: c.response_model.clone(),
+            gen_ai_response_model: response_model.clone(),
             gen_ai_original_model: c.original_model.clone(),
             error_type: c.error_type.clone(),
         };
@@ -171,7 +215,7 @@ impl Metrics {
                 gen_ai_operation_name: c.operation,
                 gen_ai_provider_name: c.provider.clone(),
                 gen_ai_request_model: c.request_model.clone(),
-                gen_ai_response_model: c.response_model.clone(),
+                gen_ai_response_model: response_model.clone(),
                 gen_ai_original_model: c.original_model.clone(),
                 gen_ai_token_type: kind,
             };
@@ -189,5 +233,50 @@ impl Metrics {
             tracing::error!("failed to encode metrics");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed(response_model: String) -> Completed {
+        Completed {
+            operation: "chat",
+            provider: "openai".into(),
+            request_model: "m".into(),
+            response_model,
+            original_model: "m".into(),
+            usage: Usage::default(),
+            duration: Duration::from_millis(5),
+            time_to_first_token: None,
+            error_type: String::new(),
+        }
+    }
+
+    #[test]
+    fn response_models_past_the_cap_are_other() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_RESPONSE_MODELS * 3 {
+            metrics.record(&completed(format!("model-{i}")));
+        }
+        let text = metrics.encode(0);
+        let series = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}_count{{")))
+                .count()
+        };
+        assert_eq!(
+            series("gen_ai_server_request_duration_seconds"),
+            MAX_RESPONSE_MODELS + 1
+        );
+        assert!(text.contains("gen_ai_response_model=\"other\""));
+        assert!(text.contains("gen_ai_response_model=\"model-0\""));
+        // A value seen before the cap keeps its own series.
+        metrics.record(&completed("model-0".into()));
+        assert_eq!(
+            series("gen_ai_server_request_duration_seconds"),
+            MAX_RESPONSE_MODELS + 1
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::super::body_edits;
 use super::super::load::{Document, Resources};
 use super::super::model::*;
 use super::super::problem::{did_you_mean, Problem};
@@ -41,6 +42,13 @@ pub(super) fn resolve_backends(
             "spec.headerMutation",
             problems,
         );
+        let body_mutation = body_edits::from_resource(
+            doc.spec.body_mutation.as_ref(),
+            &doc.file,
+            &w,
+            "spec.bodyMutation",
+            problems,
+        );
         out.insert(
             name.clone(),
             Arc::new(Backend {
@@ -50,6 +58,7 @@ pub(super) fn resolve_backends(
                 tls,
                 credential,
                 header_mutation,
+                body_mutation,
             }),
         );
     }

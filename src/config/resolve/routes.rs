@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::super::body_edits;
 use super::super::load::Document;
 use super::super::model::*;
 use super::super::problem::{did_you_mean, Problem};
@@ -183,13 +184,24 @@ impl RouteDoc<'_> {
             );
             header_mutation.set.extend(own.set);
             header_mutation.remove.extend(own.remove);
+            // The reference's edits over the backend's.
+            let own_body = body_edits::from_resource(
+                b.body_mutation.as_ref(),
+                &self.doc.file,
+                &self.what,
+                &format!("{field}.bodyMutation"),
+                self.problems,
+            );
+            let body_mutation = backend.body_mutation.overridden_by(own_body);
             targets.push((
                 ref_key.clone(),
                 BackendRefTarget {
                     backend: backend.clone(),
                     model_name_override: b.model_name_override.clone(),
                     route: self.name.clone(),
+                    rule_index: ri,
                     header_mutation,
+                    body_mutation,
                 },
             ));
             refs.push(RuleBackendRef {
