@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::problem::Problem;
 use super::resources::*;
@@ -193,87 +193,100 @@ fn add_document(value: Value, file: &Path, resources: &mut Resources, problems: 
         ));
         return;
     }
+    let doc = Incoming {
+        meta,
+        file,
+        what: &what,
+    };
     match kind.as_str() {
-        "Secret" => {
-            // A Secret keeps its payload at the top level, next to apiVersion and kind.
-            object.remove("apiVersion");
-            object.remove("kind");
-            if let Some(spec) =
-                typed::<SecretBody>(Value::Object(object), file, &what, "", problems)
-            {
-                resources.secrets.push(Document {
-                    meta,
-                    spec,
-                    file: file.to_path_buf(),
-                });
-            }
+        "Secret" => add_secret(object, doc, resources, problems),
+        "BackendTLSPolicy" => add_tls_policy(object, doc, resources),
+        _ => add_spec_document(&kind, object, doc, resources, problems),
+    }
+}
+
+/// A document being added: its metadata, file and name for messages.
+struct Incoming<'a> {
+    meta: ObjectMeta,
+    file: &'a Path,
+    what: &'a str,
+}
+
+fn add_secret(
+    mut object: Map<String, Value>,
+    doc: Incoming,
+    resources: &mut Resources,
+    problems: &mut Vec<Problem>,
+) {
+    // A Secret keeps its payload at the top level, next to apiVersion and kind.
+    object.remove("apiVersion");
+    object.remove("kind");
+    if let Some(spec) = typed::<SecretBody>(Value::Object(object), doc.file, doc.what, "", problems)
+    {
+        resources.secrets.push(Document {
+            meta: doc.meta,
+            spec,
+            file: doc.file.to_path_buf(),
+        });
+    }
+}
+
+/// A Gateway API BackendTLSPolicy: only the hostname it validates, per target, is read.
+fn add_tls_policy(mut object: Map<String, Value>, doc: Incoming, resources: &mut Resources) {
+    let spec = object.remove("spec").unwrap_or(Value::Null);
+    let namespace = doc
+        .meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let hostname = spec
+        .pointer("/validation/hostname")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let targets = spec.get("targetRefs").and_then(Value::as_array);
+    for target in targets.into_iter().flatten() {
+        if let Some(name) = target.get("name").and_then(Value::as_str) {
+            resources
+                .tls_policies
+                .push((namespace.clone(), name.to_string(), hostname.clone()));
         }
-        "BackendTLSPolicy" => {
-            let spec = object.remove("spec").unwrap_or(Value::Null);
-            let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-            let hostname = spec
-                .pointer("/validation/hostname")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            for target in spec
-                .get("targetRefs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = target.get("name").and_then(Value::as_str) {
-                    resources.tls_policies.push((
-                        namespace.clone(),
-                        name.to_string(),
-                        hostname.clone(),
-                    ));
-                }
-            }
-        }
-        _ => {
-            let spec = object.remove("spec").unwrap_or(Value::Null);
-            if spec.is_null() {
-                problems.push(Problem::new(
-                    file,
-                    &what,
-                    "spec",
-                    "missing".into(),
-                    "add a `spec`".into(),
-                ));
-                return;
-            }
-            let file_buf = file.to_path_buf();
-            // Secret and BackendTLSPolicy are handled above; what is left is `Backend`.
-            match kind.as_str() {
-                "AIGatewayRoute" => {
-                    push(&mut resources.routes, spec, meta, file_buf, &what, problems)
-                }
-                "AIServiceBackend" => push(
-                    &mut resources.backends,
-                    spec,
-                    meta,
-                    file_buf,
-                    &what,
-                    problems,
-                ),
-                "BackendSecurityPolicy" => push(
-                    &mut resources.policies,
-                    spec,
-                    meta,
-                    file_buf,
-                    &what,
-                    problems,
-                ),
-                _ => push(
-                    &mut resources.envoy_backends,
-                    spec,
-                    meta,
-                    file_buf,
-                    &what,
-                    problems,
-                ),
-            }
-        }
+    }
+}
+
+/// A resource with a `spec`: AIGatewayRoute, AIServiceBackend, BackendSecurityPolicy or
+/// Envoy Gateway's Backend.
+fn add_spec_document(
+    kind: &str,
+    mut object: Map<String, Value>,
+    doc: Incoming,
+    resources: &mut Resources,
+    problems: &mut Vec<Problem>,
+) {
+    let spec = object.remove("spec").unwrap_or(Value::Null);
+    if spec.is_null() {
+        let fix = "add a `spec`".into();
+        problems.push(Problem::new(
+            doc.file,
+            doc.what,
+            "spec",
+            "missing".into(),
+            fix,
+        ));
+        return;
+    }
+    let (meta, file, what) = (doc.meta, doc.file.to_path_buf(), doc.what);
+    match kind {
+        "AIGatewayRoute" => push(&mut resources.routes, spec, meta, file, what, problems),
+        "AIServiceBackend" => push(&mut resources.backends, spec, meta, file, what, problems),
+        "BackendSecurityPolicy" => push(&mut resources.policies, spec, meta, file, what, problems),
+        _ => push(
+            &mut resources.envoy_backends,
+            spec,
+            meta,
+            file,
+            what,
+            problems,
+        ),
     }
 }
 
