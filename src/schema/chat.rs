@@ -30,6 +30,7 @@
 //! | `parallel_tool_calls: false` | `disable_parallel_tool_use` | 422 | dropped |
 //! | `response_format: json_object` | 422 | 422 | `responseMimeType` |
 //! | `response_format: json_schema` | 422 | `outputConfig.textFormat` | `responseJsonSchema` |
+//! | `cache_control` on a text or image part (system parts too) | on that block, as sent | a `cachePoint` after it (`ephemeral`, 5m; else 422) | dropped (Gemini caches implicitly) |
 //! | APIs other than chat | Messages served; others 422 ([`api_not_served`]) | embeddings, Messages served; others 422 | embeddings served; others 422 |
 //!
 //! Budgets per effort: minimal 1024, low 2048, medium 8192, high 24576
@@ -284,7 +285,7 @@ impl Message {
             Some(Content::Parts(parts)) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    Part::Text { text } => Some(text.as_str()),
+                    Part::Text { text, .. } => Some(text.as_str()),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -297,7 +298,10 @@ impl Message {
         match &self.content {
             None => Vec::new(),
             Some(Content::Text(s)) if s.is_empty() => Vec::new(),
-            Some(Content::Text(s)) => vec![Part::Text { text: s.clone() }],
+            Some(Content::Text(s)) => vec![Part::Text {
+                text: s.clone(),
+                cache_control: None,
+            }],
             Some(Content::Parts(parts)) => parts.clone(),
         }
     }
@@ -315,9 +319,14 @@ pub enum Content {
 pub enum Part {
     Text {
         text: String,
+        /// Anthropic's prompt-caching mark, carried to the schemas that speak Messages.
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     ImageUrl {
         image_url: ImageUrl,
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     InputAudio {
         #[allow(dead_code)]
@@ -622,7 +631,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.messages[0].role, Role::Developer);
-        let Part::ImageUrl { image_url } = &r.messages[1].parts()[1] else {
+        let Part::ImageUrl { image_url, .. } = &r.messages[1].parts()[1] else {
             panic!()
         };
         assert_eq!(

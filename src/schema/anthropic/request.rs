@@ -5,7 +5,9 @@
 //!
 //! Parameter rules (OpenAI → Anthropic):
 //! - `system` and `developer` messages, wherever they appear, become `system` text blocks
-//!   in order (Anthropic takes the system prompt apart from the turns).
+//!   in order, one per text part (Anthropic takes the system prompt apart from the turns).
+//! - `cache_control` on a text or image part (Anthropic's prompt-caching extension of
+//!   OpenAI content parts) stays on the block it marks, so cached prefixes keep working.
 //! - `user` text and images: data URLs → `base64` image sources; http(s) URLs → `url`
 //!   sources where the flavor takes them (Anthropic's API), else 422 (the gateway never
 //!   fetches).
@@ -163,10 +165,7 @@ fn turns(messages: &[Message], flavor: &Flavor) -> Result<(Vec<Value>, Vec<Value
     for message in messages {
         let (role, blocks) = match message.role {
             Role::System | Role::Developer => {
-                let text = message.text();
-                if !text.is_empty() {
-                    system.push(json!({"type": "text", "text": text}));
-                }
+                system.extend(system_blocks(message));
                 continue;
             }
             Role::User => ("user", user_blocks(message, flavor)?),
@@ -199,12 +198,44 @@ fn turns(messages: &[Message], flavor: &Flavor) -> Result<(Vec<Value>, Vec<Value
     Ok((system, turns))
 }
 
+/// A block with the client's `cache_control`, when it set one.
+fn cached(mut block: Value, cache_control: Option<Value>) -> Value {
+    if let Some(control) = cache_control.filter(|c| !c.is_null()) {
+        block["cache_control"] = control;
+    }
+    block
+}
+
+/// A system or developer message's text: one block for a string, or one per text part,
+/// so that a part's `cache_control` marks where the cached prefix ends.
+fn system_blocks(message: &Message) -> Vec<Value> {
+    message
+        .parts()
+        .into_iter()
+        .filter_map(|part| match part {
+            Part::Text {
+                text,
+                cache_control,
+            } if !text.is_empty() => {
+                Some(cached(json!({"type": "text", "text": text}), cache_control))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn user_blocks(message: &Message, flavor: &Flavor) -> Result<Vec<Value>, ApiError> {
     let mut blocks = Vec::new();
     for part in message.parts() {
         match part {
-            Part::Text { text } => blocks.push(json!({"type": "text", "text": text})),
-            Part::ImageUrl { image_url } => {
+            Part::Text {
+                text,
+                cache_control,
+            } => blocks.push(cached(json!({"type": "text", "text": text}), cache_control)),
+            Part::ImageUrl {
+                image_url,
+                cache_control,
+            } => {
                 let source = match image_url.image()? {
                     Image::Inline { media_type, data } => {
                         json!({"type": "base64", "media_type": media_type, "data": data})
@@ -212,7 +243,8 @@ fn user_blocks(message: &Message, flavor: &Flavor) -> Result<Vec<Value>, ApiErro
                     Image::Url(url) if flavor.url_images => json!({"type": "url", "url": url}),
                     Image::Url(_) => return Err(inline_images_only(flavor.provider)),
                 };
-                blocks.push(json!({"type": "image", "source": source}));
+                let block = json!({"type": "image", "source": source});
+                blocks.push(cached(block, cache_control));
             }
             Part::Refusal { refusal } => blocks.push(json!({"type": "text", "text": refusal})),
             Part::InputAudio { .. } | Part::File { .. } => {

@@ -108,9 +108,13 @@ pub struct AnthropicResponse {
 
 impl AnthropicResponse {
     pub fn new(request: &ClientRequest) -> Self {
+        let mut writer = ChunkWriter::new(request.include_usage);
+        // Claude on Vertex may answer without a model: the client's then names it, as on
+        // Bedrock.
+        writer.model.clone_from(&request.model);
         AnthropicResponse {
             splitter: SseSplitter::default(),
-            writer: ChunkWriter::new(request.include_usage),
+            writer,
             counts: Counts::default(),
             model: None,
             saw_output: false,
@@ -124,7 +128,10 @@ impl AnthropicResponse {
         self.model = Some(message.model.clone()).filter(|m| !m.is_empty());
         let mut out = Completion {
             id: message.id,
-            model: message.model,
+            model: self
+                .model
+                .clone()
+                .unwrap_or_else(|| self.writer.model.clone()),
             created: now_unix(),
             finish_reason: message.stop_reason.as_deref().map(finish_reason),
             usage: self.counts.usage(),
@@ -178,7 +185,7 @@ impl AnthropicResponse {
                 if let Some(id) = message.id {
                     self.writer.id = id;
                 }
-                if let Some(model) = message.model {
+                if let Some(model) = message.model.filter(|m| !m.is_empty()) {
                     self.writer.model.clone_from(&model);
                     self.model = Some(model);
                 }
@@ -375,6 +382,22 @@ mod tests {
         );
         assert_eq!(out["usage"]["completion_tokens"], n("output_tokens"));
         assert_eq!(out["usage"]["total_tokens"], prompt + n("output_tokens"));
+    }
+
+    #[test]
+    fn an_answer_without_a_model_names_the_requested_one() {
+        // Claude on Vertex (rawPredict) may leave `model` out of its answer.
+        let mut recorded = load("anthropic/messages-text.json")["response"]["body"].clone();
+        recorded.as_object_mut().unwrap().remove("model");
+        let mut t = AnthropicResponse::new(&request(false, false));
+        let out = t.unary(recorded.to_string().as_bytes()).unwrap().unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["model"], "claude");
+        let stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"\",\"usage\":{\"input_tokens\":3}}}\n\n";
+        let mut t = AnthropicResponse::new(&request(true, false));
+        let out = t.stream_chunk(stream, false).unwrap();
+        let first = sse_payloads(&out);
+        assert_eq!(first[0]["model"], "claude");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! An OpenAI chat request as a Converse request body (rules in the parent module).
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::api::ApiError;
 use crate::schema::chat::{
     self, ChatRequest, Image, Message, Part, ResponseFormat, Role, ThinkingBlock, ToolChoice,
 };
+use crate::schema::messages_request::CacheControl;
 
 use super::PROVIDER;
 
@@ -86,9 +88,16 @@ impl Conversation {
         for message in messages {
             match message.role {
                 Role::System | Role::Developer => {
-                    let text = message.text();
-                    if !text.is_empty() {
-                        c.system.push(json!({ "text": text }));
+                    for part in message.parts() {
+                        if let Part::Text {
+                            text,
+                            cache_control,
+                        } = part
+                        {
+                            c.system.extend(text_block(&text));
+                            c.system
+                                .extend(cache_point_after(cache_control.as_ref(), "system")?);
+                        }
                     }
                 }
                 Role::User => c.push("user", user_blocks(message)?),
@@ -137,10 +146,21 @@ fn user_blocks(message: &Message) -> Result<Vec<Value>, ApiError> {
     let mut blocks = Vec::new();
     for part in message.parts() {
         match part {
-            Part::Text { text } | Part::Refusal { refusal: text } => {
+            Part::Text {
+                text,
+                cache_control,
+            } => {
                 blocks.extend(text_block(&text));
+                blocks.extend(cache_point_after(cache_control.as_ref(), "content")?);
             }
-            Part::ImageUrl { image_url } => blocks.push(image_block(image_url.image()?)?),
+            Part::Refusal { refusal } => blocks.extend(text_block(&refusal)),
+            Part::ImageUrl {
+                image_url,
+                cache_control,
+            } => {
+                blocks.push(image_block(image_url.image()?)?);
+                blocks.extend(cache_point_after(cache_control.as_ref(), "content")?);
+            }
             Part::InputAudio { .. } => return Err(unsupported("input_audio")),
             Part::File { .. } => return Err(unsupported("file")),
         }
@@ -153,6 +173,33 @@ fn image_block(image: Image) -> Result<Value, ApiError> {
         Image::Inline { media_type, data } => converse_image(&media_type, &data),
         Image::Url(_) => Err(chat::inline_images_only(PROVIDER)),
     }
+}
+
+/// The Converse `cachePoint` for an Anthropic-style `cache_control` mark at `at`: only
+/// `ephemeral` with Bedrock's five-minute lifetime exists there, anything else is 422.
+pub(super) fn cache_point(control: &Value, at: &str) -> Result<Value, ApiError> {
+    let control: CacheControl = CacheControl::deserialize(control)
+        .map_err(|e| ApiError::BadRequest(format!("invalid {at}.cache_control: {e}")))?;
+    let refused = |what: String| {
+        ApiError::Unprocessable(format!(
+            "`{what}` is not supported by {PROVIDER} (Converse)"
+        ))
+    };
+    if control.kind != "ephemeral" {
+        return Err(refused(format!("cache_control type {}", control.kind)));
+    }
+    if control.ttl.as_deref().is_some_and(|t| t != "5m") {
+        return Err(refused("cache_control.ttl other than 5m".into()));
+    }
+    Ok(json!({"cachePoint": {"type": "default"}}))
+}
+
+/// The cache point after a part the client marked, if it did.
+fn cache_point_after(control: Option<&Value>, at: &str) -> Result<Option<Value>, ApiError> {
+    control
+        .filter(|c| !c.is_null())
+        .map(|c| cache_point(c, at))
+        .transpose()
 }
 
 /// A Converse image block from base64 bytes; Converse takes four formats.
@@ -179,7 +226,7 @@ fn assistant_blocks(message: &Message) -> Result<Vec<Value>, ApiError> {
         .collect();
     for part in message.parts() {
         match part {
-            Part::Text { text } | Part::Refusal { refusal: text } => {
+            Part::Text { text, .. } | Part::Refusal { refusal: text } => {
                 blocks.extend(text_block(&text));
             }
             _ => {

@@ -37,8 +37,8 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{ApiError, ClientRequest};
 use crate::schema::messages_request::{
-    block_type, fields, CacheControl, Content, ImageBlock, InputMessage, MessagesRequest,
-    RedactedThinkingBlock, TextBlock, ThinkingBlock, Tool, ToolResultBlock, ToolUseBlock,
+    block_type, fields, Content, ImageBlock, InputMessage, MessagesRequest, RedactedThinkingBlock,
+    TextBlock, ThinkingBlock, Tool, ToolResultBlock, ToolUseBlock,
 };
 
 use super::PROVIDER;
@@ -113,18 +113,10 @@ fn refuse_unknown(other: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// The `cachePoint` that follows a block carrying `cache_control`, if it does.
 fn cache_point(block: &Value, at: &str) -> Result<Option<Value>, ApiError> {
-    let Some(control) = block.get("cache_control").filter(|c| !c.is_null()) else {
-        return Ok(None);
-    };
-    let control: CacheControl = fields(control, &format!("{at}.cache_control"))?;
-    if control.kind != "ephemeral" {
-        return Err(unsupported(&format!("cache_control type {}", control.kind)));
+    match block.get("cache_control").filter(|c| !c.is_null()) {
+        Some(control) => super::converse_request::cache_point(control, at).map(Some),
+        None => Ok(None),
     }
-    // Converse cache points live for Bedrock's default of five minutes.
-    if control.ttl.as_deref().is_some_and(|t| t != "5m") {
-        return Err(unsupported("cache_control.ttl other than 5m"));
-    }
-    Ok(Some(json!({"cachePoint": {"type": "default"}})))
 }
 
 fn system_blocks(system: &Content) -> Result<Vec<Value>, ApiError> {

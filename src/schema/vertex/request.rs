@@ -147,8 +147,8 @@ fn user_parts(message: &Message) -> Result<Vec<Value>, ApiError> {
 
 fn user_part(part: &Part) -> Result<Value, ApiError> {
     match part {
-        Part::Text { text } | Part::Refusal { refusal: text } => Ok(json!({ "text": text })),
-        Part::ImageUrl { image_url } => image_part(image_url),
+        Part::Text { text, .. } | Part::Refusal { refusal: text } => Ok(json!({ "text": text })),
+        Part::ImageUrl { image_url, .. } => image_part(image_url),
         Part::InputAudio { input_audio } => audio_part(input_audio),
         Part::File { file } => file_part(file),
     }
@@ -219,7 +219,7 @@ fn model_parts(message: &Message) -> Result<Vec<Value>, ApiError> {
         .parts()
         .iter()
         .filter_map(|part| match part {
-            Part::Text { text } | Part::Refusal { refusal: text } if !text.is_empty() => {
+            Part::Text { text, .. } | Part::Refusal { refusal: text } if !text.is_empty() => {
                 Some(json!({ "text": text }))
             }
             _ => None,
