@@ -25,6 +25,8 @@
 //! | `tool_choice` required or named, no `tools` | shared: 400 | same | same |
 //! | `reasoning_effort` | `thinking.budget_tokens` (`none`: no thinking) | `additionalModelRequestFields.thinking` (`none`: none) | `thinkingConfig.thinkingBudget` (`none`: 0) |
 //! | `reasoning_effort`: another value | shared: 400 naming it | same | same |
+//! | `thinking` (Anthropic's field: `enabled` with `budget_tokens`, or `disabled`) | `thinking` as that budget | `additionalModelRequestFields.thinking` | `thinkingConfig.thinkingBudget` |
+//! | `thinking` with `reasoning_effort` | shared: 400 | same | same |
 //! | thinking budget not below `max_(completion_)tokens` | shared: 422 | same | same |
 //! | thinking without a client limit | `max_tokens` = 4096 + budget | the model's default | the model's default |
 //! | `parallel_tool_calls: false` | `disable_parallel_tool_use` | 422 | dropped |
@@ -70,6 +72,9 @@ pub struct ChatRequest {
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
     pub reasoning_effort: Option<ReasoningEffort>,
+    /// Anthropic's `thinking` field, which Claude clients send on OpenAI chat requests
+    /// too (Envoy AI Gateway takes it): an explicit budget, or thinking off.
+    pub thinking: Option<Thinking>,
     pub user: Option<String>,
     /// Everything else the client sent.
     pub other: Map<String, Value>,
@@ -92,6 +97,7 @@ struct WireChatRequest {
     parallel_tool_calls: Option<bool>,
     response_format: Option<ResponseFormat>,
     reasoning_effort: Option<String>,
+    thinking: Option<Value>,
     user: Option<String>,
     n: Option<u64>,
     logit_bias: Option<Map<String, Value>>,
@@ -152,6 +158,12 @@ impl ChatRequest {
             .as_deref()
             .map(ReasoningEffort::parse)
             .transpose()?;
+        let thinking = wire.thinking.as_ref().map(Thinking::parse).transpose()?;
+        if thinking.is_some() && reasoning_effort.is_some() {
+            return Err(ApiError::BadRequest(
+                "send `reasoning_effort` or `thinking`, not both".into(),
+            ));
+        }
         let chat = ChatRequest {
             messages: wire.messages,
             stream: wire.stream,
@@ -166,6 +178,7 @@ impl ChatRequest {
             parallel_tool_calls: wire.parallel_tool_calls,
             response_format: wire.response_format,
             reasoning_effort,
+            thinking,
             user: wire.user,
             other: wire.other,
         };
@@ -178,26 +191,37 @@ impl ChatRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
-    /// The thinking budget `reasoning_effort` asks for, if any.
+    /// The thinking budget `thinking` or `reasoning_effort` asks for, if any.
     pub fn thinking_budget(&self) -> Option<u64> {
-        self.reasoning_effort.and_then(ReasoningEffort::budget)
+        match self.thinking {
+            Some(Thinking::Budget(budget)) => Some(budget),
+            Some(Thinking::Off) => None,
+            None => self.reasoning_effort.and_then(ReasoningEffort::budget),
+        }
+    }
+
+    /// Whether the client said anything about thinking (on or off).
+    pub fn sets_thinking(&self) -> bool {
+        self.thinking.is_some() || self.reasoning_effort.is_some()
     }
 
     /// Every provider counts thinking within the output limit: a budget that leaves no
     /// room for the answer is refused rather than sent (Claude answers 400, Gemini an
     /// empty answer). Without a client limit the schema picks one that fits.
     fn check_thinking_budget(&self) -> Result<(), ApiError> {
-        let (Some(effort), Some(budget), Some(max)) = (
-            self.reasoning_effort,
-            self.thinking_budget(),
-            self.max_output_tokens(),
-        ) else {
+        let (Some(budget), Some(max)) = (self.thinking_budget(), self.max_output_tokens()) else {
             return Ok(());
         };
         if budget >= max {
+            let (asked, lower) = match self.reasoning_effort {
+                Some(effort) => (
+                    format!("`reasoning_effort: {}` is", effort.as_str()),
+                    "effort",
+                ),
+                None => ("`thinking` asks for".to_string(), "budget"),
+            };
             return Err(ApiError::Unprocessable(format!(
-                "`reasoning_effort: {}` is a thinking budget of {budget} tokens, which must be below `max_completion_tokens` ({max}); raise the limit or lower the effort",
-                effort.as_str()
+                "{asked} a thinking budget of {budget} tokens, which must be below `max_completion_tokens` ({max}); raise the limit or lower the {lower}"
             )));
         }
         Ok(())
@@ -227,6 +251,33 @@ impl ChatRequest {
             }
         }
         Ok(())
+    }
+}
+
+/// Anthropic's `thinking` as sent on a chat request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thinking {
+    Budget(u64),
+    Off,
+}
+
+impl Thinking {
+    fn parse(value: &Value) -> Result<Self, ApiError> {
+        let shape = || {
+            ApiError::BadRequest(
+                "`thinking` must be {\"type\":\"enabled\",\"budget_tokens\":N} or {\"type\":\"disabled\"}".into(),
+            )
+        };
+        match value.get("type").and_then(Value::as_str) {
+            Some("disabled") => Ok(Thinking::Off),
+            Some("enabled") => value
+                .get("budget_tokens")
+                .and_then(Value::as_u64)
+                .filter(|b| *b > 0)
+                .map(Thinking::Budget)
+                .ok_or_else(shape),
+            _ => Err(shape()),
+        }
     }
 }
 

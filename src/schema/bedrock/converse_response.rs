@@ -180,10 +180,28 @@ impl ConverseResponse {
             self.writer.text(out, &text);
         }
         if let Some(tool) = delta.tool_use {
-            // Input for a block that never started as a tool use has no call to join.
-            if let Some(&index) = self.tool_calls.get(&block) {
-                self.writer.tool_arguments(out, index, &tool.input);
-            }
+            let index = match self.tool_calls.get(&block) {
+                Some(&index) => index,
+                None => {
+                    // Input for a block that never started as a tool use: Bedrock sent no id
+                    // or name for it. The input is kept, under a call of its own.
+                    tracing::warn!(
+                        block,
+                        "Bedrock streamed tool input for a content block it never started"
+                    );
+                    let call = ToolCallOut {
+                        id: format!("call_{}", uuid::Uuid::new_v4().simple()),
+                        name: String::new(),
+                        arguments: String::new(),
+                        thought_signature: None,
+                    };
+                    let index = self.writer.tool_call(out, &call);
+                    self.tool_calls.insert(block, index);
+                    index
+                }
+            };
+            self.saw_output = true;
+            self.writer.tool_arguments(out, index, &tool.input);
         }
         if let Some(reasoning) = delta.reasoning_content {
             self.on_reasoning(out, block, reasoning);
@@ -520,6 +538,28 @@ mod tests {
             t.stream_content_type(),
             "application/vnd.amazon.eventstream"
         );
+    }
+
+    #[test]
+    fn tool_input_for_a_block_never_started_is_kept() {
+        let mut body = encode("event", "messageStart", br#"{"role":"assistant"}"#);
+        body.extend(encode(
+            "event",
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":3,"delta":{"toolUse":{"input":"{\"city\":\"Paris\"}"}}}"#,
+        ));
+        body.extend(encode(
+            "event",
+            "messageStop",
+            br#"{"stopReason":"tool_use"}"#,
+        ));
+        let (out, _) = replay(&body, &[]);
+        let arguments: String = events(&out)
+            .iter()
+            .filter_map(|e| e.pointer("/choices/0/delta/tool_calls/0/function/arguments"))
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(arguments, r#"{"city":"Paris"}"#);
     }
 
     #[test]

@@ -333,7 +333,7 @@ fn generation_config(chat: &ChatRequest) -> Result<Map<String, Value>, ApiError>
         }
     }
     // A budget not below the client's limit was refused when parsing.
-    if chat.reasoning_effort.is_some() {
+    if chat.sets_thinking() {
         let thinking = match chat.thinking_budget() {
             Some(budget) => json!({ "thinkingBudget": budget, "includeThoughts": true }),
             None => json!({ "thinkingBudget": 0 }),
