@@ -77,6 +77,7 @@ class FakeProvider:
         self.rejected = []  # (status, reason) of requests the checks refused
         self.fail_status = None  # answer every request with this status
         self.fail_body = None  # ... and this body (default: an OpenAI-style error)
+        self.fail_headers = {}  # ... and these headers (e.g. retry-after)
         self.stream_gate = None  # a threading.Event the stream waits on after its first event
         self.stream_delay = 0.0  # seconds between streamed events
         self.reset_mid_stream = False  # close the connection after the first event
@@ -163,9 +164,10 @@ class FakeProvider:
                     provider.requests.append({"method": "POST", "path": self.path, "headers": headers, "body": json.loads(body)})
                 if provider.fail_status:
                     if isinstance(provider.fail_body, bytes):
-                        return self._raw(provider.fail_status, provider.fail_body, "text/plain")
-                    return self._json(provider.fail_status, provider.fail_body or {
+                        return self._raw(provider.fail_status, provider.fail_body, "text/plain", headers=provider.fail_headers)
+                    body = json.dumps(provider.fail_body or {
                         "error": {"message": "The server is overloaded or not ready yet.", "type": "server_error", "code": None}})
+                    return self._raw(provider.fail_status, body.encode(), "application/json", headers=provider.fail_headers)
                 request = json.loads(body)
                 gz = provider.gzip and "gzip" in headers.get("accept-encoding", "")
                 if request.get("stream"):
@@ -184,11 +186,13 @@ class FakeProvider:
             def _json(self, status, value):
                 self._raw(status, json.dumps(value).encode(), "application/json")
 
-            def _raw(self, status, data, content_type, gz=False):
+            def _raw(self, status, data, content_type, gz=False, headers=None):
                 if gz:
                     data = gzip.compress(data)
                 self.send_response(status)
                 self.send_header("content-type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 if gz:
                     self.send_header("content-encoding", "gzip")
                 self.send_header("content-length", str(len(data)))

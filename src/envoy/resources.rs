@@ -99,8 +99,7 @@ fn route_action(rule: &Rule) -> Value {
     let mut retry = json!({
         // A dead or failing primary costs the client nothing: the same request moves to
         // the next priority (verified on Envoy 1.40 with update_frequency 1).
-        "retry_on": "connect-failure,reset,5xx,retriable-status-codes",
-        "retriable_status_codes": [429],
+        "retry_on": "connect-failure,reset,5xx",
         "num_retries": priorities.max(2) - 1,
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",
@@ -113,6 +112,17 @@ fn route_action(rule: &Rule) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
         "host_selection_retry_max_attempts": 3
     });
+    if has_alternative_host(rule) {
+        // A 429 moves on to a host that is not rate limited, at once (the previous_hosts
+        // predicate keeps it off the host that refused). Retried on the only host, it
+        // would just be refused again, sooner than the provider's retry-after asked:
+        // that 429 goes to the client with its retry-after, which the SDKs honour.
+        // No `rate_limited_retry_back_off`: on Envoy 1.40 it makes the retry to the
+        // backup wait out the primary's retry-after (seen: 2 s), a delay the backup
+        // does not need.
+        retry["retry_on"] = json!("connect-failure,reset,5xx,retriable-status-codes");
+        retry["retriable_status_codes"] = json!([429]);
+    }
     if let Some(t) = rule.backend_request_timeout {
         retry["per_try_timeout"] = json!(duration(t));
     }
@@ -126,6 +136,18 @@ fn route_action(rule: &Rule) -> Value {
 
 fn duration(d: std::time::Duration) -> String {
     format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
+/// Whether a retry can reach another host than the first attempt's: more than one
+/// endpoint, in one priority or several.
+fn has_alternative_host(rule: &Rule) -> bool {
+    let mut hosts = rule
+        .backend_refs
+        .iter()
+        .flat_map(|r| r.backend.endpoints.iter().map(|e| (&e.host, e.port)));
+    hosts
+        .next()
+        .is_some_and(|first| hosts.any(|other| other != first))
 }
 
 /// The distinct priorities of a rule, ascending. Envoy wants dense levels 0, 1, …
