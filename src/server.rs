@@ -15,6 +15,7 @@ use crate::config::{self, watch, GatewayConfig, Source};
 use crate::envoy::bootstrap::SidecarAddress;
 use crate::extproc::{store::RequestStore, Limits, Service, Shared};
 use crate::metrics::Metrics;
+use crate::ports;
 
 /// Default cap on requests in flight whose state the sidecar holds.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
@@ -50,7 +51,16 @@ pub async fn start(
     if let Some(addr) = options.admin {
         admin::serve(addr, admin_state.clone())
             .await
-            .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => ports::PortTaken {
+                    port: addr.port(),
+                    flag: "--admin",
+                    purpose: "the sidecar's admin",
+                    holder: ports::Holder::of(addr.port()),
+                }
+                .to_string(),
+                _ => format!("cannot listen on admin address {addr}: {e}"),
+            })?;
     }
     if !options.source.paths.is_empty() || options.source.secrets_dir.is_some() {
         watch::spawn(options.source.clone(), shared.config.clone(), on_reload)
@@ -72,8 +82,7 @@ pub async fn start(
         .add_service(ext_proc);
     match &options.listen {
         SidecarAddress::Unix(path) => {
-            // A socket left by a previous run would make bind fail.
-            let _ = std::fs::remove_file(path);
+            remove_stale_socket(path)?;
             let listener = UnixListener::bind(path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             // Whoever can talk to the socket can ask for provider credentials: owner only.
@@ -105,4 +114,20 @@ pub async fn start(
     }
     admin_state.ready.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Removes a socket file a sidecar that died (a `kill -9`, a container restart) left
+/// behind, which would make bind fail; refuses when a live sidecar still answers on it.
+fn remove_stale_socket(path: &std::path::Path) -> Result<(), String> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "{} is in use by a running process (another sidecar?); stop it or choose another --listen",
+            path.display()
+        ));
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| format!("cannot remove the stale {}: {e}", path.display()))
 }
