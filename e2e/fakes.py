@@ -81,6 +81,7 @@ class FakeProvider:
         self.stream_gate = None  # a threading.Event the stream waits on after its first event
         self.stream_delay = 0.0  # seconds between streamed events
         self.reset_mid_stream = False  # close the connection after the first event
+        self.end_stream_after = None  # end the answer cleanly after this many events (no [DONE])
         self.unary_delay = 0.0
         self.gzip = True  # compress when the client accepts gzip, as OpenAI does
         self._lock = threading.Lock()
@@ -231,6 +232,8 @@ class FakeProvider:
                             return
                         if provider.stream_gate is not None:
                             provider.stream_gate.wait(30)
+                    if provider.end_stream_after is not None and i + 1 >= provider.end_stream_after:
+                        break
                     time.sleep(provider.stream_delay)
                 if compressor:
                     self._chunk(compressor.flush())

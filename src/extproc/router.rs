@@ -28,6 +28,9 @@ use crate::metrics::{provider_name, Completed};
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
 
+/// What a client reads at the end of a stream the provider cut (as translated streams say).
+const STREAM_CUT_MESSAGE: &str = "the provider's stream ended before the answer was finished";
+
 /// Dynamic metadata key naming the client's API when it is not OpenAI's.
 pub const CLIENT_API_METADATA: &str = "client_api";
 
@@ -266,7 +269,10 @@ impl RouterStream {
                 .is_some_and(|t| head.content_type.starts_with(t.stream_content_type()));
         let rewrites = translator.as_ref().is_some_and(|t| t.rewrites_body());
         // An error is buffered and rewritten at the body, which fixes its headers there.
-        let deliver_decoded = succeeded && decoder.is_some() && rewrites;
+        // A compressed stream reaches the client decoded even when passed as it came:
+        // the sidecar decodes it for metering anyway, and only plain bytes let it end a
+        // stream the provider cut with an error event.
+        let deliver_decoded = succeeded && decoder.is_some() && (rewrites || streaming);
         if deliver_decoded {
             reply.headers.remove("content-encoding");
         }
@@ -394,6 +400,18 @@ impl RouterStream {
                     Some(bytes) => reply.body = Some(bytes),
                     None if resp.deliver_decoded => reply.body = decoded,
                     None => {}
+                }
+                if resp.streaming && b.end_of_stream && !t.stream_complete() {
+                    tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "the provider's stream ended before the answer was finished");
+                    let api = self.state.as_ref().map(|s| s.request.api);
+                    let mut body = reply.body.take().unwrap_or(b.body);
+                    body.extend(answer_error_body(
+                        api,
+                        true,
+                        STREAM_CUT_MESSAGE,
+                        "upstream_error",
+                    ));
+                    reply.body = Some(body);
                 }
                 if !resp.streaming && reply.body.is_some() {
                     let len = reply.body.as_ref().map_or(0, Vec::len);

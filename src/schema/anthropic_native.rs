@@ -67,6 +67,14 @@ struct Observed {
     message: Option<Box<Observed>>,
     #[serde(default)]
     usage: Option<AnthropicUsage>,
+    #[serde(default)]
+    delta: Option<StopReason>,
+}
+
+#[derive(Deserialize)]
+struct StopReason {
+    #[serde(default)]
+    stop_reason: Option<Value>,
 }
 
 /// Reads usage, model and first output from Anthropic answers that pass unchanged.
@@ -76,6 +84,8 @@ pub struct AnthropicMeter {
     counts: Counts,
     model: Option<String>,
     saw_output: bool,
+    /// `message_stop`, a stop reason or an error event was seen.
+    complete: bool,
 }
 
 impl AnthropicMeter {
@@ -100,6 +110,13 @@ impl AnthropicMeter {
             "message" | "content_block_start" | "content_block_delta"
         ) {
             self.saw_output = true;
+        }
+        let stopped = o
+            .delta
+            .as_ref()
+            .is_some_and(|d| d.stop_reason.as_ref().is_some_and(|r| !r.is_null()));
+        if matches!(o.kind.as_str(), "message_stop" | "error") || stopped {
+            self.complete = true;
         }
     }
 }
@@ -142,6 +159,10 @@ impl ResponseTranslator for AnthropicMeter {
 
     fn saw_output(&self) -> bool {
         self.saw_output
+    }
+
+    fn stream_complete(&self) -> bool {
+        self.complete
     }
 }
 
@@ -292,6 +313,21 @@ mod tests {
         let mut r = ClientRequest::parse(ApiKind::Messages, Bytes::from(body.to_string())).unwrap();
         r.anthropic_beta = beta.map(str::to_string);
         r
+    }
+
+    #[test]
+    fn a_passed_stream_is_complete_only_with_message_stop_or_a_stop_reason() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":{\"input_tokens\":3}}}\n\n";
+        let delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n";
+        let mut cut = AnthropicMeter::new();
+        cut.stream_chunk(start.as_bytes(), true);
+        assert!(!cut.stream_complete());
+        let mut stopped = AnthropicMeter::new();
+        stopped.stream_chunk(format!("{start}{delta}").as_bytes(), true);
+        assert!(stopped.stream_complete());
+        let mut failed = AnthropicMeter::new();
+        failed.stream_chunk(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", true);
+        assert!(failed.stream_complete());
     }
 
     #[test]
