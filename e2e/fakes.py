@@ -46,7 +46,7 @@ AZURE_STREAM = _sse_events(
 )
 BAD_REQUEST_STATUS, BAD_REQUEST = _cassette("chat-bad-request.yaml")
 
-CLIENT_ONLY_HEADERS = ("x-llm-extproc-request", "x-llm-extproc-backend", "x-envoy-original-path")
+CLIENT_ONLY_HEADERS = ("x-llm-extproc-request", "x-llm-extproc-backend", "x-llm-extproc-stream", "x-envoy-original-path")
 
 
 class _Server(ThreadingHTTPServer):

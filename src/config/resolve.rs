@@ -1105,13 +1105,31 @@ fn resolve_route(
             }
             None => None,
         };
+        let stream_idle_timeout = match rule.stream_idle_timeout.as_deref() {
+            Some(text) => {
+                let parsed = parse_duration(text);
+                if parsed.is_none() {
+                    problems.push(Problem::new(
+                        &doc.file,
+                        &w,
+                        &format!("{at}.streamIdleTimeout"),
+                        "is not a duration".into(),
+                        "write e.g. 30s, 2m or 500ms".into(),
+                    ));
+                }
+                parsed
+            }
+            None => None,
+        };
         config.backend_refs.extend(targets);
         rules.push(Rule {
             cluster: format!("{route_name}/rule/{ri}"),
             matches,
             backend_refs: refs,
             request_timeout,
+            request_timeout_set: timeouts.is_some_and(|t| t.request.is_some()),
             backend_request_timeout,
+            stream_idle_timeout,
             router_resolved: false,
         });
     }

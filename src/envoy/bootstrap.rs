@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::resources::{ext_proc_filter, EXTPROC_CLUSTER, ROUTE_CONFIG_NAME};
+use super::resources::{
+    circuit_breakers, ext_proc_filter, EXTPROC_CLUSTER, ROUTE_CONFIG_NAME, SIDECAR_MAX_STREAMS,
+};
 
 /// How the sidecar is reached from Envoy.
 #[derive(Debug, Clone)]
@@ -118,6 +120,8 @@ pub fn render(o: &BootstrapOptions) -> Value {
                 "name": EXTPROC_CLUSTER,
                 "type": "STATIC",
                 "connect_timeout": "1s",
+                // The sidecar never retries (ext_proc has no retries), hence 0.
+                "circuit_breakers": circuit_breakers(SIDECAR_MAX_STREAMS, 0),
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

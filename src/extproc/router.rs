@@ -23,7 +23,7 @@ use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
 use super::Shared;
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
-use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER};
+use crate::config::{CostKind, BACKEND_BINDING_HEADER, MODEL_HEADER, STREAM_ROUTE_HEADER};
 use crate::metrics::{provider_name, Completed};
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::usage::Usage;
@@ -45,6 +45,8 @@ pub struct RouterStream {
     /// Frees the shared state when this stream ends, however it ends.
     _guard: Option<StoreGuard>,
     response: Option<ResponseState>,
+    /// The response was metered (its end seen, or it was answered whole).
+    finished: bool,
 }
 
 /// How the response of the attempt that answered is being handled.
@@ -74,6 +76,7 @@ impl RouterStream {
             state: None,
             _guard: None,
             response: None,
+            finished: false,
         }
     }
 
@@ -119,7 +122,7 @@ impl RouterStream {
                 Kind::StringValue("messages".into()),
             )]);
         }
-        let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER];
+        let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER, STREAM_ROUTE_HEADER];
         if routing.iter().any(|name| header(map, name).is_some()) {
             // Envoy may already have matched a route on them: match again without.
             for name in routing {
@@ -212,6 +215,9 @@ impl RouterStream {
         };
         reply.clear_route_cache = true;
         reply.headers.set(MODEL_HEADER, model.clone());
+        if state.request.stream {
+            reply.headers.set(STREAM_ROUTE_HEADER, "1");
+        }
         let mut meta = vec![
             ("model_name".to_string(), Kind::StringValue(model)),
             (
@@ -427,6 +433,12 @@ impl RouterStream {
 
     /// Records metrics and returns the token-cost metadata for a finished response.
     fn finish(&mut self) -> Option<envoy_types::pb::google::protobuf::Struct> {
+        self.record(None)
+    }
+
+    /// `cut`: the error type of a response that ended before its end was seen.
+    fn record(&mut self, cut: Option<&str>) -> Option<envoy_types::pb::google::protobuf::Struct> {
+        self.finished = true;
         let (state, resp) = (self.state.as_ref()?, self.response.as_ref()?);
         let usage = resp
             .translator
@@ -453,10 +465,10 @@ impl RouterStream {
             .as_ref()
             .and_then(|t| t.response_model().map(str::to_string))
             .unwrap_or_else(|| request_model.clone());
-        let error_type = if succeeded {
-            String::new()
-        } else {
-            resp.head.status.to_string()
+        let error_type = match cut {
+            Some(kind) => kind.to_string(),
+            None if succeeded => String::new(),
+            None => resp.head.status.to_string(),
         };
         self.shared.metrics.record(&Completed {
             operation: state.request.api.operation(),
@@ -504,6 +516,20 @@ impl RouterStream {
             _ => tracing::debug!(request_id = %self.request_id, status = error.status(), "{error}"),
         }
         immediate_error_for(&error, self.api)
+    }
+}
+
+impl Drop for RouterStream {
+    /// A streamed answer whose end never came: Envoy reset the stream (the route
+    /// timeout, `streamIdleTimeout`, the client going away) and the client got no event
+    /// the sidecar could write. Say so, with the request id, and meter what was streamed.
+    fn drop(&mut self) {
+        if self.finished || !self.response.as_ref().is_some_and(|r| r.streaming) {
+            return;
+        }
+        tracing::warn!(request_id = %self.request_id, elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "stream ended before the provider finished it: Envoy reset it (a timeout, or the client went away)");
+        self.record(Some("stream_reset"));
     }
 }
 
