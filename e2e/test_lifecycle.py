@@ -189,8 +189,8 @@ def test_sidecar_restarted_under_load_is_used_again_by_the_running_envoy(tmp_pat
         assert any(s == 503 for t, s in results if t > killed), "requests did not notice the sidecar was gone"
         # The socket file the dead sidecar left is removed and bound again.
         assert sock.exists()
-        sidecar = Serve(config, sock).start()
         restarted = time.monotonic()
+        sidecar = Serve(config, sock).start()
         time.sleep(3)
         stop.set()
         for w in workers:
