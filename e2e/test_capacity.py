@@ -116,6 +116,31 @@ def envoy_overflow_counters(gw):
     return {name: int(value) for name, value in (line.split(": ") for line in text.splitlines() if ": " in line)}
 
 
+def sidecar_overflow_series(gw):
+    """(cluster, counter) -> value of the sidecar's llm_extproc_envoy_overflow_total."""
+    series = {}
+    for line in httpx.get(gw.admin + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("llm_extproc_envoy_overflow_total{"):
+            labels, value = line[len("llm_extproc_envoy_overflow_total{"):].rsplit("} ", 1)
+            parts = dict(p.split("=", 1) for p in labels.split('",'))
+            series[(parts["cluster"].strip('"'), parts["counter"].strip('"'))] = float(value)
+    return series
+
+
+def test_the_sidecar_metrics_show_envoys_overflow_counters(gateway_factory, openai_fake):
+    gw = gateway_factory(backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+                         route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]))
+    assert gw.chat("gpt-4o-mini").status_code == 200
+    envoy = {}
+    for name, value in envoy_overflow_counters(gw).items():
+        cluster, counter = name[len("cluster."):].rsplit(".", 1)
+        if counter.startswith("upstream_"):
+            envoy[(cluster, counter)] = float(value)
+    assert ("llm-extproc", "upstream_rq_pending_overflow") in envoy
+    assert any(c.startswith("default/route/rule/0/") for c, _ in envoy)
+    assert sidecar_overflow_series(gw) == envoy
+
+
 def test_a_thousand_slow_streams_at_once_all_complete(gateway_factory):
     fake = SlowStreams("sk-primary")
     backup = FakeProvider(kind="openai", key="sk-backup")
@@ -135,6 +160,8 @@ def test_a_thousand_slow_streams_at_once_all_complete(gateway_factory):
         assert any(name.startswith("cluster.llm-extproc.") for name in overflows)
         assert any(name.startswith("cluster.default/route/rule/0/") for name in overflows), overflows
         assert {k: v for k, v in overflows.items() if v} == {}
+        # The sidecar's /metrics shows the same counters.
+        assert sidecar_overflow_series(gw)[("llm-extproc", "upstream_rq_pending_overflow")] == 0
         assert gw.wait_in_flight_zero(20)
     finally:
         fake.stop()

@@ -232,6 +232,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
         },
+        envoy: None,
     };
     if options.source.paths.is_empty() {
         let demo = echo::start()
@@ -261,6 +262,7 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
             limits: Limits {
                 max_body_bytes: args.listener.max_body_bytes,
             },
+            envoy: None,
         },
         listen_address: args.listener.address,
         port: args.listener.port,

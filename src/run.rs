@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::envoy::admin_client::EnvoyAdminClient;
 use crate::envoy::bootstrap::{self, BootstrapOptions, EnvoyAdmin, SidecarAddress};
 use crate::envoy::xds_files;
 use crate::ports;
@@ -140,6 +141,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
         &bootstrap_path,
     )
     .map_err(|e| format!("cannot write the Envoy bootstrap: {e}"))?;
+    let envoy_admin = EnvoyAdminClient::new(&envoy_admin)
+        .map_err(|e| format!("cannot build a client for Envoy's admin: {e}"))?;
+    options.serve.envoy = Some(envoy_admin.clone());
 
     let on_reload = Box::new(move |config: &Arc<crate::config::GatewayConfig>| {
         if let Err(e) = xds_files::write(config, &xds_dir) {
@@ -204,29 +208,15 @@ fn die_with_parent(envoy: &mut Command) {
 
 /// Logs "gateway ready" once *this* run's Envoy is live: its admin `/server_info` shows
 /// the run's token, so an Envoy some earlier gateway left behind cannot pass for it.
-fn announce_when_ready(admin: EnvoyAdmin, token: String, address: &str, port: u16) {
+fn announce_when_ready(admin: EnvoyAdminClient, token: String, address: &str, port: u16) {
     let host = if address == "0.0.0.0" {
         "127.0.0.1".to_string()
     } else {
         address.to_string()
     };
     tokio::spawn(async move {
-        let (client, url) = match &admin {
-            EnvoyAdmin::Socket(path) => (
-                reqwest::Client::builder().unix_socket(path.clone()).build(),
-                "http://envoy-admin/server_info".to_string(),
-            ),
-            EnvoyAdmin::Port(p) => (
-                reqwest::Client::builder().build(),
-                format!("http://127.0.0.1:{p}/server_info"),
-            ),
-        };
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => return tracing::warn!(error = %e, "cannot ask Envoy whether it is ready"),
-        };
         for _ in 0..300 {
-            if is_own_envoy_live(&client, &url, &token).await {
+            if admin.is_live_with_token(&token).await {
                 tracing::info!("gateway ready: http://{host}:{port}/v1/chat/completions");
                 return;
             }
@@ -234,19 +224,6 @@ fn announce_when_ready(admin: EnvoyAdmin, token: String, address: &str, port: u1
         }
         tracing::warn!("Envoy is not live after 30s");
     });
-}
-
-async fn is_own_envoy_live(client: &reqwest::Client, url: &str, token: &str) -> bool {
-    let Ok(answer) = client.get(url).timeout(Duration::from_secs(1)).send().await else {
-        return false;
-    };
-    let Ok(body) = answer.bytes().await else {
-        return false;
-    };
-    let Ok(info) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return false;
-    };
-    info["state"] == "LIVE" && info["node"]["metadata"][bootstrap::RUN_TOKEN_METADATA] == token
 }
 
 /// Waits for a stop signal (then stops Envoy) or for Envoy to die (an error).

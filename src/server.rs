@@ -12,6 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, watch, GatewayConfig, Source};
+use crate::envoy::admin_client::EnvoyAdminClient;
 use crate::envoy::bootstrap::SidecarAddress;
 use crate::extproc::{store::RequestStore, Limits, Service, Shared};
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct ServeOptions {
     pub listen: SidecarAddress,
     pub admin: Option<std::net::SocketAddr>,
     pub limits: Limits,
+    /// `run`: the Envoy it started, whose circuit-breaker overflows `/metrics` shows.
+    pub envoy: Option<EnvoyAdminClient>,
 }
 
 /// Validates the configuration and builds the shared state, or reports every problem.
@@ -47,6 +50,7 @@ pub async fn start(
     let admin_state = Arc::new(AdminState {
         shared: shared.clone(),
         ready: Default::default(),
+        envoy: options.envoy.clone(),
     });
     if let Some(addr) = options.admin {
         admin::serve(addr, admin_state.clone())
