@@ -46,7 +46,7 @@ AZURE_STREAM = _sse_events(
 )
 BAD_REQUEST_STATUS, BAD_REQUEST = _cassette("chat-bad-request.yaml")
 
-CLIENT_ONLY_HEADERS = ("x-llm-extproc-request", "x-llm-extproc-backend", "x-envoy-original-path")
+CLIENT_ONLY_HEADERS = ("x-llm-extproc-request", "x-llm-extproc-backend", "x-llm-extproc-stream", "x-envoy-original-path")
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,9 +77,11 @@ class FakeProvider:
         self.rejected = []  # (status, reason) of requests the checks refused
         self.fail_status = None  # answer every request with this status
         self.fail_body = None  # ... and this body (default: an OpenAI-style error)
+        self.fail_headers = {}  # ... and these headers (e.g. retry-after)
         self.stream_gate = None  # a threading.Event the stream waits on after its first event
         self.stream_delay = 0.0  # seconds between streamed events
         self.reset_mid_stream = False  # close the connection after the first event
+        self.end_stream_after = None  # end the answer cleanly after this many events (no [DONE])
         self.unary_delay = 0.0
         self.gzip = True  # compress when the client accepts gzip, as OpenAI does
         self.echo_model = False  # answer with the request's model (OpenAI names the model it ran)
@@ -164,9 +166,10 @@ class FakeProvider:
                     provider.requests.append({"method": "POST", "path": self.path, "headers": headers, "body": json.loads(body)})
                 if provider.fail_status:
                     if isinstance(provider.fail_body, bytes):
-                        return self._raw(provider.fail_status, provider.fail_body, "text/plain")
-                    return self._json(provider.fail_status, provider.fail_body or {
+                        return self._raw(provider.fail_status, provider.fail_body, "text/plain", headers=provider.fail_headers)
+                    body = json.dumps(provider.fail_body or {
                         "error": {"message": "The server is overloaded or not ready yet.", "type": "server_error", "code": None}})
+                    return self._raw(provider.fail_status, body.encode(), "application/json", headers=provider.fail_headers)
                 request = json.loads(body)
                 gz = provider.gzip and "gzip" in headers.get("accept-encoding", "")
                 if request.get("stream"):
@@ -187,11 +190,13 @@ class FakeProvider:
             def _json(self, status, value):
                 self._raw(status, json.dumps(value).encode(), "application/json")
 
-            def _raw(self, status, data, content_type, gz=False):
+            def _raw(self, status, data, content_type, gz=False, headers=None):
                 if gz:
                     data = gzip.compress(data)
                 self.send_response(status)
                 self.send_header("content-type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 if gz:
                     self.send_header("content-encoding", "gzip")
                 self.send_header("content-length", str(len(data)))
@@ -230,6 +235,8 @@ class FakeProvider:
                             return
                         if provider.stream_gate is not None:
                             provider.stream_gate.wait(30)
+                    if provider.end_stream_after is not None and i + 1 >= provider.end_stream_after:
+                        break
                     time.sleep(provider.stream_delay)
                 if compressor:
                     self._chunk(compressor.flush())

@@ -23,7 +23,6 @@ class Gateway:
         self.config_paths = [str(p) for p in config_paths]
         self.port = free_port()
         self.admin_port = free_port()
-        self.envoy_admin_port = free_port()
         self.run_dir = tempfile.mkdtemp(prefix="llm-gw-")
         self.log_path = pathlib.Path(self.run_dir) / "gateway.log"
         self.extra_args = list(extra_args)
@@ -39,8 +38,9 @@ class Gateway:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def command(self):
+        # Envoy's admin is a unix socket in the run directory (run's default).
         args = [str(BIN), "run", "--port", str(self.port), "--admin-port", str(self.admin_port),
-                "--envoy-admin-port", str(self.envoy_admin_port), "--run-dir", self.run_dir]
+                "--run-dir", self.run_dir]
         for p in self.config_paths:
             args += ["--config", p]
         return args + self.extra_args
@@ -53,10 +53,10 @@ class Gateway:
                 return self._start(timeout)
             except RuntimeError as e:
                 text = str(e)
-                if attempt + 1 == attempts or not ("ddress already in use" in text or "cannot bind" in text):
+                if attempt + 1 == attempts or not ("already in use" in text or "cannot bind" in text):
                     raise
                 self.stop()
-                self.port, self.admin_port, self.envoy_admin_port = free_port(), free_port(), free_port()
+                self.port, self.admin_port = free_port(), free_port()
 
     def _start(self, timeout):
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))

@@ -75,6 +75,7 @@ class _Fake(_Loopback):
         self.gzip = False  # gzip answers when the client accepts it
         self.chunk_size = 0  # stream answers in pieces of this many bytes (0: per event)
         self.corrupt_gzip = False  # with gzip: send bytes that are not gzip under that header
+        self.end_stream_after = None  # end a streamed answer cleanly after this many pieces
         self._serve()
 
     def last(self):
@@ -110,6 +111,8 @@ class _Fake(_Loopback):
                     status, data, extra = fake.fail
                     return self.send(status, gzip.compress(data) if gz else data, "application/json", {**extra, **encoding})
                 status, content_type, pieces = fake.answer(self.path, parsed)
+                if fake.end_stream_after is not None and not isinstance(pieces, bytes):
+                    pieces = list(pieces)[:fake.end_stream_after]
                 if gz and fake.corrupt_gzip:
                     pieces = b"\x1f\x8b\x08\x00 this is not a gzip stream" if isinstance(pieces, bytes) else \
                         [b"\x1f\x8b\x08\x00 this is not a gzip stream"]

@@ -10,12 +10,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::envoy::admin_client::{encode_overflows, EnvoyAdminClient};
 use crate::extproc::Shared;
 
 pub struct AdminState {
     pub shared: Arc<Shared>,
     /// Set once the ext_proc server accepts connections.
     pub ready: AtomicBool,
+    /// `run`'s Envoy, asked for its overflow counters on each scrape.
+    pub envoy: Option<EnvoyAdminClient>,
 }
 
 pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<()> {
@@ -42,7 +45,17 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let body = state.shared.metrics.encode(state.shared.store.len());
+    let mut body = state.shared.metrics.encode(state.shared.store.len());
+    if let Some(envoy) = &state.envoy {
+        match envoy.overflows().await {
+            // OpenMetrics ends with `# EOF`: the family goes before it.
+            Some(overflows) => {
+                let at = body.rfind("# EOF").unwrap_or(body.len());
+                body.insert_str(at, &encode_overflows(&overflows));
+            }
+            None => tracing::debug!("Envoy's admin did not answer; no overflow counters"),
+        }
+    }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -11,6 +11,7 @@ mod extproc;
 mod framing;
 mod memory;
 mod metrics;
+mod ports;
 mod run;
 mod schema;
 mod secret;
@@ -147,9 +148,10 @@ struct ListenerArgs {
     /// The address the gateway listens on (0.0.0.0 to accept other machines).
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
-    /// Envoy's own admin port on 127.0.0.1.
-    #[arg(long, default_value_t = 9901)]
-    envoy_admin_port: u16,
+    /// Envoy's own admin port on 127.0.0.1. `run` without it: a unix socket in its run
+    /// directory (envoy-admin.sock); `render envoy` without it: 9901.
+    #[arg(long)]
+    envoy_admin_port: Option<u16>,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     max_body_bytes: u64,
@@ -264,6 +266,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_body_bytes: args.max_body_bytes,
             max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
         },
+        envoy: None,
     };
     if options.source.paths.is_empty() {
         let demo = echo::start()
@@ -294,6 +297,7 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
                 max_body_bytes: args.listener.max_body_bytes,
                 max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
             },
+            envoy: None,
         },
         listen_address: args.listener.address,
         port: args.listener.port,
@@ -316,7 +320,10 @@ fn render_envoy(args: RenderEnvoyArgs) -> Result<(), String> {
     let bootstrap = envoy::bootstrap::render(&envoy::bootstrap::BootstrapOptions {
         listen_address: args.listener.address,
         port: args.listener.port,
-        envoy_admin_port: args.listener.envoy_admin_port,
+        envoy_admin: envoy::bootstrap::EnvoyAdmin::Port(
+            args.listener.envoy_admin_port.unwrap_or(9901),
+        ),
+        run_token: None,
         sidecar: SidecarAddress::parse(&args.sidecar),
         xds_dir: args.xds_dir,
         max_body_bytes: args.listener.max_body_bytes,

@@ -11,15 +11,18 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::envoy::bootstrap::{self, BootstrapOptions, SidecarAddress};
+use crate::envoy::admin_client::EnvoyAdminClient;
+use crate::envoy::bootstrap::{self, BootstrapOptions, EnvoyAdmin, SidecarAddress};
 use crate::envoy::xds_files;
+use crate::ports;
 use crate::server::{self, ServeOptions};
 
 pub struct RunOptions {
     pub serve: ServeOptions,
     pub listen_address: String,
     pub port: u16,
-    pub envoy_admin_port: u16,
+    /// None: a unix socket in the run directory.
+    pub envoy_admin_port: Option<u16>,
     pub envoy_log_level: String,
     pub envoy_concurrency: Option<u32>,
     pub run_dir: Option<PathBuf>,
@@ -64,8 +67,35 @@ pub fn find_envoy() -> Result<PathBuf, String> {
     Err(format!("Envoy was not found; {INSTALL_HINT}"))
 }
 
+/// Refuses to start while a port this gateway needs is taken: Envoy would share its
+/// listener port with another Envoy (SO_REUSEPORT) and fail only later on its admin port.
+fn ensure_ports_free(options: &RunOptions) -> Result<(), String> {
+    let mut wanted = vec![(
+        options.listen_address.as_str(),
+        options.port,
+        "--port",
+        "the gateway's listener",
+    )];
+    if let Some(admin) = options.serve.admin {
+        wanted.push((
+            "127.0.0.1",
+            admin.port(),
+            "--admin-port",
+            "the sidecar's admin",
+        ));
+    }
+    if let Some(port) = options.envoy_admin_port {
+        wanted.push(("127.0.0.1", port, "--envoy-admin-port", "Envoy's admin"));
+    }
+    for (address, port, flag, purpose) in wanted {
+        ports::ensure_free(address, port, flag, purpose).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 pub async fn run(mut options: RunOptions) -> Result<(), String> {
     let envoy_bin = find_envoy()?;
+    ensure_ports_free(&options)?;
     let run_dir = match options.run_dir.clone() {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("llm-extproc-{}", std::process::id())),
@@ -93,11 +123,17 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
     xds_files::write(&shared.config.load(), &xds_dir)
         .map_err(|e| format!("cannot write Envoy resources: {e}"))?;
     let bootstrap_path = run_dir.join("envoy.json");
+    let envoy_admin = match options.envoy_admin_port {
+        Some(port) => EnvoyAdmin::Port(port),
+        None => EnvoyAdmin::Socket(run_dir.join("envoy-admin.sock")),
+    };
+    let run_token = uuid::Uuid::new_v4().to_string();
     bootstrap::write(
         &BootstrapOptions {
             listen_address: options.listen_address.clone(),
             port: options.port,
-            envoy_admin_port: options.envoy_admin_port,
+            envoy_admin: envoy_admin.clone(),
+            run_token: Some(run_token.clone()),
             sidecar: options.serve.listen.clone(),
             xds_dir: xds_dir.clone(),
             max_body_bytes: options.serve.limits.max_body_bytes,
@@ -105,6 +141,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
         &bootstrap_path,
     )
     .map_err(|e| format!("cannot write the Envoy bootstrap: {e}"))?;
+    let envoy_admin = EnvoyAdminClient::new(&envoy_admin)
+        .map_err(|e| format!("cannot build a client for Envoy's admin: {e}"))?;
+    options.serve.envoy = Some(envoy_admin.clone());
 
     let on_reload = Box::new(move |config: &Arc<crate::config::GatewayConfig>| {
         if let Err(e) = xds_files::write(config, &xds_dir) {
@@ -117,7 +156,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
     if let Some(n) = options.envoy_concurrency {
         envoy.args(["--concurrency", &n.to_string()]);
     }
-    let mut envoy = envoy
+    envoy
         .arg("-c")
         .arg(&bootstrap_path)
         .args([
@@ -126,18 +165,50 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
             "--disable-hot-restart",
         ])
         .stdin(Stdio::null())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    die_with_parent(&mut envoy);
+    let mut envoy = envoy
         .spawn()
         .map_err(|e| format!("cannot start Envoy at {}: {e}", envoy_bin.display()))?;
     tracing::info!(envoy = %envoy_bin.display(), run_dir = %run_dir.display(), "started Envoy");
-    announce_when_ready(&options.listen_address, options.port);
+    announce_when_ready(
+        envoy_admin,
+        run_token,
+        &options.listen_address,
+        options.port,
+    );
 
     let result = supervise(&mut envoy).await;
     let _ = std::fs::remove_file(&socket);
     result
 }
 
-fn announce_when_ready(address: &str, port: u16) {
+/// Makes Envoy die with this process, even a `kill -9` of it: an Envoy left behind
+/// would keep the gateway's port and answer every request with 503.
+fn die_with_parent(envoy: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
+    // PR_SET_PDEATHSIG fires when the *thread* that forked exits: `run` spawns Envoy
+    // from the main thread (the runtime is current-thread), which lives as long as the
+    // process.
+    unsafe {
+        envoy.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: nobody would send the signal.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Logs "gateway ready" once *this* run's Envoy is live: its admin `/server_info` shows
+/// the run's token, so an Envoy some earlier gateway left behind cannot pass for it.
+fn announce_when_ready(admin: EnvoyAdminClient, token: String, address: &str, port: u16) {
     let host = if address == "0.0.0.0" {
         "127.0.0.1".to_string()
     } else {
@@ -145,16 +216,13 @@ fn announce_when_ready(address: &str, port: u16) {
     };
     tokio::spawn(async move {
         for _ in 0..300 {
-            if tokio::net::TcpStream::connect((host.as_str(), port))
-                .await
-                .is_ok()
-            {
+            if admin.is_live_with_token(&token).await {
                 tracing::info!("gateway ready: http://{host}:{port}/v1/chat/completions");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tracing::warn!("Envoy has not opened port {port} after 30s");
+        tracing::warn!("Envoy is not live after 30s");
     });
 }
 

@@ -12,9 +12,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, watch, GatewayConfig, Source};
+use crate::envoy::admin_client::EnvoyAdminClient;
 use crate::envoy::bootstrap::SidecarAddress;
 use crate::extproc::{store::RequestStore, Limits, Service, Shared};
 use crate::metrics::Metrics;
+use crate::ports;
 
 /// Default cap on requests in flight whose state the sidecar holds.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
@@ -24,6 +26,8 @@ pub struct ServeOptions {
     pub listen: SidecarAddress,
     pub admin: Option<std::net::SocketAddr>,
     pub limits: Limits,
+    /// `run`: the Envoy it started, whose circuit-breaker overflows `/metrics` shows.
+    pub envoy: Option<EnvoyAdminClient>,
 }
 
 /// Validates the configuration and builds the shared state, or reports every problem.
@@ -47,11 +51,21 @@ pub async fn start(
     let admin_state = Arc::new(AdminState {
         shared: shared.clone(),
         ready: Default::default(),
+        envoy: options.envoy.clone(),
     });
     if let Some(addr) = options.admin {
         admin::serve(addr, admin_state.clone())
             .await
-            .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => ports::PortTaken {
+                    port: addr.port(),
+                    flag: "--admin",
+                    purpose: "the sidecar's admin",
+                    holder: ports::Holder::of(addr.port()),
+                }
+                .to_string(),
+                _ => format!("cannot listen on admin address {addr}: {e}"),
+            })?;
     }
     if !options.source.paths.is_empty() || options.source.secrets_dir.is_some() {
         watch::spawn(options.source.clone(), shared.config.clone(), on_reload)
@@ -73,8 +87,7 @@ pub async fn start(
         .add_service(ext_proc);
     match &options.listen {
         SidecarAddress::Unix(path) => {
-            // A socket left by a previous run would make bind fail.
-            let _ = std::fs::remove_file(path);
+            remove_stale_socket(path)?;
             let listener = UnixListener::bind(path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             // Whoever can talk to the socket can ask for provider credentials: owner only.
@@ -106,4 +119,20 @@ pub async fn start(
     }
     admin_state.ready.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Removes a socket file a sidecar that died (a `kill -9`, a container restart) left
+/// behind, which would make bind fail; refuses when a live sidecar still answers on it.
+fn remove_stale_socket(path: &std::path::Path) -> Result<(), String> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "{} is in use by a running process (another sidecar?); stop it or choose another --listen",
+            path.display()
+        ));
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| format!("cannot remove the stale {}: {e}", path.display()))
 }

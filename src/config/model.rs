@@ -19,6 +19,9 @@ pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// even while a reload reaches the sidecar and Envoy at different moments. Envoy removes
 /// it before the request leaves.
 pub const BACKEND_BINDING_HEADER: &str = "x-llm-extproc-backend";
+/// Set by the router level on requests whose answer is streamed, for Envoy to pick the
+/// route that gives streams their timeouts; removed before the request leaves Envoy.
+pub const STREAM_ROUTE_HEADER: &str = "x-llm-extproc-stream";
 
 /// The metric label value for what no bounded label names.
 pub const OTHER_LABEL: &str = "other";
@@ -61,8 +64,14 @@ pub struct Rule {
     /// Alternatives (OR) of header conditions (AND).
     pub matches: Vec<Vec<HeaderCondition>>,
     pub backend_refs: Vec<RuleBackendRef>,
+    /// `timeouts.request`, or the 60 s default for unary answers.
     pub request_timeout: Duration,
+    /// Whether `timeouts.request` was written: then it bounds streamed answers too, as
+    /// the CRD says; else a stream has no overall deadline, only idle bounds.
+    pub request_timeout_set: bool,
     pub backend_request_timeout: Option<Duration>,
+    /// `streamIdleTimeout`: the longest silence of the provider within one attempt.
+    pub stream_idle_timeout: Option<Duration>,
     /// The model alone decides that this rule serves a request, and the rule has one
     /// backend: the router level builds the provider request and the cluster needs no
     /// upstream-level filter. See [`GatewayConfig::router_targets`].

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::resources::{ext_proc_filter, EXTPROC_CLUSTER, ROUTE_CONFIG_NAME};
+use super::resources::{
+    circuit_breakers, ext_proc_filter, EXTPROC_CLUSTER, ROUTE_CONFIG_NAME, SIDECAR_MAX_STREAMS,
+};
 
 /// How the sidecar is reached from Envoy.
 #[derive(Debug, Clone)]
@@ -31,16 +33,32 @@ impl SidecarAddress {
     }
 }
 
+/// Where Envoy's own admin interface listens.
+#[derive(Debug, Clone)]
+pub enum EnvoyAdmin {
+    /// 127.0.0.1 and this port.
+    Port(u16),
+    /// A unix socket (`admin.address.pipe`, works on Envoy 1.40): `run`'s default, so
+    /// that two gateways on one machine never collide on an admin port.
+    Socket(PathBuf),
+}
+
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
     pub listen_address: String,
     pub port: u16,
-    pub envoy_admin_port: u16,
+    pub envoy_admin: EnvoyAdmin,
+    /// Written into the node's metadata, where Envoy's admin `/server_info` shows it:
+    /// `run` tells its own Envoy from one an earlier gateway left behind.
+    pub run_token: Option<String>,
     pub sidecar: SidecarAddress,
     /// The directory holding `routes.json` and `clusters.json`.
     pub xds_dir: PathBuf,
     pub max_body_bytes: u64,
 }
+
+/// The node metadata key holding [`BootstrapOptions::run_token`].
+pub const RUN_TOKEN_METADATA: &str = "llm_extproc_run";
 
 pub fn render(o: &BootstrapOptions) -> Value {
     let sidecar_address = match &o.sidecar {
@@ -61,9 +79,20 @@ pub fn render(o: &BootstrapOptions) -> Value {
             "resource_api_version": "V3"
         })
     };
+    let admin_address = match &o.envoy_admin {
+        EnvoyAdmin::Port(port) => {
+            json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+        }
+        // Owner only: the admin interface can stop Envoy and change its state.
+        EnvoyAdmin::Socket(path) => json!({"pipe": {"path": path, "mode": 0o600}}),
+    };
+    let mut node = json!({"id": "llm-extproc", "cluster": "llm-extproc"});
+    if let Some(token) = &o.run_token {
+        node["metadata"] = json!({RUN_TOKEN_METADATA: token});
+    }
     json!({
-        "node": {"id": "llm-extproc", "cluster": "llm-extproc"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": o.envoy_admin_port}}},
+        "node": node,
+        "admin": {"address": admin_address},
         "dynamic_resources": {"cds_config": file_source("clusters.json")},
         "static_resources": {
             "listeners": [{
@@ -91,6 +120,8 @@ pub fn render(o: &BootstrapOptions) -> Value {
                 "name": EXTPROC_CLUSTER,
                 "type": "STATIC",
                 "connect_timeout": "1s",
+                // The sidecar never retries (ext_proc has no retries), hence 0.
+                "circuit_breakers": circuit_breakers(SIDECAR_MAX_STREAMS, 0),
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

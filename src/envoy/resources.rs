@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{GatewayConfig, Rule, BACKEND_BINDING_HEADER};
+use crate::config::{GatewayConfig, Route, Rule, BACKEND_BINDING_HEADER, STREAM_ROUTE_HEADER};
 use crate::extproc::upstream::{BACKEND_NAME_ATTRIBUTE, BACKEND_REF_ATTRIBUTE};
 use crate::extproc::PLACEMENT_METADATA;
 
@@ -12,6 +12,30 @@ pub const EXTPROC_CLUSTER: &str = "llm-extproc";
 pub const ROUTE_CONFIG_NAME: &str = "llm-routes";
 /// Endpoint metadata namespace (Envoy AI Gateway's).
 pub const ENDPOINT_METADATA_NAMESPACE: &str = "aigateway.envoy.io";
+
+/// Requests one provider cluster (one rule) carries at once, and so its connections
+/// (HTTP/1.1: one per request in flight) and concurrent retries (a dead primary sends
+/// everything in flight to the backup). As many as the sidecar holds state for; Envoy's
+/// defaults (1,024 requests, 3 retries) are for short RPCs, not answers that stream for
+/// minutes.
+pub const PROVIDER_MAX_REQUESTS: usize = crate::server::DEFAULT_MAX_IN_FLIGHT;
+/// Concurrent gRPC streams to the sidecar: every request holds a router-level stream
+/// for its whole life and, on rules with several backends, an upstream-level one per
+/// attempt. Above twice the sidecar's own cap, so that the sidecar's 503 naming the cap
+/// comes first, not Envoy's overflow.
+pub const SIDECAR_MAX_STREAMS: usize = 2 * crate::server::DEFAULT_MAX_IN_FLIGHT + 1024;
+
+/// Circuit-breaker thresholds for a cluster (Envoy's DEFAULT routing priority; the
+/// gateway uses no other).
+pub fn circuit_breakers(requests: usize, retries: usize) -> Value {
+    json!({"thresholds": [{
+        "priority": "DEFAULT",
+        "max_connections": requests,
+        "max_pending_requests": requests,
+        "max_requests": requests,
+        "max_retries": retries
+    }]})
+}
 
 /// The ext_proc filter for either placement.
 pub fn ext_proc_filter(upstream: bool) -> Value {
@@ -63,18 +87,36 @@ pub fn route_configuration(config: &GatewayConfig) -> Value {
                         json!({"name": c.name, "string_match": string_match})
                     })
                     .collect();
-                let mut entry = json!({
-                    "name": format!("{}#{}", rule.cluster, routes.len()),
-                    "match": {"prefix": "/", "headers": []},
-                    "route": route_action(rule),
-                    "metadata": {"filter_metadata": {ENDPOINT_METADATA_NAMESPACE: {"route_name": route.name}}}
-                });
+                let mut remove = vec![STREAM_ROUTE_HEADER];
                 if let (true, Some(r)) = (rule.router_resolved, rule.backend_refs.first()) {
                     headers.push(json!({"name": BACKEND_BINDING_HEADER, "string_match": {"exact": r.backend.name}}));
-                    entry["request_headers_to_remove"] = json!([BACKEND_BINDING_HEADER]);
+                    remove.push(BACKEND_BINDING_HEADER);
                 }
-                entry["match"]["headers"] = json!(headers);
-                routes.push(entry);
+                if !rule.request_timeout_set {
+                    // Streams first: without a `timeouts.request` of its own, a streamed
+                    // answer has no overall deadline (reasoning models stream for
+                    // minutes; Envoy 1.40 resets a stream mid-answer when the route
+                    // timeout fires), only the idle bounds.
+                    let mut stream_headers = headers.clone();
+                    stream_headers
+                        .push(json!({"name": STREAM_ROUTE_HEADER, "present_match": true}));
+                    routes.push(route_entry(
+                        route,
+                        rule,
+                        routes.len(),
+                        stream_headers,
+                        &remove,
+                        true,
+                    ));
+                }
+                routes.push(route_entry(
+                    route,
+                    rule,
+                    routes.len(),
+                    headers,
+                    &remove,
+                    false,
+                ));
             }
         }
     }
@@ -94,13 +136,30 @@ pub fn route_configuration(config: &GatewayConfig) -> Value {
     })
 }
 
-fn route_action(rule: &Rule) -> Value {
+fn route_entry(
+    route: &Route,
+    rule: &Rule,
+    index: usize,
+    headers: Vec<Value>,
+    remove: &[&str],
+    stream: bool,
+) -> Value {
+    json!({
+        "name": format!("{}#{}", rule.cluster, index),
+        "match": {"prefix": "/", "headers": headers},
+        "route": route_action(rule, stream),
+        "request_headers_to_remove": remove,
+        "metadata": {"filter_metadata": {ENDPOINT_METADATA_NAMESPACE: {"route_name": route.name}}}
+    })
+}
+
+/// `stream`: the route for streamed answers of a rule without `timeouts.request`.
+fn route_action(rule: &Rule, stream: bool) -> Value {
     let priorities = priority_levels(rule).len();
     let mut retry = json!({
         // A dead or failing primary costs the client nothing: the same request moves to
         // the next priority (verified on Envoy 1.40 with update_frequency 1).
-        "retry_on": "connect-failure,reset,5xx,retriable-status-codes",
-        "retriable_status_codes": [429],
+        "retry_on": "connect-failure,reset,5xx",
         "num_retries": priorities.max(2) - 1,
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",
@@ -113,12 +172,34 @@ fn route_action(rule: &Rule) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
         "host_selection_retry_max_attempts": 3
     });
+    if has_alternative_host(rule) {
+        // A 429 moves on to a host that is not rate limited, at once (the previous_hosts
+        // predicate keeps it off the host that refused). Retried on the only host, it
+        // would just be refused again, sooner than the provider's retry-after asked:
+        // that 429 goes to the client with its retry-after, which the SDKs honour.
+        // No `rate_limited_retry_back_off`: on Envoy 1.40 it makes the retry to the
+        // backup wait out the primary's retry-after (seen: 2 s), a delay the backup
+        // does not need.
+        retry["retry_on"] = json!("connect-failure,reset,5xx,retriable-status-codes");
+        retry["retriable_status_codes"] = json!([429]);
+    }
     if let Some(t) = rule.backend_request_timeout {
         retry["per_try_timeout"] = json!(duration(t));
     }
+    if let Some(t) = rule.stream_idle_timeout {
+        // As Envoy AI Gateway maps `streamIdleTimeout`: before the first byte a retry can
+        // still move on; mid-answer the stream is cut.
+        retry["per_try_idle_timeout"] = json!(duration(t));
+    }
+    // 0s: no deadline (the HCM's stream_idle_timeout still ends a silent stream).
+    let timeout = if stream {
+        std::time::Duration::ZERO
+    } else {
+        rule.request_timeout
+    };
     json!({
         "cluster": rule.cluster,
-        "timeout": duration(rule.request_timeout),
+        "timeout": duration(timeout),
         "auto_host_rewrite": true,
         "retry_policy": retry
     })
@@ -126,6 +207,18 @@ fn route_action(rule: &Rule) -> Value {
 
 fn duration(d: std::time::Duration) -> String {
     format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
+/// Whether a retry can reach another host than the first attempt's: more than one
+/// endpoint, in one priority or several.
+fn has_alternative_host(rule: &Rule) -> bool {
+    let mut hosts = rule
+        .backend_refs
+        .iter()
+        .flat_map(|r| r.backend.endpoints.iter().map(|e| (&e.host, e.port)));
+    hosts
+        .next()
+        .is_some_and(|first| hosts.any(|other| other != first))
 }
 
 /// The distinct priorities of a rule, ascending. Envoy wants dense levels 0, 1, …
@@ -191,6 +284,7 @@ fn cluster(rule: &Rule) -> Value {
         "connect_timeout": "5s",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": rule.cluster, "endpoints": locality_endpoints},
+        "circuit_breakers": circuit_breakers(PROVIDER_MAX_REQUESTS, PROVIDER_MAX_REQUESTS),
         "outlier_detection": {
             "consecutive_5xx": 5,
             "consecutive_local_origin_failure": 3,

@@ -26,11 +26,15 @@ use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
 use crate::config::{
     BackendRefTarget, CostKind, GatewayConfig, BACKEND_BINDING_HEADER, MODEL_HEADER,
+    STREAM_ROUTE_HEADER,
 };
 use crate::metrics::Completed;
 use crate::schema::{ResponseHead, ResponseTranslator};
 use crate::sync::lock;
 use crate::usage::Usage;
+
+/// What a client reads at the end of a stream the provider cut (as translated streams say).
+const STREAM_CUT_MESSAGE: &str = "the provider's stream ended before the answer was finished";
 
 /// Dynamic metadata key naming the client's API when it is not OpenAI's.
 pub const CLIENT_API_METADATA: &str = "client_api";
@@ -50,6 +54,8 @@ pub struct RouterStream {
     /// Frees the shared state when this stream ends, however it ends.
     _guard: Option<StoreGuard>,
     response: Option<ResponseState>,
+    /// The response was metered (its end seen, or it was answered whole).
+    finished: bool,
 }
 
 /// How the response of the attempt that answered is being handled.
@@ -81,6 +87,7 @@ impl RouterStream {
             _body_reservation: None,
             _guard: None,
             response: None,
+            finished: false,
         }
     }
 
@@ -145,7 +152,7 @@ impl RouterStream {
                 Kind::StringValue("messages".into()),
             )]);
         }
-        let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER];
+        let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER, STREAM_ROUTE_HEADER];
         if routing.iter().any(|name| header(map, name).is_some()) {
             // Envoy may already have matched a route on them: match again without.
             for name in routing {
@@ -270,6 +277,9 @@ impl RouterStream {
         }
         reply.clear_route_cache = true;
         reply.headers.set(MODEL_HEADER, model.clone());
+        if state.request.stream {
+            reply.headers.set(STREAM_ROUTE_HEADER, "1");
+        }
         let mut meta = vec![
             ("model_name".to_string(), Kind::StringValue(model)),
             (
@@ -353,7 +363,10 @@ impl RouterStream {
                 .is_some_and(|t| head.content_type.starts_with(t.stream_content_type()));
         let rewrites = translator.as_ref().is_some_and(|t| t.rewrites_body());
         // An error is buffered and rewritten at the body, which fixes its headers there.
-        let deliver_decoded = succeeded && decoder.is_some() && rewrites;
+        // A compressed stream reaches the client decoded even when passed as it came:
+        // the sidecar decodes it for metering anyway, and only plain bytes let it end a
+        // stream the provider cut with an error event.
+        let deliver_decoded = succeeded && decoder.is_some() && (rewrites || streaming);
         if deliver_decoded {
             reply.headers.remove("content-encoding");
         }
@@ -482,6 +495,18 @@ impl RouterStream {
                     None if resp.deliver_decoded => reply.body = decoded,
                     None => {}
                 }
+                if resp.streaming && b.end_of_stream && !t.stream_complete() {
+                    tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "the provider's stream ended before the answer was finished");
+                    let api = self.state.as_ref().map(|s| s.request.api);
+                    let mut body = reply.body.take().unwrap_or(b.body);
+                    body.extend(answer_error_body(
+                        api,
+                        true,
+                        STREAM_CUT_MESSAGE,
+                        "upstream_error",
+                    ));
+                    reply.body = Some(body);
+                }
                 if !resp.streaming && reply.body.is_some() {
                     let len = reply.body.as_ref().map_or(0, Vec::len);
                     reply.headers.set("content-length", len.to_string());
@@ -496,6 +521,12 @@ impl RouterStream {
 
     /// Records metrics and returns the token-cost metadata for a finished response.
     fn finish(&mut self) -> Option<envoy_types::pb::google::protobuf::Struct> {
+        self.record(None)
+    }
+
+    /// `cut`: the error type of a response that ended before its end was seen.
+    fn record(&mut self, cut: Option<&str>) -> Option<envoy_types::pb::google::protobuf::Struct> {
+        self.finished = true;
         let (state, resp) = (self.state.as_ref()?, self.response.as_ref()?);
         let usage = resp
             .translator
@@ -524,10 +555,10 @@ impl RouterStream {
         let response_model = provider_model
             .or(override_model)
             .unwrap_or_else(|| state.request.model.clone());
-        let error_type = if succeeded {
-            String::new()
-        } else {
-            resp.head.status.to_string()
+        let error_type = match cut {
+            Some(kind) => kind.to_string(),
+            None if succeeded => String::new(),
+            None => resp.head.status.to_string(),
         };
         self.shared.metrics.record(&Completed {
             operation: state.request.api.operation(),
@@ -618,6 +649,20 @@ struct Refused<'a> {
     model: &'a str,
     /// The backend reference the router level chose, when it chose one.
     target: Option<&'a BackendRefTarget>,
+}
+
+impl Drop for RouterStream {
+    /// A streamed answer whose end never came: Envoy reset the stream (the route
+    /// timeout, `streamIdleTimeout`, the client going away) and the client got no event
+    /// the sidecar could write. Say so, with the request id, and meter what was streamed.
+    fn drop(&mut self) {
+        if self.finished || !self.response.as_ref().is_some_and(|r| r.streaming) {
+            return;
+        }
+        tracing::warn!(request_id = %self.request_id, elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "stream ended before the provider finished it: Envoy reset it (a timeout, or the client went away)");
+        self.record(Some("stream_reset"));
+    }
 }
 
 fn cost_value(kind: CostKind, u: &Usage) -> u64 {

@@ -71,6 +71,13 @@ pub trait ResponseTranslator: Send + Sync {
     fn response_model(&self) -> Option<&str>;
     /// Whether the first output token has been seen (for time-to-first-token).
     fn saw_output(&self) -> bool;
+    /// For a stream passed as it came (`rewrites_body` false): whether what arrived so
+    /// far ends the way the provider's API ends a complete stream. At the end of a
+    /// stream that did not, the router level appends an error event, so that the client
+    /// does not take a cut answer for a whole one. Translators end their own streams.
+    fn stream_complete(&self) -> bool {
+        true
+    }
 }
 
 /// A backend's wire format.

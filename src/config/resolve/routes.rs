@@ -49,13 +49,19 @@ pub(super) fn resolve_route(
             .and_then(|text| {
                 route.duration(&format!("{at}.backendRequest"), text, "30s, 2m or 500ms")
             });
+        let stream_idle_timeout = rule.stream_idle_timeout.as_deref().and_then(|text| {
+            let field = format!("spec.rules[{ri}].streamIdleTimeout");
+            route.duration(&field, text, "30s, 2m or 500ms")
+        });
         config.backend_refs.extend(targets);
         rules.push(Rule {
             cluster: format!("{}/rule/{ri}", route.name),
             matches,
             backend_refs: refs,
             request_timeout,
+            request_timeout_set: timeouts.is_some_and(|t| t.request.is_some()),
             backend_request_timeout,
+            stream_idle_timeout,
             router_resolved: false,
         });
     }

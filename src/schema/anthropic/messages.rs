@@ -61,6 +61,8 @@ pub struct AnthropicMeter {
     counts: Counts,
     model: Option<String>,
     saw_output: bool,
+    /// `message_stop`, a stop reason or an error event was seen.
+    complete: bool,
 }
 
 impl AnthropicMeter {
@@ -72,9 +74,13 @@ impl AnthropicMeter {
     pub fn observe(&mut self, event: &StreamEvent) {
         match event {
             StreamEvent::MessageStart { message } => self.observe_message(message),
-            StreamEvent::MessageDelta {
-                usage: Some(usage), ..
-            } => self.counts.update(usage),
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(usage) = usage {
+                    self.counts.update(usage);
+                }
+                self.complete |= delta.stop_reason.is_some();
+            }
+            StreamEvent::MessageStop | StreamEvent::Error { .. } => self.complete = true,
             _ => {}
         }
         self.saw_output |= event.is_output();
@@ -145,6 +151,10 @@ impl ResponseTranslator for AnthropicMeter {
     fn saw_output(&self) -> bool {
         self.saw_output
     }
+
+    fn stream_complete(&self) -> bool {
+        self.complete
+    }
 }
 
 /// A provider error for a Messages client: an Anthropic error passes (None); another
@@ -174,6 +184,21 @@ mod tests {
         let mut r = ClientRequest::parse(ApiKind::Messages, Bytes::from(body.to_string())).unwrap();
         r.anthropic_beta = beta.map(str::to_string);
         r
+    }
+
+    #[test]
+    fn a_passed_stream_is_complete_only_with_message_stop_or_a_stop_reason() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":{\"input_tokens\":3}}}\n\n";
+        let delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n";
+        let mut cut = AnthropicMeter::new();
+        cut.stream_chunk(start.as_bytes(), true);
+        assert!(!cut.stream_complete());
+        let mut stopped = AnthropicMeter::new();
+        stopped.stream_chunk(format!("{start}{delta}").as_bytes(), true);
+        assert!(stopped.stream_complete());
+        let mut failed = AnthropicMeter::new();
+        failed.stream_chunk(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", true);
+        assert!(failed.stream_complete());
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct OpenAiResponse {
     usage: Usage,
     model: Option<String>,
     saw_output: bool,
+    /// `[DONE]`, a finish reason or an error event was seen.
+    complete: bool,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +30,8 @@ struct Peek {
     usage: Option<Value>,
     #[serde(default)]
     choices: Option<Vec<Value>>,
+    #[serde(default)]
+    error: Option<Value>,
 }
 
 impl OpenAiResponse {
@@ -38,6 +42,7 @@ impl OpenAiResponse {
             usage: Usage::default(),
             model: None,
             saw_output: false,
+            complete: false,
         }
     }
 
@@ -51,6 +56,15 @@ impl OpenAiResponse {
         if !self.saw_output && peek.choices.as_ref().is_some_and(|c| !c.is_empty()) {
             self.saw_output = true;
         }
+        let finished = |c: &Value| c.get("finish_reason").is_some_and(|f| !f.is_null());
+        if peek.error.is_some()
+            || peek
+                .choices
+                .as_ref()
+                .is_some_and(|c| c.iter().any(finished))
+        {
+            self.complete = true;
+        }
     }
 
     /// Handles one complete SSE event; returns the bytes to forward for it.
@@ -59,6 +73,7 @@ impl OpenAiResponse {
             return raw.into();
         };
         if data.trim() == "[DONE]" {
+            self.complete = true;
             return raw.into();
         }
         let Ok(peek) = serde_json::from_str::<Peek>(&data) else {
@@ -139,6 +154,10 @@ impl ResponseTranslator for OpenAiResponse {
     fn saw_output(&self) -> bool {
         self.saw_output
     }
+
+    fn stream_complete(&self) -> bool {
+        self.complete
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +214,21 @@ mod tests {
         assert!(!t.rewrites_body());
         assert_eq!(run(&mut t, STREAM.as_bytes(), 17), STREAM.as_bytes());
         assert_eq!(t.usage().input, 9);
+    }
+
+    #[test]
+    fn a_stream_is_complete_only_with_done_or_a_finish_reason() {
+        let r = request(r#"{"model":"gpt-4o","stream":true}"#);
+        let first_event = &STREAM[..STREAM.find("\n\n").unwrap() + 2];
+        let mut cut = OpenAiResponse::new(&r, false);
+        cut.stream_chunk(first_event.as_bytes(), true);
+        assert!(!cut.stream_complete());
+        let mut whole = OpenAiResponse::new(&r, false);
+        whole.stream_chunk(STREAM.as_bytes(), true);
+        assert!(whole.stream_complete());
+        let mut failed = OpenAiResponse::new(&r, false);
+        failed.stream_chunk(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n", true);
+        assert!(failed.stream_complete());
     }
 
     #[test]
