@@ -166,3 +166,19 @@ def test_anthropic_version_comes_from_the_schema_whatever_the_credential(gateway
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
     client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
     assert anthropic_fake.last()["headers"]["anthropic-version"] == "2023-06-01"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_success_answer_is_a_502_in_the_clients_shape(client, anthropic_fake, stream):
+    """A 200 with no body at all cannot be an answer: unary or streamed, the client gets
+    a 502 it can read, never an empty 200."""
+    anthropic_fake.fail = (200, b"", {"content-type": "text/event-stream" if stream else "application/json"})
+    with pytest.raises(openai.InternalServerError) as e:
+        if stream:
+            list(client.chat.completions.create(model="claude", stream=True,
+                                                messages=[{"role": "user", "content": "Hi"}]))
+        else:
+            client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.status_code == 502
+    assert "empty" in e.value.body["message"]
+    assert client.gateway.wait_in_flight_zero()

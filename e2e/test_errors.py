@@ -161,3 +161,26 @@ spec:
     assert error["code"] == "model_not_found"
     assert len(openai_fake.requests) == 1
     assert gw.wait_in_flight_zero()
+
+
+def test_error_shapes_follow_the_clients_api_not_the_providers_path(gateway_factory, openai_fake):
+    """An OpenAI client of a Claude backend gets OpenAI errors, even from Envoy after the
+    path moved to `/v1/messages`; an Anthropic client gets Anthropic errors on every
+    Messages path, the sidecar's own 404 and 405 included."""
+    gw = gateway_factory(
+        backend_yaml("claude", "Anthropic", free_port(), policy="AnthropicAPIKey", key="sk-ant"),
+        route_yaml("route", [("claude", [("claude", 0, None)])]),
+    )
+    # The backend is down: Envoy answers 503 itself, after the sidecar moved the path.
+    r = post(gw, {"model": "claude", "messages": [{"role": "user", "content": "hi"}]})
+    assert_openai_error(r, 503)
+    assert "type" not in r.json() or r.json()["type"] != "error"
+    r = post(gw, {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+             path="/v1/messages")
+    assert r.status_code == 503 and r.json()["type"] == "error", r.text
+    for method, path, status in [("GET", "/v1/messages", 405), ("POST", "/v1/messages/count_tokens", 404),
+                                 ("POST", "/anthropic/v1/complete", 404)]:
+        r = httpx.request(method, gw.url + path, json={"model": "claude"}, timeout=10)
+        assert r.status_code == status, (path, r.text)
+        body = r.json()
+        assert body["type"] == "error" and body["error"]["message"], (path, body)

@@ -81,6 +81,18 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
     Ok(api)
 }
 
+/// The API whose error shape a request to `path` expects, even when no API serves the
+/// path or the method is wrong: Anthropic's for anything under the Messages API's paths
+/// (`/v1/messages/count_tokens`, a GET on `/v1/messages`), else OpenAI's.
+pub fn error_shape(path: &str) -> ApiKind {
+    let bare = path.split(['?', '#']).next().unwrap_or("");
+    if bare.starts_with("/v1/messages") || bare.starts_with("/anthropic/") {
+        ApiKind::Messages
+    } else {
+        ApiKind::ChatCompletions
+    }
+}
+
 /// Caps and sanitizes a client-supplied string before it is echoed in an error.
 pub fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()

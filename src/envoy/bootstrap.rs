@@ -159,12 +159,16 @@ fn local_reply_config() -> Value {
             "content_type": "application/json"
         })
     };
-    // Anthropic SDK clients (the Messages API) get Anthropic's error shape. The path is
-    // the client's until the sidecar rewrites it for a provider; by then the sidecar has
-    // marked the request in dynamic metadata.
+    // Anthropic SDK clients (the Messages API) get Anthropic's error shape, decided by
+    // the client's API, never by the path a provider gets: the sidecar marks every
+    // request in its headers phase, before any path is rewritten (an OpenAI client of a
+    // Claude backend is sent to `/v1/messages`). Only a request the sidecar never marked
+    // (it was unreachable) is judged by its path, which then is still the client's. CEL
+    // absorbs the error of a missing key in `||`.
     let messages =
-        "(request.path.startsWith('/v1/messages') || request.path.startsWith('/anthropic/') \
-        || metadata.filter_metadata['io.envoy.ai_gateway']['client_api'] == 'messages')";
+        "(metadata.filter_metadata['io.envoy.ai_gateway']['client_api'] == 'messages' \
+        || (!('io.envoy.ai_gateway' in metadata.filter_metadata) \
+            && (request.path.startsWith('/v1/messages') || request.path.startsWith('/anthropic/'))))";
     json!({"mappers": [
         {
             "filter": cel(&format!("response.code_details.startsWith('ext_proc_error') && {messages}")),

@@ -240,6 +240,69 @@ pub fn clusters(config: &GatewayConfig) -> Vec<Value> {
 }
 
 fn cluster(rule: &Rule) -> Value {
+    let (locality_endpoints, tls_matches) = endpoints(rule);
+    let mut cluster = json!({
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "name": rule.cluster,
+        "type": "STRICT_DNS",
+        // localhost may resolve to ::1 while a backend listens on 127.0.0.1.
+        "dns_lookup_family": "V4_ONLY",
+        "connect_timeout": "5s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": rule.cluster, "endpoints": locality_endpoints},
+        "circuit_breakers": circuit_breakers(PROVIDER_MAX_REQUESTS, PROVIDER_MAX_REQUESTS),
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_local_origin_failure": 3,
+            "split_external_local_origin_errors": true,
+            "interval": "5s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 100
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}}
+            }
+        }
+    });
+    if !rule.router_resolved {
+        // Which backend an attempt goes to is only known per attempt: the upstream-level
+        // filter builds each attempt's request.
+        cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] =
+            upstream_filters();
+    }
+    if !tls_matches.is_empty() {
+        cluster["transport_socket_matches"] = json!(tls_matches);
+    }
+    cluster
+}
+
+/// The upstream filters of a cluster whose attempts the sidecar builds.
+fn upstream_filters() -> Value {
+    json!([
+            ext_proc_filter(true),
+            {
+                // The ext_proc body replacement drops content-length; restore it
+                // from the length the sidecar put in dynamic metadata.
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"request_mutations": [{"append": {
+                        "header": {"key": "content-length", "value": "%DYNAMIC_METADATA(io.envoy.ai_gateway:content_length)%"},
+                        "append_action": "ADD_IF_ABSENT"
+                    }}]}
+                }
+            },
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+    ])
+}
+
+/// The rule's endpoints by priority level (each carrying its backend in metadata), and
+/// the TLS transport socket of each backend reached over TLS.
+fn endpoints(rule: &Rule) -> (Vec<Value>, Vec<Value>) {
     let levels = priority_levels(rule);
     let mut tls_matches = Vec::new();
     let mut locality_endpoints = Vec::new();
@@ -275,57 +338,7 @@ fn cluster(rule: &Rule) -> Value {
         }
         locality_endpoints.push(json!({"priority": level, "lb_endpoints": lb_endpoints}));
     }
-    let mut cluster = json!({
-        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-        "name": rule.cluster,
-        "type": "STRICT_DNS",
-        // localhost may resolve to ::1 while a backend listens on 127.0.0.1.
-        "dns_lookup_family": "V4_ONLY",
-        "connect_timeout": "5s",
-        "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": rule.cluster, "endpoints": locality_endpoints},
-        "circuit_breakers": circuit_breakers(PROVIDER_MAX_REQUESTS, PROVIDER_MAX_REQUESTS),
-        "outlier_detection": {
-            "consecutive_5xx": 5,
-            "consecutive_local_origin_failure": 3,
-            "split_external_local_origin_errors": true,
-            "interval": "5s",
-            "base_ejection_time": "30s",
-            "max_ejection_percent": 100
-        },
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}}
-            }
-        }
-    });
-    if !rule.router_resolved {
-        // Which backend an attempt goes to is only known per attempt: the upstream-level
-        // filter builds each attempt's request.
-        cluster["typed_extension_protocol_options"]
-            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] = json!([
-            ext_proc_filter(true),
-            {
-                // The ext_proc body replacement drops content-length; restore it
-                // from the length the sidecar put in dynamic metadata.
-                "name": "envoy.filters.http.header_mutation",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                    "mutations": {"request_mutations": [{"append": {
-                        "header": {"key": "content-length", "value": "%DYNAMIC_METADATA(io.envoy.ai_gateway:content_length)%"},
-                        "append_action": "ADD_IF_ABSENT"
-                    }}]}
-                }
-            },
-            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
-        ]);
-    }
-    if !tls_matches.is_empty() {
-        cluster["transport_socket_matches"] = json!(tls_matches);
-    }
-    cluster
+    (locality_endpoints, tls_matches)
 }
 
 fn tls_match(backend: &str, sni: &str, insecure: bool) -> Value {

@@ -36,7 +36,7 @@ use crate::usage::Usage;
 /// What a client reads at the end of a stream the provider cut (as translated streams say).
 const STREAM_CUT_MESSAGE: &str = "the provider's stream ended before the answer was finished";
 
-/// Dynamic metadata key naming the client's API when it is not OpenAI's.
+/// Dynamic metadata key naming the client's API: `messages` or `openai`.
 pub const CLIENT_API_METADATA: &str = "client_api";
 
 pub struct RouterStream {
@@ -46,6 +46,8 @@ pub struct RouterStream {
     /// The client's request headers (moved out of the headers message, not copied).
     request_headers: Option<HeaderMap>,
     api: Option<ApiKind>,
+    /// The error shape of a request no API serves (see [`api::error_shape`]).
+    error_shape: Option<ApiKind>,
     /// The request body's `content-encoding`, when it is one the gateway decodes.
     request_encoding: Option<&'static str>,
     state: Option<Arc<RequestState>>,
@@ -61,17 +63,28 @@ pub struct RouterStream {
 /// How the response of the attempt that answered is being handled.
 struct ResponseState {
     head: ResponseHead,
+    mode: BodyMode,
     /// Some for an answer from a backend (success or error): its schema's translator.
     translator: Option<Box<dyn ResponseTranslator>>,
     decoder: Option<BodyDecoder>,
     /// The client receives decoded bytes (the encoding header was removed).
     deliver_decoded: bool,
     provider: String,
-    /// The body comes chunk by chunk (SSE) rather than buffered whole.
-    streaming: bool,
-    /// A stream that failed to decode; what is left of it is dropped.
-    broken: bool,
     first_output: Option<Instant>,
+}
+
+/// What the answer's body is, decided at its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// A success, buffered whole: translated (or read for usage) at once.
+    Whole,
+    /// A success streamed chunk by chunk.
+    Stream,
+    /// A provider error, buffered: rewritten in the client's API shape.
+    Error,
+    /// A stream that could no longer be decoded: already ended for the client with an
+    /// error event; what is left of it is dropped.
+    Broken,
 }
 
 impl RouterStream {
@@ -82,6 +95,7 @@ impl RouterStream {
             request_id: String::new(),
             request_headers: None,
             api: None,
+            error_shape: None,
             request_encoding: None,
             state: None,
             _body_reservation: None,
@@ -112,7 +126,11 @@ impl RouterStream {
                 return immediate(200, api::models::list_body(&config), "models");
             }
             Ok(api) => self.api = Some(api),
-            Err(e) => return self.reject(e),
+            Err(e) => {
+                // No API serves it, but the client still reads its API's error shape.
+                self.error_shape = Some(api::error_shape(path));
+                return self.reject(e);
+            }
         }
         let limit = self.shared.limits.max_body_bytes;
         if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
@@ -145,13 +163,16 @@ impl RouterStream {
         for name in CLIENT_CREDENTIAL_HEADERS {
             reply.headers.remove(name);
         }
-        if self.api == Some(ApiKind::Messages) {
-            // Envoy's own error replies read this to answer in Anthropic's shape.
-            reply.metadata = messages::metadata([(
-                CLIENT_API_METADATA.to_string(),
-                Kind::StringValue("messages".into()),
-            )]);
-        }
+        // Envoy's own error replies read this to answer in the client's API's shape: the
+        // path no longer says it once the sidecar moved it to a provider's.
+        let client_api = match self.api {
+            Some(ApiKind::Messages) => "messages",
+            _ => "openai",
+        };
+        reply.metadata = messages::metadata([(
+            CLIENT_API_METADATA.to_string(),
+            Kind::StringValue(client_api.into()),
+        )]);
         let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER, STREAM_ROUTE_HEADER];
         if routing.iter().any(|name| header(map, name).is_some()) {
             // Envoy may already have matched a route on them: match again without.
@@ -168,53 +189,16 @@ impl RouterStream {
         let Some(api) = self.api else {
             return self.reject(ApiError::Internal("request body before headers".into()));
         };
-        let body = match self.accept_body(b.body) {
-            Ok(body) => body,
-            Err(e) => return self.reject(e),
-        };
-        let mut request = match ClientRequest::parse(api, Bytes::from(body)) {
+        let request = match self.client_request(api, b.body) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
-        let headers = self.request_headers.as_ref();
-        request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
-        if api == ApiKind::Messages {
-            request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
-        }
-        let config = self.shared.config.load_full();
-        if !config.knows_model(&request.model) {
-            let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
-            let refused = Refused {
-                config: &config,
-                model: &request.model,
-                target: None,
-            };
-            let error = ApiError::UnknownModel {
-                model: request.model.clone(),
-                known,
-            };
-            return self.refuse(error, Some(refused));
-        }
-        let route_name = config
-            .route_for_model(&request.model)
-            .map(|r| r.name.clone());
-        let model = request.model.clone();
-        let state = Arc::new(RequestState {
-            request,
-            config,
-            request_id: self.request_id.clone(),
-            client_headers: self.request_headers.clone().unwrap_or_default(),
-            attempt: Default::default(),
-        });
-        let Some(guard) = self.shared.store.insert(state.clone()) else {
-            let refused = Refused {
-                config: &state.config,
-                model: &model,
-                target: None,
-            };
-            let error = ApiError::Overloaded(self.shared.store.capacity());
-            return self.refuse(error, Some(refused));
+        let (state, guard) = match self.request_state(request) {
+            Ok(stored) => stored,
+            Err(answer) => return *answer,
         };
+        let model = state.request.model.clone();
+        let route_name = state.config.route_for_model(&model).map(|r| r.name.clone());
         let target = state
             .config
             .router_targets
@@ -223,36 +207,10 @@ impl RouterStream {
         let mut reply = match target {
             // One backend serves this rule: build its request now; its cluster has no
             // upstream-level filter.
-            Some(target) => {
-                let backend = target.backend.name.clone();
-                let prepared = match attempt::prepare(&state, target) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        // The same target again (moved into `prepare`): only on this path.
-                        let target = state
-                            .config
-                            .router_targets
-                            .get(&model)
-                            .and_then(|key| state.config.backend_refs.get(key));
-                        let refused = Refused {
-                            config: &state.config,
-                            model: &model,
-                            target,
-                        };
-                        return self.refuse(e, Some(refused));
-                    }
-                };
-                let mut reply = Reply {
-                    headers: prepared.headers,
-                    ..Default::default()
-                };
-                reply.headers.set(BACKEND_BINDING_HEADER, backend);
-                if let Some(body) = prepared.body {
-                    reply.headers.set("content-length", body.len().to_string());
-                    reply.body = Some(body);
-                }
-                reply
-            }
+            Some(target) => match self.single_backend(&state, target, &model) {
+                Ok(reply) => reply,
+                Err(answer) => return *answer,
+            },
             None => {
                 // The upstream level builds each attempt; client credentials go now
                 // already, so none can slip through whatever happens later.
@@ -294,6 +252,95 @@ impl RouterStream {
         self.state = Some(state);
         self._guard = Some(guard);
         reply.request_body()
+    }
+
+    /// The state both placements share for a request to a model the configuration
+    /// serves, stored until this stream ends; `Err` is the refusal to answer with.
+    fn request_state(
+        &self,
+        request: ClientRequest,
+    ) -> Result<(Arc<RequestState>, StoreGuard), Box<ProcessingResponse>> {
+        let config = self.shared.config.load_full();
+        if !config.knows_model(&request.model) {
+            let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
+            let refused = Refused {
+                config: &config,
+                model: &request.model,
+                target: None,
+            };
+            let error = ApiError::UnknownModel {
+                model: request.model.clone(),
+                known,
+            };
+            return Err(Box::new(self.refuse(error, Some(refused))));
+        }
+        let state = Arc::new(RequestState {
+            request,
+            config,
+            request_id: self.request_id.clone(),
+            client_headers: self.request_headers.clone().unwrap_or_default(),
+            attempt: Default::default(),
+        });
+        let Some(guard) = self.shared.store.insert(state.clone()) else {
+            let refused = Refused {
+                config: &state.config,
+                model: &state.request.model,
+                target: None,
+            };
+            let error = ApiError::Overloaded(self.shared.store.capacity());
+            return Err(Box::new(self.refuse(error, Some(refused))));
+        };
+        Ok((state, guard))
+    }
+
+    /// The client's request, parsed from its body and the headers its API reads.
+    fn client_request(&mut self, api: ApiKind, body: Vec<u8>) -> Result<ClientRequest, ApiError> {
+        let body = self.accept_body(body)?;
+        let mut request = ClientRequest::parse(api, Bytes::from(body))?;
+        let headers = self.request_headers.as_ref();
+        request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
+        if api == ApiKind::Messages {
+            request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
+        }
+        Ok(request)
+    }
+
+    /// The provider request of a rule with one backend, built here at the router level,
+    /// bound to that backend; `Err` is the refusal to answer with.
+    fn single_backend(
+        &self,
+        state: &RequestState,
+        target: BackendRefTarget,
+        model: &str,
+    ) -> Result<Reply, Box<ProcessingResponse>> {
+        let backend = target.backend.name.clone();
+        let prepared = match attempt::prepare(state, target) {
+            Ok(p) => p,
+            Err(e) => {
+                // The same target again (moved into `prepare`): only on this path.
+                let target = state
+                    .config
+                    .router_targets
+                    .get(model)
+                    .and_then(|key| state.config.backend_refs.get(key));
+                let refused = Refused {
+                    config: &state.config,
+                    model,
+                    target,
+                };
+                return Err(Box::new(self.refuse(e, Some(refused))));
+            }
+        };
+        let mut reply = Reply {
+            headers: prepared.headers,
+            ..Default::default()
+        };
+        reply.headers.set(BACKEND_BINDING_HEADER, backend);
+        if let Some(body) = prepared.body {
+            reply.headers.set("content-length", body.len().to_string());
+            reply.body = Some(body);
+        }
+        Ok(reply)
     }
 
     /// The body as the gateway reads it: within the size limit and the large-body budget,
@@ -377,146 +424,232 @@ impl RouterStream {
                 reply.headers.set("content-type", "text/event-stream");
             }
         }
+        let empty_success = succeeded && h.end_of_stream && translator.is_some();
+        let mode = match (succeeded, streaming) {
+            (false, _) => BodyMode::Error,
+            (true, true) => BodyMode::Stream,
+            (true, false) => BodyMode::Whole,
+        };
         self.response = Some(ResponseState {
             head,
+            mode,
             translator,
             decoder,
             deliver_decoded,
             provider,
-            streaming,
             first_output: None,
-            broken: false,
         });
+        if empty_success {
+            // Every API served here answers with a body: an empty 2xx is a broken answer,
+            // never a successful empty one.
+            return self.unreadable_answer("the provider's answer was empty");
+        }
         reply.response_headers()
     }
 
+    /// Replaces a 2xx answer that cannot be what the provider's API sends with a 502 in
+    /// the client's API's shape, metered as such.
+    fn unreadable_answer(&mut self, message: &str) -> ProcessingResponse {
+        if let Some(resp) = self.response.as_mut() {
+            tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{message}");
+            resp.head.status = 502;
+            resp.translator = None;
+        }
+        let api = self.state.as_ref().map(|s| s.request.api);
+        let body = answer_error_body(api, false, message, "bad_upstream_response");
+        let mut answer = immediate(502, body, "bad_upstream_response");
+        answer.dynamic_metadata = self.finish();
+        answer
+    }
+
     pub fn response_body(&mut self, b: HttpBody) -> ProcessingResponse {
-        let Some(resp) = self.response.as_mut() else {
+        let Some(mode) = self.response.as_ref().map(|r| r.mode) else {
             return Reply::default().response_body();
         };
         let mut reply = Reply::default();
-        if resp.broken {
-            // The rest of a body that could no longer be decoded: already ended for the client.
+        if mode == BodyMode::Broken {
+            // The rest of a body that could no longer be decoded.
             reply.body = Some(Vec::new());
-            if b.end_of_stream {
-                reply.metadata = self.finish();
-            }
-            return reply.response_body();
-        }
-        let decoded: Option<Vec<u8>> = match resp.decoder.as_mut() {
-            Some(d) => match d.push(&b.body, b.end_of_stream) {
-                Ok(bytes) => Some(bytes),
-                Err(e) => {
-                    tracing::warn!(request_id = %self.request_id, error = %e, "response body could not be decoded; usage not read");
-                    resp.decoder = None;
-                    resp.translator = None;
-                    if resp.deliver_decoded {
-                        // The client was promised plain bytes: end its answer with an error
-                        // in its API's shape rather than hand it undecodable data.
-                        resp.broken = true;
-                        resp.head.status = 502;
-                        let streaming = resp.streaming;
-                        let api = self.state.as_ref().map(|s| s.request.api);
-                        let body = answer_error_body(
-                            api,
-                            streaming,
-                            "the provider's compressed answer could not be decoded",
-                            "stream_decode_error",
-                        );
-                        if !streaming {
-                            // A buffered answer has not reached the client yet: replace it.
-                            let mut answer = immediate(502, body, "upstream_decode_error");
-                            answer.dynamic_metadata = self.finish();
-                            return answer;
-                        }
-                        reply.body = Some(body);
-                        if b.end_of_stream {
-                            reply.metadata = self.finish();
-                        }
-                        return reply.response_body();
+        } else {
+            let decoded = match self.decode(&b.body, b.end_of_stream) {
+                Ok(decoded) => decoded,
+                Err(answer) => return *answer,
+            };
+            let plain: &[u8] = decoded.as_deref().unwrap_or(&b.body);
+            match mode {
+                BodyMode::Error => self.error_answer(plain, &mut reply),
+                BodyMode::Whole => {
+                    if let Err(answer) = self.whole_answer(plain, &decoded, &mut reply) {
+                        return *answer;
                     }
-                    None
                 }
-            },
-            None => None,
-        };
-        let plain: &[u8] = decoded.as_deref().unwrap_or(&b.body);
-        let failed = !(200..300).contains(&resp.head.status);
-        match resp.translator.as_mut() {
-            _ if failed => {
-                let translated = resp
-                    .translator
-                    .as_mut()
-                    .and_then(|t| t.error(&resp.head, plain));
-                let api = self.state.as_ref().map(|s| s.request.api);
-                let body = translated.or_else(|| match api {
-                    Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
-                    _ => openai_error_body(resp.head.status, plain),
-                });
-                // None: an OpenAI error already, passed as it came (compressed or not).
-                if let Some(body) = body {
-                    reply
-                        .headers
-                        .set("content-type", "application/json")
-                        .set("content-length", body.len().to_string())
-                        .remove("content-encoding");
-                    reply.body = Some(body);
+                BodyMode::Stream => {
+                    reply.body = self.stream_piece(plain, &decoded, b.end_of_stream);
+                    self.end_cut_stream(&b, &mut reply);
                 }
-            }
-            None => {}
-            Some(t) => {
-                let replacement = if resp.streaming {
-                    t.stream_chunk(plain, b.end_of_stream)
-                } else {
-                    match t.unary(plain) {
-                        Ok(replacement) => replacement,
-                        Err(unreadable) => {
-                            tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{unreadable}");
-                            resp.head.status = 502;
-                            resp.translator = None;
-                            let api = self.state.as_ref().map(|s| s.request.api);
-                            let message = format!(
-                                "the provider's answer could not be read as {}",
-                                unreadable.expected
-                            );
-                            let body =
-                                answer_error_body(api, false, &message, "bad_upstream_response");
-                            let mut answer = immediate(502, body, "bad_upstream_response");
-                            answer.dynamic_metadata = self.finish();
-                            return answer;
-                        }
-                    }
-                };
-                if resp.first_output.is_none() && t.saw_output() {
-                    resp.first_output = Some(Instant::now());
-                }
-                match replacement {
-                    Some(bytes) => reply.body = Some(bytes),
-                    None if resp.deliver_decoded => reply.body = decoded,
-                    None => {}
-                }
-                if resp.streaming && b.end_of_stream && !t.stream_complete() {
-                    tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "the provider's stream ended before the answer was finished");
-                    let api = self.state.as_ref().map(|s| s.request.api);
-                    let mut body = reply.body.take().unwrap_or(b.body);
-                    body.extend(answer_error_body(
-                        api,
-                        true,
-                        STREAM_CUT_MESSAGE,
-                        "upstream_error",
-                    ));
-                    reply.body = Some(body);
-                }
-                if !resp.streaming && reply.body.is_some() {
-                    let len = reply.body.as_ref().map_or(0, Vec::len);
-                    reply.headers.set("content-length", len.to_string());
-                }
+                BodyMode::Broken => {}
             }
         }
         if b.end_of_stream {
             reply.metadata = self.finish();
         }
         reply.response_body()
+    }
+
+    /// The piece decoded, when the answer is compressed (None when it is not). An
+    /// undecodable answer promised to the client decoded ends here: a buffered one is
+    /// replaced by a 502, a stream ends with an error event (the `Err` to send).
+    fn decode(
+        &mut self,
+        piece: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Vec<u8>>, Box<ProcessingResponse>> {
+        let Some(resp) = self.response.as_mut() else {
+            return Ok(None);
+        };
+        let Some(decoder) = resp.decoder.as_mut() else {
+            return Ok(None);
+        };
+        let e = match decoder.push(piece, end_of_stream) {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(e) => e,
+        };
+        tracing::warn!(request_id = %self.request_id, error = %e, "response body could not be decoded; usage not read");
+        resp.decoder = None;
+        resp.translator = None;
+        if !resp.deliver_decoded {
+            return Ok(None); // passed as it came: only metering is lost
+        }
+        // The client was promised plain bytes: end its answer with an error in its API's
+        // shape rather than hand it undecodable data.
+        resp.head.status = 502;
+        let streaming = resp.mode == BodyMode::Stream;
+        let api = self.state.as_ref().map(|s| s.request.api);
+        let message = "the provider's compressed answer could not be decoded";
+        let body = answer_error_body(api, streaming, message, "stream_decode_error");
+        if !streaming {
+            // A buffered answer has not reached the client yet: replace it.
+            let mut answer = immediate(502, body, "upstream_decode_error");
+            answer.dynamic_metadata = self.finish();
+            return Err(Box::new(answer));
+        }
+        resp.mode = BodyMode::Broken;
+        let mut reply = Reply {
+            body: Some(body),
+            ..Default::default()
+        };
+        if end_of_stream {
+            reply.metadata = self.finish();
+        }
+        Err(Box::new(reply.response_body()))
+    }
+
+    /// A provider error in the client's API shape: translated by the schema, else an
+    /// OpenAI error passes as it came and anything else is wrapped.
+    fn error_answer(&mut self, plain: &[u8], reply: &mut Reply) {
+        let Some(resp) = self.response.as_mut() else {
+            return;
+        };
+        let translated = resp
+            .translator
+            .as_mut()
+            .and_then(|t| t.error(&resp.head, plain));
+        let api = self.state.as_ref().map(|s| s.request.api);
+        let body = translated.or_else(|| match api {
+            Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
+            _ => openai_error_body(resp.head.status, plain),
+        });
+        if let Some(body) = body {
+            reply
+                .headers
+                .set("content-type", "application/json")
+                .set("content-length", body.len().to_string())
+                .remove("content-encoding");
+            reply.body = Some(body);
+        }
+    }
+
+    /// A whole success answer through its translator; `Err` is the 502 that replaces an
+    /// answer the translator cannot read.
+    fn whole_answer(
+        &mut self,
+        plain: &[u8],
+        decoded: &Option<Vec<u8>>,
+        reply: &mut Reply,
+    ) -> Result<(), Box<ProcessingResponse>> {
+        let Some(resp) = self.response.as_mut() else {
+            return Ok(());
+        };
+        let Some(t) = resp.translator.as_mut() else {
+            return Ok(());
+        };
+        let replacement = match t.unary(plain) {
+            Ok(replacement) => replacement,
+            Err(unreadable) => {
+                tracing::debug!(request_id = %self.request_id, "{unreadable}");
+                let message = format!(
+                    "the provider's answer could not be read as {}",
+                    unreadable.expected
+                );
+                return Err(Box::new(self.unreadable_answer(&message)));
+            }
+        };
+        if resp.first_output.is_none() && t.saw_output() {
+            resp.first_output = Some(Instant::now());
+        }
+        reply.body = match replacement {
+            Some(bytes) => Some(bytes),
+            None if resp.deliver_decoded => decoded.clone(),
+            None => None,
+        };
+        if let Some(body) = &reply.body {
+            reply.headers.set("content-length", body.len().to_string());
+        }
+        Ok(())
+    }
+
+    /// A piece of a streamed success through its translator: the bytes that replace it,
+    /// or None to pass it (decoded, when the client was promised plain bytes).
+    fn stream_piece(
+        &mut self,
+        plain: &[u8],
+        decoded: &Option<Vec<u8>>,
+        end_of_stream: bool,
+    ) -> Option<Vec<u8>> {
+        let resp = self.response.as_mut()?;
+        let t = resp.translator.as_mut()?;
+        let replacement = t.stream_chunk(plain, end_of_stream);
+        if resp.first_output.is_none() && t.saw_output() {
+            resp.first_output = Some(Instant::now());
+        }
+        match replacement {
+            Some(bytes) => Some(bytes),
+            None if resp.deliver_decoded => decoded.clone(),
+            None => None,
+        }
+    }
+
+    /// At the end of a stream the provider cut (no end the API defines), appends the
+    /// error event translated streams end with, so the client does not take a cut answer
+    /// for a whole one.
+    fn end_cut_stream(&mut self, b: &HttpBody, reply: &mut Reply) {
+        let Some(resp) = self.response.as_ref() else {
+            return;
+        };
+        let complete = resp.translator.as_ref().is_none_or(|t| t.stream_complete());
+        if !b.end_of_stream || complete {
+            return;
+        }
+        tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "the provider's stream ended before the answer was finished");
+        let api = self.state.as_ref().map(|s| s.request.api);
+        let mut body = reply.body.take().unwrap_or_else(|| b.body.clone());
+        body.extend(answer_error_body(
+            api,
+            true,
+            STREAM_CUT_MESSAGE,
+            "upstream_error",
+        ));
+        reply.body = Some(body);
     }
 
     /// Records metrics and returns the token-cost metadata for a finished response.
@@ -635,7 +768,7 @@ impl RouterStream {
             time_to_first_token: None,
             error_type: error.status().to_string(),
         });
-        immediate_error_for(&error, self.api)
+        immediate_error_for(&error, self.api.or(self.error_shape))
     }
 }
 
@@ -656,7 +789,12 @@ impl Drop for RouterStream {
     /// timeout, `streamIdleTimeout`, the client going away) and the client got no event
     /// the sidecar could write. Say so, with the request id, and meter what was streamed.
     fn drop(&mut self) {
-        if self.finished || !self.response.as_ref().is_some_and(|r| r.streaming) {
+        if self.finished
+            || !self
+                .response
+                .as_ref()
+                .is_some_and(|r| r.mode == BodyMode::Stream)
+        {
             return;
         }
         tracing::warn!(request_id = %self.request_id, elapsed_ms = self.started.elapsed().as_millis() as u64,
