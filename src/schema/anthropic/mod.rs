@@ -101,11 +101,15 @@ impl BackendSchema for Anthropic {
 pub struct GcpAnthropic;
 
 impl GcpAnthropic {
+    /// The Messages version Claude on Vertex AI names in the body, for chat and Messages
+    /// clients alike.
+    const BODY_VERSION: &str = "vertex-2023-10-16";
+
     /// Vertex AI takes http image URLs only from Cloud Storage: inline bytes only.
     const FLAVOR: Flavor = Flavor {
         provider: "GCP Vertex AI (Anthropic)",
         model_in_body: false,
-        body_version: Some("vertex-2023-10-16"),
+        body_version: Some(Self::BODY_VERSION),
         url_images: false,
     };
 
@@ -129,7 +133,7 @@ impl BackendSchema for GcpAnthropic {
             ApiKind::Messages => hosted_body(
                 request,
                 &Hosting {
-                    version: "vertex-2023-10-16",
+                    version: Self::BODY_VERSION,
                     bedrock: false,
                 },
             )?,

@@ -30,10 +30,14 @@ use crate::schema::path_segment;
 use crate::schema::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
 use crate::usage::Usage;
 
+/// The Messages version Claude on Bedrock names in the body, for chat and Messages
+/// clients alike.
+const BODY_VERSION: &str = "bedrock-2023-05-31";
+
 const FLAVOR: Flavor = Flavor {
     provider: "AWS Bedrock (Anthropic)",
     model_in_body: false,
-    body_version: Some("bedrock-2023-05-31"),
+    body_version: Some(BODY_VERSION),
     url_images: false,
 };
 
@@ -68,7 +72,7 @@ impl BackendSchema for AwsAnthropic {
             ApiKind::Messages => hosted_body(
                 request,
                 &Hosting {
-                    version: "bedrock-2023-05-31",
+                    version: BODY_VERSION,
                     bedrock: true,
                 },
             )?,
