@@ -1,0 +1,374 @@
+//! The router-level stream: one per client request, before a backend is chosen.
+//!
+//! Request: pick the API by path, parse the body once, answer what the gateway answers
+//! itself (`/v1/models`, bad input, unknown models), else write `x-ai-eg-model` (and the
+//! request-state key, as dynamic metadata) and clear the route cache so Envoy routes on
+//! the model.
+//! Response: translate back through the schema of the backend that served the last
+//! attempt, read usage (unary: buffered; streams: chunk by chunk), and emit metrics and
+//! token-cost metadata.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, ProcessingResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
+
+use super::attempt;
+use super::budget::Reservation;
+use super::decode::{self, BodyDecoder, DecodeError};
+use super::messages::{self, header, immediate, immediate_error_for, Reply};
+use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
+use super::Shared;
+use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
+use crate::auth::CLIENT_CREDENTIAL_HEADERS;
+use crate::config::{
+    BackendRefTarget, CostKind, GatewayConfig, BACKEND_BINDING_HEADER, MODEL_HEADER,
+    STREAM_ROUTE_HEADER,
+};
+use crate::metrics::Completed;
+use crate::schema::{ResponseHead, ResponseTranslator};
+use crate::sync::lock;
+use crate::usage::Usage;
+
+/// What a client reads at the end of a stream the provider cut (as translated streams say).
+const STREAM_CUT_MESSAGE: &str = "the provider's stream ended before the answer was finished";
+
+mod answers;
+mod metering;
+mod response;
+
+use answers::*;
+use metering::Refused;
+use response::{BodyMode, ResponseState};
+
+/// Dynamic metadata key naming the client's API: `messages` or `openai`.
+pub const CLIENT_API_METADATA: &str = "client_api";
+
+pub struct RouterStream {
+    shared: Arc<Shared>,
+    started: Instant,
+    request_id: String,
+    /// The client's request headers (moved out of the headers message, not copied).
+    request_headers: Option<HeaderMap>,
+    api: Option<ApiKind>,
+    /// The error shape of a request no API serves (see [`api::error_shape`]).
+    error_shape: Option<ApiKind>,
+    /// The request body's `content-encoding`, when it is one the gateway decodes.
+    request_encoding: Option<&'static str>,
+    state: Option<Arc<RequestState>>,
+    /// This request's share of the large-body budget, held until the stream ends.
+    _body_reservation: Option<Reservation>,
+    /// Frees the shared state when this stream ends, however it ends.
+    _guard: Option<StoreGuard>,
+    response: Option<ResponseState>,
+    /// The response was metered (its end seen, or it was answered whole).
+    finished: bool,
+}
+
+impl RouterStream {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        RouterStream {
+            shared,
+            started: Instant::now(),
+            request_id: String::new(),
+            request_headers: None,
+            api: None,
+            error_shape: None,
+            request_encoding: None,
+            state: None,
+            _body_reservation: None,
+            _guard: None,
+            response: None,
+            finished: false,
+        }
+    }
+
+    /// Whether the request body arrives compressed (then it is decoded off the runtime
+    /// thread whatever its compressed size).
+    pub fn decodes_request(&self) -> bool {
+        self.request_encoding.is_some()
+    }
+
+    /// Request headers. They must be sent (not skipped) even though the body carries what
+    /// matters: with headers skipped, Envoy hands them to the router, which picks the route
+    /// before the body has set `x-ai-eg-model` (seen on Envoy 1.40).
+    pub fn request_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
+        self.request_headers = h.headers;
+        let map = self.request_headers.as_ref();
+        self.request_id = header(map, "x-request-id").unwrap_or("").to_string();
+        let method = header(map, ":method").unwrap_or("");
+        let path = header(map, ":path").unwrap_or("");
+        match api::route(method, path) {
+            Ok(ApiKind::Models) => {
+                let config = self.shared.config.load();
+                return immediate(200, api::models::list_body(&config), "models");
+            }
+            Ok(api) => self.api = Some(api),
+            Err(e) => {
+                // No API serves it, but the client still reads its API's error shape.
+                self.error_shape = Some(api::error_shape(path));
+                return self.reject(e);
+            }
+        }
+        let limit = self.shared.limits.max_body_bytes;
+        if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            if size > limit {
+                return self.reject(ApiError::BodyTooLarge { size, limit });
+            }
+            // Refused before Envoy sends the body: the sidecar never holds it.
+            match self.shared.body_budget.reserve(size) {
+                Ok(reservation) => self._body_reservation = reservation,
+                Err(e) => return self.reject(e),
+            }
+        }
+        match header(map, "content-encoding").map(str::trim) {
+            None | Some("") => {}
+            Some(e) if e.eq_ignore_ascii_case("identity") => {}
+            Some(e) => match decode::known_encoding(e) {
+                Some(known) => self.request_encoding = Some(known),
+                None => return self.reject(ApiError::UnsupportedEncoding(api::printable(e))),
+            },
+        }
+        if h.end_of_stream {
+            return self.reject(ApiError::BadRequest(
+                "request body is empty; send a JSON object".into(),
+            ));
+        }
+        // Until the body phase has decided, the request carries nothing that routes it or
+        // authenticates it: were the body phase skipped (an HTTP/2 request with trailers
+        // and no data), Envoy would otherwise route on what the client sent.
+        let mut reply = Reply::default();
+        for name in CLIENT_CREDENTIAL_HEADERS {
+            reply.headers.remove(name);
+        }
+        // Envoy's own error replies read this to answer in the client's API's shape: the
+        // path no longer says it once the sidecar moved it to a provider's.
+        let client_api = match self.api {
+            Some(ApiKind::Messages) => "messages",
+            _ => "openai",
+        };
+        reply.metadata = messages::metadata([(
+            CLIENT_API_METADATA.to_string(),
+            Kind::StringValue(client_api.into()),
+        )]);
+        let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER, STREAM_ROUTE_HEADER];
+        if routing.iter().any(|name| header(map, name).is_some()) {
+            // Envoy may already have matched a route on them: match again without.
+            for name in routing {
+                reply.headers.remove(name);
+            }
+            reply.clear_route_cache = true;
+        }
+        reply.request_headers()
+    }
+
+    /// The whole (buffered) request body.
+    pub fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
+        let Some(api) = self.api else {
+            return self.reject(ApiError::Internal("request body before headers".into()));
+        };
+        let request = match self.client_request(api, b.body) {
+            Ok(r) => r,
+            Err(e) => return self.reject(e),
+        };
+        let (state, guard) = match self.request_state(request) {
+            Ok(stored) => stored,
+            Err(answer) => return *answer,
+        };
+        let model = state.request.model.clone();
+        let route_name = state.config.route_for_model(&model).map(|r| r.name.clone());
+        let target = state
+            .config
+            .router_targets
+            .get(&model)
+            .and_then(|key| state.config.backend_refs.get(key).cloned());
+        let mut reply = match target {
+            // One backend serves this rule: build its request now; its cluster has no
+            // upstream-level filter.
+            Some(target) => match self.single_backend(&state, target, &model) {
+                Ok(reply) => reply,
+                Err(answer) => return *answer,
+            },
+            None => {
+                // The upstream level builds each attempt; client credentials go now
+                // already, so none can slip through whatever happens later.
+                let mut reply = Reply::default();
+                for name in CLIENT_CREDENTIAL_HEADERS
+                    .iter()
+                    .chain([&BACKEND_BINDING_HEADER])
+                {
+                    reply.headers.remove(name);
+                }
+                reply
+            }
+        };
+        if self.request_encoding.is_some() {
+            // Providers get the decoded body, whatever the attempt does with it.
+            reply.headers.remove("content-encoding");
+            if reply.body.is_none() {
+                let plain = state.request.body.to_vec();
+                reply.headers.set("content-length", plain.len().to_string());
+                reply.body = Some(plain);
+            }
+        }
+        reply.clear_route_cache = true;
+        reply.headers.set(MODEL_HEADER, model.clone());
+        if state.request.stream {
+            reply.headers.set(STREAM_ROUTE_HEADER, "1");
+        }
+        let mut meta = vec![
+            ("model_name".to_string(), Kind::StringValue(model)),
+            (
+                REQUEST_KEY_METADATA.to_string(),
+                Kind::StringValue(guard.key().to_string()),
+            ),
+        ];
+        if let Some(route) = route_name {
+            meta.push(("route_name".to_string(), Kind::StringValue(route)));
+        }
+        reply.metadata = messages::metadata(meta);
+        self.state = Some(state);
+        self._guard = Some(guard);
+        reply.request_body()
+    }
+
+    /// The state both placements share for a request to a model the configuration
+    /// serves, stored until this stream ends; `Err` is the refusal to answer with.
+    fn request_state(
+        &self,
+        request: ClientRequest,
+    ) -> Result<(Arc<RequestState>, StoreGuard), Box<ProcessingResponse>> {
+        let config = self.shared.config.load_full();
+        if !config.knows_model(&request.model) {
+            let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
+            let refused = Refused {
+                config: &config,
+                model: &request.model,
+                target: None,
+            };
+            let error = ApiError::UnknownModel {
+                model: request.model.clone(),
+                known,
+            };
+            return Err(Box::new(self.refuse(error, Some(refused))));
+        }
+        let state = Arc::new(RequestState {
+            request,
+            config,
+            request_id: self.request_id.clone(),
+            client_headers: self.request_headers.clone().unwrap_or_default(),
+            attempt: Default::default(),
+        });
+        let Some(guard) = self.shared.store.insert(state.clone()) else {
+            let refused = Refused {
+                config: &state.config,
+                model: &state.request.model,
+                target: None,
+            };
+            let error = ApiError::Overloaded(self.shared.store.capacity());
+            return Err(Box::new(self.refuse(error, Some(refused))));
+        };
+        Ok((state, guard))
+    }
+
+    /// The client's request, parsed from its body and the headers its API reads.
+    fn client_request(&mut self, api: ApiKind, body: Vec<u8>) -> Result<ClientRequest, ApiError> {
+        let body = self.accept_body(body)?;
+        let mut request = ClientRequest::parse(api, Bytes::from(body))?;
+        let headers = self.request_headers.as_ref();
+        request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
+        if api == ApiKind::Messages {
+            request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
+        }
+        Ok(request)
+    }
+
+    /// The provider request of a rule with one backend, built here at the router level,
+    /// bound to that backend; `Err` is the refusal to answer with.
+    fn single_backend(
+        &self,
+        state: &RequestState,
+        target: BackendRefTarget,
+        model: &str,
+    ) -> Result<Reply, Box<ProcessingResponse>> {
+        let backend = target.backend.name.clone();
+        let prepared = match attempt::prepare(state, target) {
+            Ok(p) => p,
+            Err(e) => {
+                // The same target again (moved into `prepare`): only on this path.
+                let target = state
+                    .config
+                    .router_targets
+                    .get(model)
+                    .and_then(|key| state.config.backend_refs.get(key));
+                let refused = Refused {
+                    config: &state.config,
+                    model,
+                    target,
+                };
+                return Err(Box::new(self.refuse(e, Some(refused))));
+            }
+        };
+        let mut reply = Reply {
+            headers: prepared.headers,
+            ..Default::default()
+        };
+        reply.headers.set(BACKEND_BINDING_HEADER, backend);
+        if let Some(body) = prepared.body {
+            reply.headers.set("content-length", body.len().to_string());
+            reply.body = Some(body);
+        }
+        Ok(reply)
+    }
+
+    /// The body as the gateway reads it: within the size limit and the large-body budget,
+    /// and decoded when it came compressed.
+    fn accept_body(&mut self, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        let limit = self.shared.limits.max_body_bytes;
+        let size = body.len() as u64;
+        if size > limit {
+            return Err(ApiError::BodyTooLarge { size, limit });
+        }
+        if self._body_reservation.is_none() {
+            // No content-length (chunked): counted now that its size is known.
+            self._body_reservation = self.shared.body_budget.reserve(size)?;
+        }
+        let Some(encoding) = self.request_encoding else {
+            return Ok(body);
+        };
+        let plain = decode::decode_whole(encoding, &body, limit).map_err(|e| match e {
+            DecodeError::TooLarge(limit) => ApiError::DecodedBodyTooLarge {
+                encoding: encoding.to_string(),
+                limit,
+            },
+            e => ApiError::BadRequest(format!("request body {e}")),
+        })?;
+        drop(body);
+        // What is held from here on is the decoded body: count that instead.
+        self._body_reservation = None;
+        self._body_reservation = self.shared.body_budget.reserve(plain.len() as u64)?;
+        Ok(plain)
+    }
+}
+
+impl Drop for RouterStream {
+    /// A streamed answer whose end never came: Envoy reset the stream (the route
+    /// timeout, `streamIdleTimeout`, the client going away) and the client got no event
+    /// the sidecar could write. Say so, with the request id, and meter what was streamed.
+    fn drop(&mut self) {
+        if self.finished
+            || !self
+                .response
+                .as_ref()
+                .is_some_and(|r| r.mode == BodyMode::Stream)
+        {
+            return;
+        }
+        tracing::warn!(request_id = %self.request_id, elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "stream ended before the provider finished it: Envoy reset it (a timeout, or the client went away)");
+        self.record(Some("stream_reset"));
+    }
+}
