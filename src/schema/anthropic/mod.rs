@@ -9,6 +9,7 @@ pub mod events;
 pub mod messages;
 pub mod request;
 pub mod response;
+pub mod stream;
 
 use std::sync::Arc;
 

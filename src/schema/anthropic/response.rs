@@ -1,7 +1,7 @@
 //! Anthropic Messages responses → OpenAI chat completions: the unary message, the SSE
 //! event stream, and errors. Shared by the Anthropic, GCPAnthropic and AWSAnthropic
 //! schemas (Bedrock wraps the same events in its binary event-stream, see
-//! [`AnthropicResponse::event`]).
+//! `AnthropicResponse::event` in [`super::stream`]).
 //!
 //! Mapping:
 //! - `text` blocks → `content`; `thinking` → `reasoning_content`, and with its
@@ -17,14 +17,12 @@
 //!   input in the prompt), `cached_tokens` = cache read. Counts that `message_delta`
 //!   repeats or corrects (newer API versions) replace those of `message_start`.
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::error::error_body;
 use crate::api::ClientRequest;
 use crate::framing::sse::{event_data, SseSplitter};
-use crate::schema::anthropic::events::{BlockStart, Delta, StreamEvent};
 use crate::schema::completion::{now_unix, ChunkWriter, Completion, FinishReason, ToolCallOut};
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
@@ -94,16 +92,16 @@ struct Message {
 }
 
 pub struct AnthropicResponse {
-    splitter: SseSplitter,
-    writer: ChunkWriter,
-    counts: Counts,
-    model: Option<String>,
-    saw_output: bool,
+    pub(super) splitter: SseSplitter,
+    pub(super) writer: ChunkWriter,
+    pub(super) counts: Counts,
+    pub(super) model: Option<String>,
+    pub(super) saw_output: bool,
     /// OpenAI tool-call index of each content block index, for `input_json_delta`.
-    tool_blocks: Vec<(u64, usize)>,
+    pub(super) tool_blocks: Vec<(u64, usize)>,
     /// The thinking text of the current thinking block: its signature covers the text,
     /// so the block is handed to the client whole, when the signature arrives.
-    thinking: String,
+    pub(super) thinking: String,
 }
 
 impl AnthropicResponse {
@@ -159,122 +157,6 @@ impl AnthropicResponse {
         }
         self.saw_output = true;
         out
-    }
-
-    /// Translates one stream event (the JSON of an SSE `data:` line, or of a Bedrock
-    /// `chunk`), appending the OpenAI events it becomes to `out`.
-    pub fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        match StreamEvent::parse(data) {
-            Ok(event) => self.on_event(event, out),
-            // JSON of a shape this gateway does not know is skipped, as new event types are.
-            Err(_) if serde_json::from_slice::<IgnoredAny>(data).is_ok() => {}
-            Err(_) => self.writer.error(
-                out,
-                "the provider sent a stream event that is not JSON",
-                "upstream_error",
-            ),
-        }
-    }
-
-    fn on_event(&mut self, event: StreamEvent, out: &mut Vec<u8>) {
-        if event.is_output() {
-            self.saw_output = true;
-        }
-        match event {
-            StreamEvent::MessageStart { message } => {
-                if let Some(id) = message.id {
-                    self.writer.id = id;
-                }
-                if let Some(model) = message.model.filter(|m| !m.is_empty()) {
-                    self.writer.model.clone_from(&model);
-                    self.model = Some(model);
-                }
-                if let Some(u) = &message.usage {
-                    self.counts.update(u);
-                }
-                self.writer.start(out);
-            }
-            StreamEvent::ContentBlockStart {
-                index,
-                content_block,
-            } => match content_block {
-                BlockStart::Text { text } => self.writer.text(out, &text),
-                BlockStart::ToolUse { id, name } => {
-                    let call = ToolCallOut {
-                        id,
-                        name,
-                        arguments: String::new(),
-                        thought_signature: None,
-                    };
-                    let at = self.writer.tool_call(out, &call);
-                    self.tool_blocks.push((index, at));
-                }
-                BlockStart::RedactedThinking { data } => self
-                    .writer
-                    .thinking_block(out, json!({"type": "redacted_thinking", "data": data})),
-                BlockStart::Thinking { thinking } => {
-                    self.writer.reasoning(out, &thinking);
-                    self.thinking = thinking;
-                }
-                BlockStart::Other => {}
-            },
-            StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                Delta::Text { text } => self.writer.text(out, &text),
-                Delta::Thinking { thinking } => {
-                    self.thinking.push_str(&thinking);
-                    self.writer.reasoning(out, &thinking);
-                }
-                Delta::Signature { signature } => {
-                    let thinking = std::mem::take(&mut self.thinking);
-                    self.writer.thinking_block(
-                        out,
-                        json!({"type": "thinking", "thinking": thinking, "signature": signature}),
-                    );
-                }
-                Delta::InputJson { partial_json } => {
-                    if let Some(&(_, at)) = self.tool_blocks.iter().find(|(i, _)| *i == index) {
-                        self.writer.tool_arguments(out, at, &partial_json);
-                    }
-                }
-                Delta::Other => {}
-            },
-            StreamEvent::MessageDelta { delta, usage } => {
-                if let Some(u) = &usage {
-                    self.counts.update(u);
-                }
-                if let Some(reason) = delta.stop_reason {
-                    self.writer.finish(out, finish_reason(&reason));
-                }
-            }
-            StreamEvent::MessageStop => {
-                let usage = self.counts.usage();
-                self.writer.end(out, &usage);
-            }
-            StreamEvent::Error { error } => {
-                let message = error
-                    .message
-                    .as_deref()
-                    .unwrap_or("the provider failed mid-stream");
-                let kind = error.kind.as_deref().unwrap_or("upstream_error");
-                self.writer.error(out, message, kind);
-            }
-            // `ping`, block stops and event types added later.
-            StreamEvent::ContentBlockStop | StreamEvent::Ping | StreamEvent::Unknown => {}
-        }
-    }
-
-    /// Ends the client's stream with an error event (a failure the transport reported).
-    pub fn fail(&mut self, out: &mut Vec<u8>, message: &str, kind: &str) {
-        self.writer.error(out, message, kind);
-    }
-
-    /// The end of the provider's stream: a stream cut before `message_stop` ends with an
-    /// error event rather than silently.
-    pub fn end_of_stream(&mut self, out: &mut Vec<u8>) {
-        if !self.writer.ended() {
-            let usage = self.counts.usage();
-            self.writer.end(out, &usage);
-        }
     }
 }
 

@@ -66,6 +66,7 @@
 mod anthropic_invoke;
 mod converse_request;
 mod converse_response;
+mod converse_stream;
 mod converse_types;
 pub(crate) mod errors;
 mod messages_fields;
