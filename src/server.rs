@@ -14,12 +14,10 @@ use crate::admin::{self, AdminState};
 use crate::config::{self, watch, GatewayConfig, Source};
 use crate::envoy::admin_client::EnvoyAdminClient;
 use crate::envoy::bootstrap::SidecarAddress;
-use crate::extproc::{store::RequestStore, Limits, Service, Shared};
+use crate::extproc::store::{RequestStore, DEFAULT_MAX_IN_FLIGHT};
+use crate::extproc::{Limits, Service, Shared};
 use crate::metrics::Metrics;
 use crate::ports;
-
-/// Default cap on requests in flight whose state the sidecar holds.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
 pub struct ServeOptions {
     pub source: Source,

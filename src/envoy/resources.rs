@@ -18,12 +18,12 @@ pub const ENDPOINT_METADATA_NAMESPACE: &str = "aigateway.envoy.io";
 /// everything in flight to the backup). As many as the sidecar holds state for; Envoy's
 /// defaults (1,024 requests, 3 retries) are for short RPCs, not answers that stream for
 /// minutes.
-pub const PROVIDER_MAX_REQUESTS: usize = crate::server::DEFAULT_MAX_IN_FLIGHT;
+pub const PROVIDER_MAX_REQUESTS: usize = crate::extproc::store::DEFAULT_MAX_IN_FLIGHT;
 /// Concurrent gRPC streams to the sidecar: every request holds a router-level stream
 /// for its whole life and, on rules with several backends, an upstream-level one per
 /// attempt. Above twice the sidecar's own cap, so that the sidecar's 503 naming the cap
 /// comes first, not Envoy's overflow.
-pub const SIDECAR_MAX_STREAMS: usize = 2 * crate::server::DEFAULT_MAX_IN_FLIGHT + 1024;
+pub const SIDECAR_MAX_STREAMS: usize = 2 * crate::extproc::store::DEFAULT_MAX_IN_FLIGHT + 1024;
 
 /// Circuit-breaker thresholds for a cluster (Envoy's DEFAULT routing priority; the
 /// gateway uses no other).

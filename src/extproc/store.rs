@@ -43,6 +43,10 @@ pub struct Attempt {
     pub set_headers: Vec<String>,
 }
 
+/// Default cap on requests in flight whose state the sidecar holds; Envoy's circuit
+/// breakers are sized from it.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
 #[derive(Debug)]
 pub struct RequestStore {
     entries: Mutex<HashMap<u64, Arc<RequestState>>>,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::error::anthropic_error_body;
+use crate::schema::openai::messages_fields::{message_id, stop_reason, usage_json};
 use crate::schema::openai::messages_stream::MessagesStream;
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
@@ -63,34 +64,6 @@ pub(super) struct Function {
     pub name: String,
     #[serde(default)]
     pub arguments: String,
-}
-
-/// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
-pub(super) fn stop_reason(finish_reason: &str) -> &'static str {
-    match finish_reason {
-        "length" => "max_tokens",
-        "tool_calls" | "function_call" => "tool_use",
-        "content_filter" => "refusal",
-        _ => "end_turn",
-    }
-}
-
-/// Anthropic's `usage` for OpenAI's counts.
-pub(super) fn usage_json(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.input.saturating_sub(u.cached_input),
-        "output_tokens": u.output,
-        "cache_read_input_tokens": u.cached_input,
-        "cache_creation_input_tokens": 0,
-    })
-}
-
-/// Anthropic's message id for an OpenAI completion id.
-pub(super) fn message_id(openai_id: Option<&str>) -> String {
-    match openai_id.filter(|id| !id.is_empty()) {
-        Some(id) => format!("msg_{}", id.trim_start_matches("chatcmpl-")),
-        None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
-    }
 }
 
 /// A tool call's `arguments` (a JSON text) as a `tool_use` input object.

@@ -24,7 +24,7 @@ use crate::api::error::anthropic_error_event;
 use crate::framing::sse::{event_data, write_event, SseSplitter};
 use crate::usage::Usage;
 
-use super::messages_response::{message_id, stop_reason, usage_json};
+use super::messages_fields::{message_id, stop_reason, usage_json};
 
 #[derive(Deserialize)]
 struct Chunk {

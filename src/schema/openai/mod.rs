@@ -2,6 +2,7 @@
 //! backend's path prefix (default `/v1`).
 
 pub mod azure;
+pub mod messages_fields;
 pub mod messages_request;
 pub mod messages_response;
 pub mod messages_stream;
