@@ -11,35 +11,61 @@ pub const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 /// A streaming decoder for one `content-encoding`.
 pub struct BodyDecoder {
     inner: Inner,
-    decoded: u64,
 }
 
 enum Inner {
-    Gzip(GzDecoder<Vec<u8>>),
-    Deflate(ZlibDecoder<Vec<u8>>),
+    Gzip(GzDecoder<Capped>),
+    Deflate(ZlibDecoder<Capped>),
+}
+
+/// The decoder's output, which refuses to grow past what a response may decode to: the
+/// decoder stops at the bound, so a bomb never allocates more than it.
+struct Capped {
+    out: Vec<u8>,
+    room: u64,
+}
+
+impl Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let len = data.len() as u64;
+        if len > self.room {
+            self.room = 0;
+            return Err(std::io::Error::other(
+                "response decodes to more bytes than allowed",
+            ));
+        }
+        self.room -= len;
+        self.out.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl BodyDecoder {
     /// A decoder for the encoding, or None for identity (and encodings not handled, whose
     /// bytes then pass untouched and unread).
     pub fn for_encoding(encoding: Option<&str>) -> Option<BodyDecoder> {
-        let inner = match known_encoding(encoding?)? {
-            "gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
-            _ => Inner::Deflate(ZlibDecoder::new(Vec::new())),
+        Self::with_limit(encoding, MAX_DECODED_BYTES)
+    }
+
+    fn with_limit(encoding: Option<&str>, limit: u64) -> Option<BodyDecoder> {
+        let out = Capped {
+            out: Vec::new(),
+            room: limit,
         };
-        Some(BodyDecoder { inner, decoded: 0 })
+        let inner = match known_encoding(encoding?)? {
+            "gzip" => Inner::Gzip(GzDecoder::new(out)),
+            _ => Inner::Deflate(ZlibDecoder::new(out)),
+        };
+        Some(BodyDecoder { inner })
     }
 
     /// Feeds compressed bytes; returns what they decode to.
     pub fn push(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
-        let out = self.decode(chunk, end)?;
-        self.decoded += out.len() as u64;
-        if self.decoded > MAX_DECODED_BYTES {
-            return Err(std::io::Error::other(format!(
-                "response decodes to more than {MAX_DECODED_BYTES} bytes"
-            )));
-        }
-        Ok(out)
+        self.decode(chunk, end)
     }
 
     fn decode(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
@@ -52,7 +78,7 @@ impl BodyDecoder {
                 if end {
                     d.try_finish()?;
                 }
-                Ok(std::mem::take(d.get_mut()))
+                Ok(std::mem::take(&mut d.get_mut().out))
             }
             Inner::Deflate(d) => {
                 d.write_all(chunk)?;
@@ -60,7 +86,7 @@ impl BodyDecoder {
                 if end {
                     d.try_finish()?;
                 }
-                Ok(std::mem::take(d.get_mut()))
+                Ok(std::mem::take(&mut d.get_mut().out))
             }
         }
     }
@@ -171,6 +197,33 @@ mod tests {
         ));
         assert_eq!(known_encoding(" GZIP"), Some("gzip"));
         assert_eq!(known_encoding("br"), None);
+    }
+
+    #[test]
+    fn a_streamed_bomb_stops_at_the_bound_without_allocating_past_it() {
+        let mut e = GzEncoder::new(Vec::new(), Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap(); // 64 MiB of zeros in about 64 KiB
+        let limit = 1 << 20;
+        let mut d = BodyDecoder::with_limit(Some("gzip"), limit).unwrap();
+        let mut decoded = 0;
+        let mut failed = false;
+        for piece in bomb.chunks(4096) {
+            match d.push(piece, false) {
+                Ok(out) => decoded += out.len() as u64,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed && decoded <= limit, "decoded {decoded}");
+        // Whole, in one piece, as a buffered answer arrives.
+        let mut d = BodyDecoder::with_limit(Some("gzip"), limit).unwrap();
+        assert!(d.push(&bomb, true).is_err());
     }
 
     #[test]
