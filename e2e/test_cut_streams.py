@@ -36,6 +36,12 @@ def test_openai_sdk_raises_on_a_cut_passthrough_stream(gw, openai_fake):
             chunks.append(chunk)
     assert CUT in str(e.value)
     assert len(chunks) == 1 and chunks[0].choices[0].delta.role == "assistant"
+    # Metered as the error the client was told of, not as a success.
+    metrics = httpx.get(gw.admin + "/metrics", timeout=5).text
+    counted = [line for line in metrics.splitlines()
+               if line.startswith("gen_ai_server_request_duration_seconds_count{")]
+    assert any('error_type="stream_cut"' in line for line in counted), counted
+    assert not any('error_type=""' in line for line in counted), counted
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])

@@ -127,6 +127,7 @@ impl RouterStream {
             return Reply::default().response_body();
         };
         let mut reply = Reply::default();
+        let mut cut = false;
         if mode == BodyMode::Broken {
             // The rest of a body that could no longer be decoded.
             reply.body = Some(Vec::new());
@@ -145,13 +146,14 @@ impl RouterStream {
                 }
                 BodyMode::Stream => {
                     reply.body = self.stream_piece(plain, &decoded, b.end_of_stream);
-                    self.end_cut_stream(&b, &mut reply);
+                    cut = self.end_cut_stream(&b, &mut reply);
                 }
                 BodyMode::Broken => {}
             }
         }
         if b.end_of_stream {
-            reply.metadata = self.finish();
+            // A stream the provider cut is metered as the error the client was told of.
+            reply.metadata = self.record(cut.then_some("stream_cut"));
         }
         reply.response_body()
     }
@@ -291,14 +293,14 @@ impl RouterStream {
 
     /// At the end of a stream the provider cut (no end the API defines), appends the
     /// error event translated streams end with, so the client does not take a cut answer
-    /// for a whole one.
-    fn end_cut_stream(&mut self, b: &HttpBody, reply: &mut Reply) {
+    /// for a whole one; true when it did.
+    fn end_cut_stream(&mut self, b: &HttpBody, reply: &mut Reply) -> bool {
         let Some(resp) = self.response.as_ref() else {
-            return;
+            return false;
         };
         let complete = resp.translator.as_ref().is_none_or(|t| t.stream_complete());
         if !b.end_of_stream || complete {
-            return;
+            return false;
         }
         tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "the provider's stream ended before the answer was finished");
         let api = self.state.as_ref().map(|s| s.request.api);
@@ -310,5 +312,6 @@ impl RouterStream {
             "upstream_error",
         ));
         reply.body = Some(body);
+        true
     }
 }
