@@ -182,3 +182,18 @@ def test_an_empty_success_answer_is_a_502_in_the_clients_shape(client, anthropic
     assert e.value.status_code == 502
     assert "empty" in e.value.body["message"]
     assert client.gateway.wait_in_flight_zero()
+
+
+def test_a_translated_stream_cut_short_is_metered_as_an_error(client, anthropic_fake):
+    """The client gets an error event, and /metrics says the same, not a success."""
+    import httpx
+
+    anthropic_fake.end_stream_after = 2  # message_start and the first block start only
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="claude", stream=True,
+                                            messages=[{"role": "user", "content": "Hi"}]))
+    metrics = httpx.get(client.gateway.admin + "/metrics", timeout=5).text
+    counted = [line for line in metrics.splitlines()
+               if line.startswith("gen_ai_server_request_duration_seconds_count{")]
+    assert any('error_type="stream_error"' in line for line in counted), counted
+    assert client.gateway.wait_in_flight_zero()

@@ -164,6 +164,8 @@ pub struct ChunkWriter {
     tool_calls: usize,
     finished: bool,
     ended: bool,
+    /// The stream ended with an error event.
+    failed: bool,
 }
 
 impl ChunkWriter {
@@ -177,12 +179,18 @@ impl ChunkWriter {
             tool_calls: 0,
             finished: false,
             ended: false,
+            failed: false,
         }
     }
 
     /// Whether the stream has ended (`[DONE]` or an error was written).
     pub fn ended(&self) -> bool {
         self.ended
+    }
+
+    /// Whether the stream ended with an error event.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     fn event(&self, out: &mut Vec<u8>, choices: Value, usage: Option<Value>) {
@@ -297,6 +305,7 @@ impl ChunkWriter {
         }
         write_event(out, None, &error_body(message, error_type, error_type));
         self.ended = true;
+        self.failed = true;
     }
 }
 

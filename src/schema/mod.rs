@@ -78,6 +78,11 @@ pub trait ResponseTranslator: Send + Sync {
     fn stream_complete(&self) -> bool {
         true
     }
+    /// Whether a stream this translator wrote ended with an error event (the provider
+    /// failed, cut it, or sent what could not be read): it is metered as an error.
+    fn stream_failed(&self) -> bool {
+        false
+    }
 }
 
 /// A backend's wire format.

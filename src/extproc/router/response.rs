@@ -152,8 +152,20 @@ impl RouterStream {
             }
         }
         if b.end_of_stream {
-            // A stream the provider cut is metered as the error the client was told of.
-            reply.metadata = self.record(cut.then_some("stream_cut"));
+            // A stream that ended in an error event is metered as the error the client was
+            // told of: cut here, or failed in its translation.
+            let failed = mode == BodyMode::Stream
+                && self
+                    .response
+                    .as_ref()
+                    .and_then(|r| r.translator.as_ref())
+                    .is_some_and(|t| t.stream_failed());
+            let error = match (cut, failed) {
+                (true, _) => Some("stream_cut"),
+                (false, true) => Some("stream_error"),
+                _ => None,
+            };
+            reply.metadata = self.record(error);
         }
         reply.response_body()
     }

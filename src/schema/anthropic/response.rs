@@ -215,6 +215,10 @@ impl ResponseTranslator for AnthropicResponse {
     fn saw_output(&self) -> bool {
         self.saw_output
     }
+
+    fn stream_failed(&self) -> bool {
+        self.writer.failed()
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,10 @@ impl ResponseTranslator for InvokeResponse {
     fn saw_output(&self) -> bool {
         self.anthropic.saw_output()
     }
+
+    fn stream_failed(&self) -> bool {
+        self.anthropic.stream_failed()
+    }
 }
 
 /// Bedrock's InvokeModelWithResponseStream for a Messages client: each `chunk` event's
@@ -185,6 +189,8 @@ pub struct InvokeStreamAsSse {
     frames: EventStreamDecoder,
     meter: AnthropicMeter,
     ended: bool,
+    /// The stream ended with an error event.
+    failed: bool,
 }
 
 impl InvokeStreamAsSse {
@@ -193,6 +199,7 @@ impl InvokeStreamAsSse {
             frames: EventStreamDecoder::new(),
             meter: AnthropicMeter::new(),
             ended: false,
+            failed: false,
         }
     }
 
@@ -200,6 +207,7 @@ impl InvokeStreamAsSse {
         if !self.ended {
             anthropic_error_event(out, status, message);
             self.ended = true;
+            self.failed = true;
         }
     }
 
@@ -290,6 +298,10 @@ impl ResponseTranslator for InvokeStreamAsSse {
 
     fn saw_output(&self) -> bool {
         self.meter.saw_output()
+    }
+
+    fn stream_failed(&self) -> bool {
+        self.failed
     }
 }
 

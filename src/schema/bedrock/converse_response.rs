@@ -176,6 +176,10 @@ impl ResponseTranslator for ConverseResponse {
     fn saw_output(&self) -> bool {
         self.saw_output
     }
+
+    fn stream_failed(&self) -> bool {
+        self.writer.failed()
+    }
 }
 
 #[cfg(test)]

@@ -140,6 +140,10 @@ impl ResponseTranslator for MessagesResponse {
     fn saw_output(&self) -> bool {
         self.unary.is_some() || self.stream.saw_output()
     }
+
+    fn stream_failed(&self) -> bool {
+        self.stream.failed()
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ pub struct MessagesStream {
     usage: TokenUsage,
     /// `message_stop` or `error` was sent: nothing more goes out.
     ended: bool,
+    /// The stream ended with an error event.
+    failed: bool,
     saw_output: bool,
 }
 
@@ -82,12 +84,18 @@ impl MessagesStream {
             stop_sequence: Value::Null,
             usage: TokenUsage::default(),
             ended: false,
+            failed: false,
             saw_output: false,
         }
     }
 
     pub fn usage(&self) -> Usage {
         self.usage.to_usage()
+    }
+
+    /// Whether the stream ended with an error event.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     pub fn saw_output(&self) -> bool {
@@ -372,6 +380,7 @@ impl MessagesStream {
         }
         anthropic_error_event(out, status, message);
         self.ended = true;
+        self.failed = true;
     }
 }
 

@@ -194,6 +194,10 @@ impl ResponseTranslator for MessagesFromChat {
             .as_ref()
             .map_or(self.answered, MessagesStream::saw_output)
     }
+
+    fn stream_failed(&self) -> bool {
+        self.stream.as_ref().is_some_and(MessagesStream::failed)
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ pub struct MessagesStream {
     usage: Usage,
     saw_output: bool,
     ended: bool,
+    /// The stream ended with an error event.
+    failed: bool,
 }
 
 impl MessagesStream {
@@ -117,6 +119,7 @@ impl MessagesStream {
             usage: Usage::default(),
             saw_output: false,
             ended: false,
+            failed: false,
         }
     }
 
@@ -126,6 +129,11 @@ impl MessagesStream {
 
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    /// Whether the stream ended with an error event.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     pub fn saw_output(&self) -> bool {
@@ -329,6 +337,7 @@ impl MessagesStream {
         if !self.ended {
             anthropic_error_event(out, status, message);
             self.ended = true;
+            self.failed = true;
         }
     }
 }

@@ -203,6 +203,10 @@ impl ResponseTranslator for GeminiChatResponse {
     fn saw_output(&self) -> bool {
         self.saw_output
     }
+
+    fn stream_failed(&self) -> bool {
+        self.writer.failed()
+    }
 }
 
 #[cfg(test)]
