@@ -284,11 +284,7 @@ impl ChunkWriter {
             return;
         }
         if !self.finished {
-            self.error(
-                out,
-                "the provider's stream ended before the answer was finished",
-                "upstream_error",
-            );
+            self.error(out, crate::schema::STREAM_CUT_MESSAGE, "upstream_error");
             return;
         }
         if self.include_usage {

@@ -166,6 +166,9 @@ impl BackendSchema for NotYetServed {
     }
 }
 
+/// What a client reads at the end of a stream the provider cut, whoever ends it.
+pub const STREAM_CUT_MESSAGE: &str = "the provider's stream ended before the answer was finished";
+
 /// Joins a path prefix (with or without slashes) and a suffix into an absolute path.
 pub fn join_path(prefix: &str, suffix: &str) -> String {
     let prefix = prefix.trim_matches('/');

@@ -29,12 +29,9 @@ use crate::config::{
     STREAM_ROUTE_HEADER,
 };
 use crate::metrics::Completed;
-use crate::schema::{ResponseHead, ResponseTranslator};
+use crate::schema::{ResponseHead, ResponseTranslator, STREAM_CUT_MESSAGE};
 use crate::sync::lock;
 use crate::usage::Usage;
-
-/// What a client reads at the end of a stream the provider cut (as translated streams say).
-const STREAM_CUT_MESSAGE: &str = "the provider's stream ended before the answer was finished";
 
 mod answers;
 mod metering;

@@ -314,7 +314,7 @@ impl RouterStream {
         if !b.end_of_stream || complete {
             return false;
         }
-        tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "the provider's stream ended before the answer was finished");
+        tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{STREAM_CUT_MESSAGE}");
         let api = self.state.as_ref().map(|s| s.request.api);
         let mut body = reply.body.take().unwrap_or_else(|| b.body.clone());
         body.extend(answer_error_body(

@@ -20,26 +20,23 @@ use crate::api::error::anthropic_error_body;
 use crate::api::{ApiError, ClientRequest};
 use crate::framing::sse::{event_data, SseSplitter};
 use crate::schema::anthropic::events::{MessageHead, StreamEvent};
+use crate::schema::anthropic::request::Flavor;
 use crate::schema::anthropic::response::Counts;
 use crate::schema::vertex::error::GoogleError;
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
 
-/// Where a hosted Messages API differs from Anthropic's own.
-pub struct Hosting {
-    pub version: &'static str,
-    /// Bedrock: beta flags go in the body; no `stream` field.
-    pub bedrock: bool,
-}
-
-/// The body for a hosted Messages API (see the module documentation).
-pub fn hosted_body(request: &ClientRequest, hosting: &Hosting) -> Result<Vec<u8>, ApiError> {
+/// The body for a hosted Messages API, where `flavor` differs from Anthropic's own (see
+/// the module documentation).
+pub fn hosted_body(request: &ClientRequest, flavor: &Flavor) -> Result<Vec<u8>, ApiError> {
     let mut body: Map<String, Value> = serde_json::from_slice(&request.body)
         .map_err(|e| ApiError::BadRequest(format!("invalid Messages request: {e}")))?;
     body.remove("model");
-    body.entry("anthropic_version")
-        .or_insert_with(|| hosting.version.into());
-    if hosting.bedrock {
+    if let Some(version) = flavor.body_version {
+        body.entry("anthropic_version")
+            .or_insert_with(|| version.into());
+    }
+    if flavor.invoke {
         body.remove("stream");
         if let Some(beta) = &request.anthropic_beta {
             let flags: Vec<Value> = beta
@@ -207,18 +204,22 @@ mod tests {
             r#"{"model":"c","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
             Some("a-1, b-2"),
         );
-        let hosting = Hosting {
-            version: "bedrock-2023-05-31",
-            bedrock: true,
+        let bedrock = Flavor {
+            provider: "Bedrock",
+            model_in_body: false,
+            body_version: Some("bedrock-2023-05-31"),
+            url_images: false,
+            invoke: true,
         };
-        let body: Value = serde_json::from_slice(&hosted_body(&r, &hosting).unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(&hosted_body(&r, &bedrock).unwrap()).unwrap();
         assert_eq!(
             body,
             json!({"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a-1","b-2"],"max_tokens":5,"messages":[{"role":"user","content":"hi"}]})
         );
-        let vertex = Hosting {
-            version: "vertex-2023-10-16",
-            bedrock: false,
+        let vertex = Flavor {
+            body_version: Some("vertex-2023-10-16"),
+            invoke: false,
+            ..bedrock
         };
         let body: Value = serde_json::from_slice(&hosted_body(&r, &vertex).unwrap()).unwrap();
         assert_eq!(body["stream"], true);

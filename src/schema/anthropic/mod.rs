@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
-use crate::schema::anthropic::messages::{hosted_body, AnthropicMeter, Hosting};
+use crate::schema::anthropic::messages::{hosted_body, AnthropicMeter};
 use crate::schema::anthropic::request::{messages_body, Flavor};
 use crate::schema::anthropic::response::AnthropicResponse;
 use crate::schema::chat::{api_not_served, ChatRequest};
@@ -30,6 +30,19 @@ fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {
     match request.api {
         ApiKind::Messages => Box::new(AnthropicMeter::new()),
         _ => Box::new(AnthropicResponse::new(request)),
+    }
+}
+
+/// The body for Claude on a cloud, which names the model in the path: a Messages
+/// client's body adapted to the hosting, or a chat request translated.
+pub fn hosted_request_body(
+    request: &ClientRequest,
+    flavor: &Flavor,
+    model: &str,
+) -> Result<Vec<u8>, ApiError> {
+    match request.api {
+        ApiKind::Messages => hosted_body(request, flavor),
+        _ => chat_body(request, flavor, model),
     }
 }
 
@@ -57,6 +70,7 @@ impl Anthropic {
         model_in_body: true,
         body_version: None,
         url_images: true,
+        invoke: false,
     };
 
     pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
@@ -112,6 +126,7 @@ impl GcpAnthropic {
         model_in_body: false,
         body_version: Some(Self::BODY_VERSION),
         url_images: false,
+        invoke: false,
     };
 
     pub fn build(_: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
@@ -130,16 +145,7 @@ impl BackendSchema for GcpAnthropic {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         let model = model_override.unwrap_or(&request.model);
-        let body = match request.api {
-            ApiKind::Messages => hosted_body(
-                request,
-                &Hosting {
-                    version: Self::BODY_VERSION,
-                    bedrock: false,
-                },
-            )?,
-            _ => chat_body(request, &Self::FLAVOR, model)?,
-        };
+        let body = hosted_request_body(request, &Self::FLAVOR, model)?;
         let verb = if request.stream {
             "streamRawPredict"
         } else {

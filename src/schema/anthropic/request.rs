@@ -68,6 +68,9 @@ pub struct Flavor {
     pub body_version: Option<&'static str>,
     /// Whether http(s) image URLs may be passed for the provider to fetch.
     pub url_images: bool,
+    /// Bedrock's InvokeModel: the operation says whether to stream (the body has no
+    /// `stream` field) and beta flags go in the body (`anthropic_beta`).
+    pub invoke: bool,
 }
 
 /// Builds the Messages request body.
@@ -135,7 +138,7 @@ pub fn messages_body(chat: &ChatRequest, flavor: &Flavor, model: &str) -> Result
     if let Some(choice) = tool_choice(chat) {
         body.insert("tool_choice".into(), choice);
     }
-    if chat.stream {
+    if chat.stream && !flavor.invoke {
         body.insert("stream".into(), true.into());
     }
     Ok(Value::Object(body))
@@ -306,12 +309,14 @@ mod tests {
         model_in_body: true,
         body_version: None,
         url_images: true,
+        invoke: false,
     };
     const BEDROCK: Flavor = Flavor {
         provider: "AWS Bedrock (Anthropic)",
         model_in_body: false,
         body_version: Some("bedrock-2023-05-31"),
         url_images: false,
+        invoke: true,
     };
 
     fn body(request: &str, flavor: &Flavor) -> Result<Value, ApiError> {
@@ -376,7 +381,8 @@ mod tests {
         assert_eq!(b.get("model"), None);
         assert_eq!(b["anthropic_version"], "bedrock-2023-05-31");
         assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);
-        assert_eq!(b["stream"], true);
+        // InvokeModel streams by its operation, not by a body field.
+        assert!(b.get("stream").is_none());
         let e = body(
             r#"{"model":"c","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x"}}]}]}"#,
             &BEDROCK,

@@ -19,13 +19,11 @@ use crate::config::resources::SchemaSpec;
 use crate::framing::aws_eventstream::{EventStreamDecoder, MessageType};
 use crate::framing::sse::write_event;
 use crate::schema::anthropic::events::StreamEvent;
-use crate::schema::anthropic::messages::{
-    anthropic_shaped_error, hosted_body, AnthropicMeter, Hosting,
-};
-use crate::schema::anthropic::request::{messages_body, Flavor};
+use crate::schema::anthropic::hosted_request_body;
+use crate::schema::anthropic::messages::{anthropic_shaped_error, AnthropicMeter};
+use crate::schema::anthropic::request::Flavor;
 use crate::schema::anthropic::response::AnthropicResponse;
 use crate::schema::bedrock::errors;
-use crate::schema::chat::{api_not_served, ChatRequest};
 use crate::schema::path_segment;
 use crate::schema::{BackendSchema, ResponseHead, ResponseTranslator, UpstreamRequest};
 use crate::usage::Usage;
@@ -39,6 +37,7 @@ const FLAVOR: Flavor = Flavor {
     model_in_body: false,
     body_version: Some(BODY_VERSION),
     url_images: false,
+    invoke: true,
 };
 
 #[derive(Debug)]
@@ -61,29 +60,7 @@ impl BackendSchema for AwsAnthropic {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         let model = model_override.unwrap_or(&request.model);
-        let body = match request.api {
-            ApiKind::ChatCompletions => {
-                let mut body = messages_body(&ChatRequest::parse(request)?, &FLAVOR, model)?;
-                if let Some(fields) = body.as_object_mut() {
-                    fields.remove("stream");
-                }
-                body.to_string().into_bytes()
-            }
-            ApiKind::Messages => hosted_body(
-                request,
-                &Hosting {
-                    version: BODY_VERSION,
-                    bedrock: true,
-                },
-            )?,
-            _ => {
-                return Err(api_not_served(
-                    FLAVOR.provider,
-                    request.api,
-                    crate::schema::anthropic::SERVED,
-                ))
-            }
-        };
+        let body = hosted_request_body(request, &FLAVOR, model)?;
         let operation = if request.stream {
             "invoke-with-response-stream"
         } else {
@@ -279,11 +256,7 @@ impl ResponseTranslator for InvokeStreamAsSse {
             }
         }
         if end_of_stream && !self.ended {
-            self.error(
-                &mut out,
-                502,
-                "the provider's stream ended before the answer was finished",
-            );
+            self.error(&mut out, 502, crate::schema::STREAM_CUT_MESSAGE);
         }
         Some(out)
     }

@@ -316,11 +316,7 @@ impl MessagesStream {
     /// Ends the message once the finish reason came; else the stream was cut.
     fn finish(&mut self, out: &mut Vec<u8>) {
         let Some(stop) = self.stop.filter(|_| self.started) else {
-            return self.error(
-                out,
-                502,
-                "the provider's stream ended before the answer was finished",
-            );
+            return self.error(out, 502, crate::schema::STREAM_CUT_MESSAGE);
         };
         self.close(out);
         let delta = json!({
