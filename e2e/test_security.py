@@ -120,8 +120,12 @@ spec:
             assert r.status_code == 400, (model, r.text)
             assert "is not a model name" in r.json()["error"]["message"]
         else:
-            # Any other model stays one encoded segment: the fakes only see their own paths.
-            assert r.status_code in (200, 404), (model, r.text)
+            assert r.status_code == 200, (model, r.text)
+    # Any other model stays one encoded segment of the deployment path.
+    assert [seen["path"] for seen in azure_fake.requests] == [
+        "/openai/deployments/a%2F..%2F../chat/completions?api-version=2025-01-01-preview",
+        "/openai/deployments/a%2F%252e%252e/chat/completions?api-version=2025-01-01-preview",
+    ]
     for fake in (azure_fake, bedrock_fake):
         for seen in fake.requests:
             segments = seen["path"].split("?")[0].split("/")
