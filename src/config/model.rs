@@ -155,6 +155,24 @@ pub struct HeaderEdits {
     pub remove: BTreeSet<String>,
 }
 
+impl HeaderEdits {
+    /// These edits (a backend's) with `own` (a backendRef's) over them: where both name a
+    /// header (names are lower-cased), the reference's set or remove wins.
+    pub fn overridden_by(&self, own: HeaderEdits) -> HeaderEdits {
+        let mut merged = self.clone();
+        for (name, value) in own.set {
+            merged.remove.remove(&name);
+            merged.set.retain(|(n, _)| *n != name);
+            merged.set.push((name, value));
+        }
+        for name in own.remove {
+            merged.set.retain(|(n, _)| *n != name);
+            merged.remove.insert(name);
+        }
+        merged
+    }
+}
+
 pub use super::body_edits::BodyEdits;
 
 /// A token cost emitted as dynamic metadata under `io.envoy.ai_gateway`.
@@ -255,5 +273,29 @@ mod tests {
         assert_eq!(resolved, [false, false, true, false, false, false]);
         assert_eq!(c.router_targets.keys().collect::<Vec<_>>(), ["n"]);
         assert!(c.routes_any_model);
+    }
+
+    #[test]
+    fn a_references_header_edits_win_over_its_backends() {
+        let backend = HeaderEdits {
+            set: vec![
+                ("x-a".into(), "backend".into()),
+                ("x-b".into(), "backend".into()),
+            ],
+            remove: ["x-c".to_string()].into(),
+        };
+        let own = HeaderEdits {
+            set: vec![("x-a".into(), "ref".into()), ("x-c".into(), "ref".into())],
+            remove: ["x-b".to_string()].into(),
+        };
+        let merged = backend.overridden_by(own);
+        assert_eq!(
+            merged.set,
+            [
+                ("x-a".to_string(), "ref".to_string()),
+                ("x-c".to_string(), "ref".to_string())
+            ]
+        );
+        assert_eq!(merged.remove, ["x-b".to_string()].into());
     }
 }

@@ -81,10 +81,7 @@ impl BoundedValues {
     }
 
     fn label(&self, value: &str) -> String {
-        let mut seen = match self.seen.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = crate::sync::lock(&self.seen);
         if seen.contains(value) {
             return value.to_string();
         }

@@ -180,7 +180,7 @@ impl RouteDoc<'_> {
                 continue; // Gateway API: weight 0 takes no traffic
             }
             let ref_key = format!("{}/rule/{ri}/ref/{bi}", self.name);
-            let mut header_mutation = backend.header_mutation.clone();
+            // The reference's edits over the backend's, for headers and body alike.
             let own = header_edits(
                 b.header_mutation.as_ref(),
                 &self.doc.file,
@@ -188,9 +188,7 @@ impl RouteDoc<'_> {
                 &format!("{field}.headerMutation"),
                 self.problems,
             );
-            header_mutation.set.extend(own.set);
-            header_mutation.remove.extend(own.remove);
-            // The reference's edits over the backend's.
+            let header_mutation = backend.header_mutation.overridden_by(own);
             let own_body = body_edits::from_resource(
                 b.body_mutation.as_ref(),
                 &self.doc.file,

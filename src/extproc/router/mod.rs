@@ -235,7 +235,7 @@ impl RouterStream {
     /// The state both placements share for a request to a model the configuration
     /// serves, stored until this stream ends; `Err` is the refusal to answer with.
     fn request_state(
-        &self,
+        &mut self,
         request: ClientRequest,
     ) -> Result<(Arc<RequestState>, StoreGuard), Box<ProcessingResponse>> {
         let config = self.shared.config.load_full();
@@ -256,7 +256,8 @@ impl RouterStream {
             request,
             config,
             request_id: self.request_id.clone(),
-            client_headers: self.request_headers.clone().unwrap_or_default(),
+            // Moved, not copied: the stream reads no header after the request body.
+            client_headers: self.request_headers.take().unwrap_or_default(),
             attempt: Default::default(),
         });
         let Some(guard) = self.shared.store.insert(state.clone()) else {

@@ -128,28 +128,39 @@ impl RouterStream {
         };
         let mut reply = Reply::default();
         let mut cut = false;
-        if mode == BodyMode::Broken {
-            // The rest of a body that could no longer be decoded.
-            reply.body = Some(Vec::new());
-        } else {
-            let decoded = match self.decode(&b.body, b.end_of_stream) {
+        let decoded = match mode {
+            BodyMode::Broken => None,
+            _ => match self.decode(&b.body, b.end_of_stream) {
                 Ok(decoded) => decoded,
                 Err(answer) => return *answer,
-            };
-            let plain: &[u8] = decoded.as_deref().unwrap_or(&b.body);
-            match mode {
-                BodyMode::Error => self.error_answer(plain, &mut reply),
-                BodyMode::Whole => {
-                    if let Err(answer) = self.whole_answer(plain, &decoded, &mut reply) {
-                        return *answer;
-                    }
+            },
+        };
+        let plain: &[u8] = decoded.as_deref().unwrap_or(&b.body);
+        // None: the piece passes (decoded, when the client was promised plain bytes).
+        let replacement = match mode {
+            // The rest of a body that could no longer be decoded.
+            BodyMode::Broken => Some(Vec::new()),
+            BodyMode::Error => self.error_answer(plain, &mut reply),
+            BodyMode::Whole => match self.whole_answer(plain) {
+                Ok(replacement) => replacement,
+                Err(answer) => return *answer,
+            },
+            BodyMode::Stream => self.stream_piece(plain, b.end_of_stream),
+        };
+        let deliver_decoded = self.response.as_ref().is_some_and(|r| r.deliver_decoded);
+        reply.body = match replacement {
+            Some(bytes) => Some(bytes),
+            None if deliver_decoded && mode != BodyMode::Error => decoded,
+            None => None,
+        };
+        match mode {
+            BodyMode::Whole => {
+                if let Some(body) = &reply.body {
+                    reply.headers.set("content-length", body.len().to_string());
                 }
-                BodyMode::Stream => {
-                    reply.body = self.stream_piece(plain, &decoded, b.end_of_stream);
-                    cut = self.end_cut_stream(&b, &mut reply);
-                }
-                BodyMode::Broken => {}
             }
+            BodyMode::Stream => cut = self.end_cut_stream(b.end_of_stream, b.body, &mut reply),
+            _ => {}
         }
         if b.end_of_stream {
             // A stream that ended in an error event is metered as the error the client was
@@ -220,10 +231,8 @@ impl RouterStream {
 
     /// A provider error in the client's API shape: translated by the schema, else an
     /// OpenAI error passes as it came and anything else is wrapped.
-    fn error_answer(&mut self, plain: &[u8], reply: &mut Reply) {
-        let Some(resp) = self.response.as_mut() else {
-            return;
-        };
+    fn error_answer(&mut self, plain: &[u8], reply: &mut Reply) -> Option<Vec<u8>> {
+        let resp = self.response.as_mut()?;
         let translated = resp
             .translator
             .as_mut()
@@ -233,29 +242,24 @@ impl RouterStream {
             Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
             _ => openai_error_body(resp.head.status, plain),
         });
-        if let Some(body) = body {
+        if let Some(body) = &body {
             reply
                 .headers
                 .set("content-type", "application/json")
                 .set("content-length", body.len().to_string())
                 .remove("content-encoding");
-            reply.body = Some(body);
         }
+        body
     }
 
     /// A whole success answer through its translator; `Err` is the 502 that replaces an
     /// answer the translator cannot read.
-    fn whole_answer(
-        &mut self,
-        plain: &[u8],
-        decoded: &Option<Vec<u8>>,
-        reply: &mut Reply,
-    ) -> Result<(), Box<ProcessingResponse>> {
+    fn whole_answer(&mut self, plain: &[u8]) -> Result<Option<Vec<u8>>, Box<ProcessingResponse>> {
         let Some(resp) = self.response.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(t) = resp.translator.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let replacement = match t.unary(plain) {
             Ok(replacement) => replacement,
@@ -271,52 +275,35 @@ impl RouterStream {
         if resp.first_output.is_none() && t.saw_output() {
             resp.first_output = Some(Instant::now());
         }
-        reply.body = match replacement {
-            Some(bytes) => Some(bytes),
-            None if resp.deliver_decoded => decoded.clone(),
-            None => None,
-        };
-        if let Some(body) = &reply.body {
-            reply.headers.set("content-length", body.len().to_string());
-        }
-        Ok(())
+        Ok(replacement)
     }
 
     /// A piece of a streamed success through its translator: the bytes that replace it,
     /// or None to pass it (decoded, when the client was promised plain bytes).
-    fn stream_piece(
-        &mut self,
-        plain: &[u8],
-        decoded: &Option<Vec<u8>>,
-        end_of_stream: bool,
-    ) -> Option<Vec<u8>> {
+    fn stream_piece(&mut self, plain: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         let resp = self.response.as_mut()?;
         let t = resp.translator.as_mut()?;
         let replacement = t.stream_chunk(plain, end_of_stream);
         if resp.first_output.is_none() && t.saw_output() {
             resp.first_output = Some(Instant::now());
         }
-        match replacement {
-            Some(bytes) => Some(bytes),
-            None if resp.deliver_decoded => decoded.clone(),
-            None => None,
-        }
+        replacement
     }
 
     /// At the end of a stream the provider cut (no end the API defines), appends the
     /// error event translated streams end with, so the client does not take a cut answer
     /// for a whole one; true when it did.
-    fn end_cut_stream(&mut self, b: &HttpBody, reply: &mut Reply) -> bool {
+    fn end_cut_stream(&mut self, end_of_stream: bool, piece: Vec<u8>, reply: &mut Reply) -> bool {
         let Some(resp) = self.response.as_ref() else {
             return false;
         };
         let complete = resp.translator.as_ref().is_none_or(|t| t.stream_complete());
-        if !b.end_of_stream || complete {
+        if !end_of_stream || complete {
             return false;
         }
         tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{STREAM_CUT_MESSAGE}");
         let api = self.state.as_ref().map(|s| s.request.api);
-        let mut body = reply.body.take().unwrap_or_else(|| b.body.clone());
+        let mut body = reply.body.take().unwrap_or(piece);
         body.extend(answer_error_body(
             api,
             true,
