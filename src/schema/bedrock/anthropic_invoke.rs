@@ -204,13 +204,25 @@ impl InvokeStreamAsSse {
         let name = match StreamEvent::parse(&event) {
             Ok(parsed) => {
                 self.meter.observe(&parsed);
-                self.ended = matches!(parsed, StreamEvent::MessageStop);
-                parsed.name().map(str::to_string)
+                let error = matches!(parsed, StreamEvent::Error { .. });
+                // The provider's own error event ends the stream as `message_stop` does.
+                self.ended = error || matches!(parsed, StreamEvent::MessageStop);
+                self.failed |= error;
+                match parsed.name() {
+                    Some(name) => name.to_string(),
+                    None => StreamEvent::tag(&event).unwrap_or_else(|| "message".into()),
+                }
             }
-            Err(_) => None,
+            // A chunk that is not an Anthropic event cannot reach the client as one.
+            Err(_) => {
+                return self.error(
+                    out,
+                    502,
+                    "the provider sent a stream chunk that could not be read",
+                )
+            }
         };
-        let name = name.or_else(|| StreamEvent::tag(&event));
-        write_event(out, Some(name.as_deref().unwrap_or("message")), &event);
+        write_event(out, Some(&name), &event);
     }
 }
 
@@ -439,7 +451,49 @@ mod messages_stream_tests {
     fn cut_bedrock_stream_ends_with_an_anthropic_error_event() {
         let body = response_body(&load("bedrock/invoke-stream-anthropic-tool-use.json"));
         let out = String::from_utf8(reframe(&body[..body.len() / 2], &[])).unwrap();
-        assert!(out.contains("event: error\ndata: {\"error\":{\"message\""));
+        let last = out.trim_end().rsplit("\n\n").next().unwrap();
+        let data: Value =
+            serde_json::from_str(last.strip_prefix("event: error\ndata: ").unwrap()).unwrap();
+        assert_eq!(data["type"], "error");
+        assert!(!data["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    /// An InvokeModelWithResponseStream `chunk` frame holding `event`.
+    fn chunk(event: &str) -> Vec<u8> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.encode(event);
+        crate::framing::aws_eventstream::testing::encode(
+            "event",
+            "chunk",
+            serde_json::json!({ "bytes": bytes }).to_string().as_bytes(),
+        )
+    }
+
+    #[test]
+    fn the_providers_error_event_ends_the_stream_once() {
+        let mut body =
+            chunk(r#"{"type":"message_start","message":{"model":"c","usage":{"input_tokens":3}}}"#);
+        body.extend(chunk(
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ));
+        body.extend(chunk(
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ));
+        let mut t = InvokeStreamAsSse::new();
+        let out = String::from_utf8(t.stream_chunk(&body, true).unwrap()).unwrap();
+        assert_eq!(out.matches("event: error").count(), 1, "{out}");
+        assert!(out.contains("Overloaded") && !out.contains("content_block_start"));
+        assert!(t.stream_failed());
+    }
+
+    #[test]
+    fn a_chunk_that_is_not_an_event_ends_the_stream_with_an_error() {
+        let mut body = chunk(r#"{"type":"message_start","message":{"model":"c"}}"#);
+        body.extend(chunk("not json"));
+        let mut t = InvokeStreamAsSse::new();
+        let out = String::from_utf8(t.stream_chunk(&body, true).unwrap()).unwrap();
+        assert!(!out.contains("event: message\n"), "{out}");
+        assert_eq!(out.matches("event: error").count(), 1, "{out}");
     }
 
     proptest! {
