@@ -19,10 +19,11 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
 /// Anthropic's `usage` for OpenAI's counts.
 pub fn usage_json(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.input.saturating_sub(u.cached_input),
+        // OpenAI's prompt counts cached and cache-written input; Anthropic's does not.
+        "input_tokens": u.input.saturating_sub(u.cached_input).saturating_sub(u.cache_creation_input),
         "output_tokens": u.output,
         "cache_read_input_tokens": u.cached_input,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_creation_input,
     })
 }
 

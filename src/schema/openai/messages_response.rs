@@ -9,8 +9,9 @@
 //!   matched, so `stop_sequence` stays null), `length` → `max_tokens`, `tool_calls` and
 //!   `function_call` → `tool_use`, `content_filter` (or a refusal) → `refusal`.
 //! - `usage`: OpenAI's `prompt_tokens` includes cached input, Anthropic's
-//!   `input_tokens` does not: `input_tokens` = prompt − cached,
-//!   `cache_read_input_tokens` = cached, `output_tokens` = completion.
+//!   `input_tokens` does not: `input_tokens` = prompt − cached − cache-written,
+//!   `cache_read_input_tokens` = cached, `cache_creation_input_tokens` = cache-written,
+//!   `output_tokens` = completion.
 //! - `id`: OpenAI's, under Anthropic's `msg_` prefix; `model`: the provider's, else the
 //!   one the request named.
 

@@ -181,6 +181,11 @@ impl MessagesStream {
                 .unwrap_or("the provider failed during the stream");
             return self.error(out, 500, message);
         }
+        if !self.started && chunk.choices.is_empty() && chunk.usage.is_none() {
+            // Azure opens with a chunk of prompt filter results, without id or model: the
+            // message starts with the first chunk that names them.
+            return;
+        }
         if self.model.is_none() {
             self.model = chunk.model.filter(|m| !m.is_empty());
         }
@@ -341,7 +346,7 @@ impl MessagesStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::fixtures::cassette_body;
+    use crate::schema::fixtures::{cassette_body, load, response_body};
 
     /// The Anthropic events of `out`, as (event name, data).
     fn events(out: &[u8]) -> Vec<(String, Value)> {
@@ -413,6 +418,30 @@ mod tests {
         for cut in [1, 7, body.len() / 3, body.len() - 2] {
             assert_eq!(replay(&body, &[cut]), out);
         }
+    }
+
+    #[test]
+    fn azures_recorded_stream_starts_with_its_id_and_model() {
+        let body = response_body(&load(
+            "azure/chat-completions-stream-content-filter-results.json",
+        ));
+        // The first chunk that names the answer, read from the recording itself.
+        let named: Value = std::str::from_utf8(&body)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|c| c["id"].as_str().is_some_and(|id| !id.is_empty()))
+            .unwrap();
+        let events = events(&replay(&body, &[]));
+        let message = &events[0].1["message"];
+        let id = named["id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("chatcmpl-");
+        assert_eq!(message["id"], format!("msg_{id}"));
+        assert_eq!(message["model"], named["model"]);
+        assert_eq!(events.last().unwrap().0, "message_stop");
     }
 
     #[test]
