@@ -95,3 +95,19 @@ def test_backends_without_a_route_are_not_a_valid_configuration(tmp_path):
     r = check(path)
     assert r.returncode == 1
     assert "no AIGatewayRoute with rules" in r.stderr and str(path) in r.stderr
+
+
+@pytest.mark.parametrize("field,yaml", [
+    ("spec.tls.caCertificateRefs", "  tls:\n    caCertificateRefs: [{name: my-ca, kind: ConfigMap}]\n"),
+    ("spec.tls.clientCertificateRef", "  tls:\n    clientCertificateRef: {name: my-cert}\n"),
+    ("spec.fallback", "  fallback: true\n"),
+])
+def test_backend_fields_the_gateway_cannot_honour_are_named(tmp_path, field, yaml):
+    """Accepting them would quietly verify against another CA, send no client
+    certificate or never fall back: each is refused by name instead."""
+    backend = backend_yaml("openai", "OpenAI", 443, policy="APIKey", host="api.openai.com").replace(
+        "spec:\n  endpoints:", "spec:\n" + yaml + "  endpoints:", 1)
+    path = write_config(tmp_path, backend, route_yaml("r", [("m", [("openai", 0, None)])]))
+    r = check(path)
+    assert r.returncode == 1, r.stdout
+    assert field in r.stderr and "not supported" in r.stderr

@@ -22,6 +22,15 @@ pub(super) fn resolve_backends(
     let mut out = BTreeMap::new();
     for doc in &res.backends {
         let w = what("AIServiceBackend", doc);
+        if doc.spec.backend_security_policy_ref.is_some() {
+            problems.push(Problem::new(
+                &doc.file,
+                &w,
+                "spec.backendSecurityPolicyRef",
+                "is deprecated and not read: the policy names its backends".into(),
+                "remove it and list this backend in the BackendSecurityPolicy's targetRefs".into(),
+            ));
+        }
         let schema = backend_schema(doc, &w, problems);
         let Some(eg) = envoy_backend(doc, res, &w, problems) else {
             continue;
@@ -127,12 +136,80 @@ fn envoy_backend<'r>(
     found
 }
 
+/// Envoy Gateway `Backend` fields this gateway does not act on. Each is refused by name
+/// when set: accepting one would quietly give the backend something else (another CA,
+/// no client certificate, no fallback) than the operator asked for.
+fn unsupported_backend_fields(spec: &resources::BackendSpec) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    let mut when = |field: &'static str, is_set: bool| {
+        if is_set {
+            set.push(field);
+        }
+    };
+    when(
+        "spec.type",
+        spec.backend_type
+            .as_deref()
+            .is_some_and(|t| t != "Endpoints"),
+    );
+    when("spec.appProtocols", spec.app_protocols.is_some());
+    when("spec.fallback", spec.fallback == Some(true));
+    for e in &spec.endpoints {
+        when("spec.endpoints[].hostname", e.hostname.is_some());
+        when("spec.endpoints[].zone", e.zone.is_some());
+    }
+    if let Some(tls) = &spec.tls {
+        let system = |v: &Option<String>| v.as_deref().is_none_or(|v| v == "System");
+        when(
+            "spec.tls.wellKnownCACertificates",
+            !system(&tls.well_known_ca_certificates),
+        );
+        when(
+            "spec.tls.caCertificateRefs",
+            tls.ca_certificate_refs.is_some(),
+        );
+        when(
+            "spec.tls.clientCertificateRef",
+            tls.client_certificate_ref.is_some(),
+        );
+        when(
+            "spec.tls.autoSNIFromEndpointHostname",
+            tls.auto_sni_from_endpoint_hostname == Some(true),
+        );
+        when("spec.tls.alpnProtocols", tls.alpn_protocols.is_some());
+        when("spec.tls.ciphers", tls.ciphers.is_some());
+        when("spec.tls.ecdhCurves", tls.ecdh_curves.is_some());
+        when("spec.tls.fingerprints", tls.fingerprints.is_some());
+        when("spec.tls.minVersion", tls.min_version.is_some());
+        when("spec.tls.maxVersion", tls.max_version.is_some());
+        when(
+            "spec.tls.signatureAlgorithms",
+            tls.signature_algorithms.is_some(),
+        );
+    }
+    set.dedup();
+    set
+}
+
 fn backend_endpoints(
     doc: &Document<resources::BackendSpec>,
     res: &Resources,
     problems: &mut Vec<Problem>,
 ) -> Option<(Vec<Endpoint>, Option<TlsSettings>)> {
     let w = what("Backend", doc);
+    let unsupported = unsupported_backend_fields(&doc.spec);
+    for field in &unsupported {
+        problems.push(Problem::new(
+            &doc.file,
+            &w,
+            field,
+            "is not supported by llm-extproc".into(),
+            "remove it: TLS verifies against the system's CAs with the SNI from `tls.sni` or the endpoint".into(),
+        ));
+    }
+    if !unsupported.is_empty() {
+        return None;
+    }
     let mut endpoints = Vec::new();
     for (i, e) in doc.spec.endpoints.iter().enumerate() {
         let endpoint = match (&e.fqdn, &e.ip) {

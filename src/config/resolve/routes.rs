@@ -284,6 +284,14 @@ impl RouteDoc<'_> {
     fn costs(&mut self) -> Vec<RequestCost> {
         let mut costs = Vec::new();
         for (ci, c) in self.doc.spec.llm_request_costs.iter().enumerate() {
+            if c.cel.is_some() && c.cost_type != "CEL" {
+                self.problem(
+                    &format!("spec.llmRequestCosts[{ci}].cel"),
+                    format!("is only read with `type: CEL`, not with `{}`", c.cost_type),
+                    "remove `cel`, or use type CEL",
+                );
+                continue;
+            }
             let kind = match c.cost_type.as_str() {
                 "InputToken" => CostKind::Input,
                 "CachedInputToken" => CostKind::CachedInput,
