@@ -84,7 +84,7 @@ class FakeProvider:
         self.end_stream_after = None  # end the answer cleanly after this many events (no [DONE])
         self.unary_delay = 0.0
         self.gzip = True  # compress when the client accepts gzip, as OpenAI does
-        self.echo_model = False  # answer with the request's model (OpenAI names the model it ran)
+        self.echo_model = False  # name the request's model in the answer, as OpenAI does: the dated snapshot it ran
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -182,7 +182,8 @@ class FakeProvider:
                 else:
                     answer = AZURE_CHAT if provider.kind == "azure" else CHAT
                     if provider.echo_model:
-                        answer = json.dumps(dict(json.loads(answer), model=request.get("model")))
+                        # chat-basic.yaml asks for gpt-5-nano and is answered by gpt-5-nano-2025-08-07.
+                        answer = json.dumps(dict(json.loads(answer), model=f"{request.get('model')}-2025-08-07"))
                 self._raw(200, answer.encode(), "application/json", gz)
 
             do_GET = do_POST

@@ -346,9 +346,13 @@ def test_embeddings_object_inputs_carry_task_type_and_title(gateway, vertex_fake
                       {"content": "It is the capital", "task_type": "RETRIEVAL_DOCUMENT", "title": "France"}],
         "parameters": {"autoTruncate": True}}
     assert [d["index"] for d in r.json()["data"]] == [0, 1, 2]
+    sent = len(vertex_fake.requests)
     r = httpx.post(gateway.url + "/v1/embeddings", timeout=10, json={
         "model": "gemini-embed", "input": {"content": "x", "title": "T", "task_type": "CLUSTERING"}})
-    assert r.status_code == 400 and "RETRIEVAL_DOCUMENT" in r.json()["error"]["message"]
+    # The gateway's own refusal: Vertex never sees the request.
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "an `input` `title` needs task_type RETRIEVAL_DOCUMENT, not CLUSTERING"
+    assert len(vertex_fake.requests) == sent
 
 
 # --------------------------------------------------------------------------- Claude on Vertex
