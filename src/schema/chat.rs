@@ -262,7 +262,7 @@ pub enum Thinking {
 }
 
 impl Thinking {
-    fn parse(value: &Value) -> Result<Self, ApiError> {
+    pub fn parse(value: &Value) -> Result<Self, ApiError> {
         let shape = || {
             ApiError::BadRequest(
                 "`thinking` must be {\"type\":\"enabled\",\"budget_tokens\":N} or {\"type\":\"disabled\"}".into(),

@@ -138,10 +138,73 @@ pub struct Metadata {
     pub user_id: Option<String>,
 }
 
+/// A Messages `tool_choice`, decided once for every translator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolMode {
+    Auto,
+    Any,
+    None,
+    Tool(String),
+}
+
 impl MessagesRequest {
     pub fn parse(request: &ClientRequest) -> Result<Self, ApiError> {
         serde_json::from_slice(&request.body)
             .map_err(|e| ApiError::BadRequest(format!("invalid Messages request: {e}")))
+    }
+
+    /// `tool_choice`: its mode, and whether parallel tool calls are forbidden. An unknown
+    /// type, a `tool` without a name, or `any`/`tool` without `tools` is the client's 400.
+    pub fn tool_mode(&self) -> Result<Option<(ToolMode, bool)>, ApiError> {
+        let Some(choice) = &self.tool_choice else {
+            return Ok(None);
+        };
+        let mode = match choice.kind.as_str() {
+            "auto" => ToolMode::Auto,
+            "any" => ToolMode::Any,
+            "none" => ToolMode::None,
+            "tool" => ToolMode::Tool(choice.name.clone().ok_or_else(|| {
+                ApiError::BadRequest("`tool_choice` of type `tool` needs a `name`".into())
+            })?),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "`tool_choice.type` must be auto, any, tool or none; got `{other}`"
+                )))
+            }
+        };
+        let no_tools = self.tools.as_deref().unwrap_or_default().is_empty();
+        if no_tools && matches!(mode, ToolMode::Any | ToolMode::Tool(_)) {
+            return Err(ApiError::BadRequest(
+                "`tool_choice` asks for a tool but no `tools` were given".into(),
+            ));
+        }
+        Ok(Some((mode, choice.disable_parallel_tool_use == Some(true))))
+    }
+
+    /// The custom tools, each with its JSON (for per-tool fields such as
+    /// `cache_control`); a server tool (any other `type`) is 422 for `provider`.
+    pub fn custom_tools(&self, provider: &str) -> Result<Vec<(Tool, &Value)>, ApiError> {
+        let tools = self.tools.as_deref().unwrap_or_default();
+        let mut out = Vec::with_capacity(tools.len());
+        for (i, value) in tools.iter().enumerate() {
+            let tool: Tool = fields(value, &format!("tools[{i}]"))?;
+            if let Some(kind) = tool.kind.as_deref().filter(|k| *k != "custom") {
+                return Err(ApiError::Unprocessable(format!(
+                    "server tools (`{kind}`) are not supported by {provider}; only custom tools are"
+                )));
+            }
+            out.push((tool, value));
+        }
+        Ok(out)
+    }
+}
+
+impl Tool {
+    /// The JSON Schema of the tool's input; an empty object's when it names none.
+    pub fn schema(&mut self) -> Value {
+        self.input_schema
+            .take()
+            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
     }
 }
 

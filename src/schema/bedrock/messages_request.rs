@@ -38,7 +38,7 @@ use serde_json::{json, Map, Value};
 use crate::api::{ApiError, ClientRequest};
 use crate::schema::messages_request::{
     block_type, fields, Content, ImageBlock, InputMessage, MessagesRequest, RedactedThinkingBlock,
-    TextBlock, ThinkingBlock, Tool, ToolResultBlock, ToolUseBlock,
+    TextBlock, ThinkingBlock, ToolMode, ToolResultBlock, ToolUseBlock,
 };
 
 use super::PROVIDER;
@@ -250,66 +250,36 @@ fn tool_result(block: ToolResultBlock, at: &str) -> Result<Value, ApiError> {
 }
 
 fn tool_config(r: &MessagesRequest, holds_tool_blocks: bool) -> Result<Option<Value>, ApiError> {
-    let tools = r.tools.as_deref().unwrap_or_default();
-    let choice = match &r.tool_choice {
+    let choice = match r.tool_mode()? {
+        Some((_, true)) if r.tool_choice.as_ref().is_some_and(|c| c.kind != "none") => {
+            return Err(ApiError::Unprocessable(format!(
+                "`tool_choice.disable_parallel_tool_use` is not supported by {PROVIDER}: Converse cannot forbid parallel tool calls"
+            )))
+        }
         None => None,
-        Some(c) => {
-            if c.disable_parallel_tool_use == Some(true) && c.kind != "none" {
-                return Err(ApiError::Unprocessable(format!(
-                    "`tool_choice.disable_parallel_tool_use` is not supported by {PROVIDER}: Converse cannot forbid parallel tool calls"
-                )));
-            }
-            match c.kind.as_str() {
-                "auto" => Some(json!({"auto": {}})),
-                "any" => Some(json!({"any": {}})),
-                "tool" => {
-                    let name = c.name.as_deref().ok_or_else(|| {
-                        ApiError::BadRequest("`tool_choice` of type `tool` needs a `name`".into())
-                    })?;
-                    Some(json!({"tool": {"name": name}}))
-                }
-                "none" => {
-                    if holds_tool_blocks {
-                        return Err(ApiError::Unprocessable(format!(
-                            "`tool_choice: none` is not supported by {PROVIDER} once the conversation holds tool blocks; use `auto`"
-                        )));
-                    }
-                    return Ok(None);
-                }
-                other => {
-                    return Err(ApiError::BadRequest(format!(
-                        "`tool_choice.type` must be auto, any, tool or none; got `{other}`"
-                    )))
-                }
-            }
+        Some((ToolMode::Auto, _)) => Some(json!({"auto": {}})),
+        Some((ToolMode::Any, _)) => Some(json!({"any": {}})),
+        Some((ToolMode::Tool(name), _)) => Some(json!({"tool": {"name": name}})),
+        Some((ToolMode::None, _)) if holds_tool_blocks => {
+            return Err(ApiError::Unprocessable(format!(
+                "`tool_choice: none` is not supported by {PROVIDER} once the conversation holds tool blocks; use `auto`"
+            )))
         }
+        // Converse has no `none`: the tools are left out.
+        Some((ToolMode::None, _)) => return Ok(None),
     };
+    let tools = r.custom_tools(PROVIDER)?;
     if tools.is_empty() {
-        if choice.as_ref().is_some_and(|c| c.get("auto").is_none()) {
-            return Err(ApiError::BadRequest(
-                "`tool_choice` asks for a tool but no `tools` were given".into(),
-            ));
-        }
         return Ok(None);
     }
     let mut specs = Vec::with_capacity(tools.len());
-    for (i, value) in tools.iter().enumerate() {
-        let at = format!("tools[{i}]");
-        let tool: Tool = fields(value, &at)?;
-        if let Some(kind) = tool.kind.as_deref().filter(|k| *k != "custom") {
-            return Err(ApiError::Unprocessable(format!(
-                "server tools (`{kind}`) are not supported by {PROVIDER}; only custom tools are"
-            )));
-        }
-        let schema = tool
-            .input_schema
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        let mut spec = json!({"name": tool.name, "inputSchema": {"json": schema}});
+    for (i, (mut tool, value)) in tools.into_iter().enumerate() {
+        let mut spec = json!({"name": tool.name, "inputSchema": {"json": tool.schema()}});
         if let Some(description) = tool.description {
             spec["description"] = description.into();
         }
         specs.push(json!({ "toolSpec": spec }));
-        specs.extend(cache_point(value, &at)?);
+        specs.extend(cache_point(value, &format!("tools[{i}]"))?);
     }
     let mut config = json!({ "tools": specs });
     if let Some(choice) = choice {

@@ -36,9 +36,10 @@
 use serde_json::{json, Map, Value};
 
 use crate::api::{ApiError, ClientRequest};
+use crate::schema::chat::Thinking;
 use crate::schema::messages_request::{
-    block_type, fields, Content, ImageBlock, InputMessage, MessagesRequest, TextBlock, Tool,
-    ToolChoice, ToolResultBlock, ToolUseBlock,
+    block_type, fields, Content, ImageBlock, InputMessage, MessagesRequest, TextBlock, ToolMode,
+    ToolResultBlock, ToolUseBlock,
 };
 
 /// Top-level fields dropped without changing the answer.
@@ -293,89 +294,50 @@ fn tools(
     provider: &str,
     body: &mut Map<String, Value>,
 ) -> Result<(), ApiError> {
-    let tools = r.tools.as_deref().unwrap_or_default();
-    let mut functions = Vec::with_capacity(tools.len());
-    for (i, value) in tools.iter().enumerate() {
-        let tool: Tool = fields(value, &format!("tools[{i}]"))?;
-        if let Some(kind) = tool.kind.as_deref().filter(|k| *k != "custom") {
-            return Err(ApiError::Unprocessable(format!(
-                "server tools (`{kind}`) are not supported by {provider}; only custom tools are"
-            )));
-        }
-        let parameters = tool
-            .input_schema
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        let mut function = json!({"name": tool.name, "parameters": parameters});
-        if let Some(description) = tool.description {
-            function["description"] = description.into();
-        }
-        functions.push(json!({"type": "function", "function": function}));
-    }
-    let choice = r.tool_choice.as_ref().map(tool_choice).transpose()?;
-    if functions.is_empty() {
-        if choice.as_ref().is_some_and(|c| c != "auto" && c != "none") {
-            return Err(ApiError::BadRequest(
-                "`tool_choice` asks for a tool but no `tools` were given".into(),
-            ));
-        }
+    let mode = r.tool_mode()?;
+    let tools = r.custom_tools(provider)?;
+    if tools.is_empty() {
         return Ok(());
     }
+    let functions: Vec<Value> = tools
+        .into_iter()
+        .map(|(mut tool, _)| {
+            let mut function = json!({"name": tool.name, "parameters": tool.schema()});
+            if let Some(description) = tool.description.take() {
+                function["description"] = description.into();
+            }
+            json!({"type": "function", "function": function})
+        })
+        .collect();
     body.insert("tools".into(), Value::Array(functions));
-    if let Some(choice) = choice {
-        body.insert("tool_choice".into(), choice);
-    }
-    if r.tool_choice
-        .as_ref()
-        .is_some_and(|c| c.disable_parallel_tool_use == Some(true))
-    {
+    let Some((mode, no_parallel)) = mode else {
+        return Ok(());
+    };
+    let choice = match mode {
+        ToolMode::Auto => "auto".into(),
+        ToolMode::Any => "required".into(),
+        ToolMode::None => "none".into(),
+        ToolMode::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+    };
+    body.insert("tool_choice".into(), choice);
+    if no_parallel {
         body.insert("parallel_tool_calls".into(), false.into());
     }
     Ok(())
 }
 
-fn tool_choice(choice: &ToolChoice) -> Result<Value, ApiError> {
-    Ok(match choice.kind.as_str() {
-        "auto" => "auto".into(),
-        "any" => "required".into(),
-        "none" => "none".into(),
-        "tool" => {
-            let name = choice.name.as_deref().ok_or_else(|| {
-                ApiError::BadRequest("`tool_choice` of type `tool` needs a `name`".into())
-            })?;
-            json!({"type": "function", "function": {"name": name}})
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "`tool_choice.type` must be auto, any, tool or none; got `{other}`"
-            )))
-        }
-    })
-}
-
-/// OpenAI's reasoning effort for Anthropic's thinking budget.
+/// OpenAI's reasoning effort for Anthropic's thinking budget (parsed by the shared rule
+/// of [`Thinking`]).
 fn reasoning_effort(thinking: Option<&Value>) -> Result<Option<&'static str>, ApiError> {
     let Some(thinking) = thinking.filter(|t| !t.is_null()) else {
         return Ok(None);
     };
-    match thinking.get("type").and_then(Value::as_str) {
-        Some("disabled") => Ok(None),
-        Some("enabled") => {
-            let budget = thinking
-                .get("budget_tokens")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| {
-                    ApiError::BadRequest("`thinking.budget_tokens` must be a number".into())
-                })?;
-            Ok(Some(match budget {
-                0..4096 => "low",
-                4096..16384 => "medium",
-                _ => "high",
-            }))
-        }
-        _ => Err(ApiError::BadRequest(
-            "`thinking.type` must be `enabled` or `disabled`".into(),
-        )),
-    }
+    Ok(match Thinking::parse(thinking)? {
+        Thinking::Off => None,
+        Thinking::Budget(0..4096) => Some("low"),
+        Thinking::Budget(4096..16384) => Some("medium"),
+        Thinking::Budget(_) => Some("high"),
+    })
 }
 
 #[cfg(test)]
