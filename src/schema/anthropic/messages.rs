@@ -26,6 +26,18 @@ use crate::schema::vertex::error::GoogleError;
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
 
+/// Anthropic's `usage` object for the gateway's counts, for translators that answer
+/// Messages clients: `input` counts cached and cache-written input (OpenAI's meaning),
+/// Anthropic's `input_tokens` neither.
+pub fn usage_json(u: &Usage) -> Value {
+    serde_json::json!({
+        "input_tokens": u.input.saturating_sub(u.cached_input).saturating_sub(u.cache_creation_input),
+        "output_tokens": u.output,
+        "cache_read_input_tokens": u.cached_input,
+        "cache_creation_input_tokens": u.cache_creation_input,
+    })
+}
+
 /// The body for a hosted Messages API, where `flavor` differs from Anthropic's own (see
 /// the module documentation).
 pub fn hosted_body(request: &ClientRequest, flavor: &Flavor) -> Result<Vec<u8>, ApiError> {

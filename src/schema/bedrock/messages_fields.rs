@@ -2,9 +2,7 @@
 //! (`messages_response`) and the stream (`messages_stream`); the rules are in
 //! `messages_response`'s module documentation.
 
-use serde_json::{json, Value};
-
-use super::converse_types::TokenUsage;
+use serde_json::Value;
 
 /// A Messages message id for an answer Bedrock gives none.
 pub fn message_id() -> String {
@@ -30,14 +28,4 @@ pub fn matched_stop_sequence(fields: Option<&Value>) -> Value {
         .filter(|s| s.is_string())
         .cloned()
         .unwrap_or(Value::Null)
-}
-
-/// Anthropic's `usage` object for Converse's counts.
-pub fn usage_json(u: &TokenUsage) -> Value {
-    json!({
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cache_read_input_tokens": u.cache_read_input_tokens,
-        "cache_creation_input_tokens": u.cache_write_input_tokens,
-    })
 }

@@ -25,8 +25,9 @@ use crate::usage::Usage;
 
 use super::converse_types::{ContentBlock, ConverseOutput, TokenUsage};
 use super::errors;
-use super::messages_fields::{matched_stop_sequence, message_id, stop_reason, usage_json};
+use super::messages_fields::{matched_stop_sequence, message_id, stop_reason};
 use super::messages_stream::MessagesStream;
+use crate::schema::anthropic::messages::usage_json;
 
 fn content_blocks(block: ContentBlock) -> Vec<Value> {
     let mut out = Vec::new();
@@ -71,7 +72,7 @@ fn message_of(output: ConverseOutput, model: &str) -> (Value, TokenUsage) {
         "content": content,
         "stop_reason": stop_reason(output.stop_reason.as_deref().unwrap_or("")),
         "stop_sequence": matched_stop_sequence(output.additional_model_response_fields.as_ref()),
-        "usage": usage_json(&usage),
+        "usage": usage_json(&usage.to_usage()),
     });
     (message, usage)
 }

@@ -28,7 +28,8 @@ use super::converse_types::{
     BlockDelta, BlockStart, ConverseEvent, MessageStop, ReasoningDelta, TokenUsage,
 };
 use super::errors;
-use super::messages_fields::{matched_stop_sequence, message_id, stop_reason, usage_json};
+use super::messages_fields::{matched_stop_sequence, message_id, stop_reason};
+use crate::schema::anthropic::messages::usage_json;
 
 /// What the open Anthropic block is, with what it holds back until it stops.
 #[derive(Debug, PartialEq)]
@@ -366,7 +367,7 @@ impl MessagesStream {
                 "stop_reason": self.stop_reason.unwrap_or("end_turn"),
                 "stop_sequence": self.stop_sequence,
             },
-            "usage": usage_json(&self.usage),
+            "usage": usage_json(&self.usage.to_usage()),
         });
         Self::sse(out, "message_delta", &delta);
         Self::sse(out, "message_stop", &json!({"type": "message_stop"}));

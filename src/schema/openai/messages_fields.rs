@@ -2,10 +2,6 @@
 //! (`messages_response`) and the stream (`messages_stream`); the rules are in
 //! `messages_response`'s module documentation.
 
-use serde_json::{json, Value};
-
-use crate::usage::Usage;
-
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
 pub fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
@@ -14,17 +10,6 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
         "content_filter" => "refusal",
         _ => "end_turn",
     }
-}
-
-/// Anthropic's `usage` for OpenAI's counts.
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        // OpenAI's prompt counts cached and cache-written input; Anthropic's does not.
-        "input_tokens": u.input.saturating_sub(u.cached_input).saturating_sub(u.cache_creation_input),
-        "output_tokens": u.output,
-        "cache_read_input_tokens": u.cached_input,
-        "cache_creation_input_tokens": u.cache_creation_input,
-    })
 }
 
 /// Anthropic's message id for an OpenAI completion id.

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::error::anthropic_error_body;
-use crate::schema::openai::messages_fields::{message_id, stop_reason, usage_json};
+use crate::schema::anthropic::messages::usage_json;
+use crate::schema::openai::messages_fields::{message_id, stop_reason};
 use crate::schema::openai::messages_stream::MessagesStream;
 use crate::schema::{ResponseHead, ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
@@ -85,10 +86,11 @@ pub struct MessagesFromChat {
 }
 
 impl MessagesFromChat {
-    pub fn new(requested_model: &str, streaming: bool) -> Self {
+    pub fn new(requested_model: &str) -> Self {
         MessagesFromChat {
             requested_model: requested_model.to_string(),
-            stream: streaming.then(|| MessagesStream::new(requested_model)),
+            // Made by the first streamed piece: a unary answer needs none.
+            stream: None,
             usage: Usage::default(),
             model: None,
             answered: false,
@@ -215,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_completion_becomes_a_message() {
-        let mut t = MessagesFromChat::new("gpt-4o", false);
+        let mut t = MessagesFromChat::new("gpt-4o");
         let body = br#"{"id":"chatcmpl-abc","object":"chat.completion","model":"gpt-4o-2024-08-06",
             "choices":[{"index":0,"message":{"role":"assistant","content":"Checking.",
               "tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}}]},
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn unreadable_answers_and_errors() {
-        let mut t = MessagesFromChat::new("m", false);
+        let mut t = MessagesFromChat::new("m");
         assert!(t.unary(b"").is_err());
         assert!(t.unary(br#"{"choices":[]}"#).is_err());
         let bad_args = br#"{"choices":[{"message":{"tool_calls":[{"id":"c","function":{"name":"f","arguments":"{"}}]}}]}"#;

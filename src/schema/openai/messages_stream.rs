@@ -24,7 +24,8 @@ use crate::api::error::anthropic_error_event;
 use crate::framing::sse::{event_data, write_event, SseSplitter};
 use crate::usage::Usage;
 
-use super::messages_fields::{message_id, stop_reason, usage_json};
+use super::messages_fields::{message_id, stop_reason};
+use crate::schema::anthropic::messages::usage_json;
 
 #[derive(Deserialize)]
 struct Chunk {

@@ -80,7 +80,7 @@ impl BackendSchema for OpenAi {
 /// Messages clients get them as Anthropic's.
 fn translator(request: &ClientRequest, usage_injected: bool) -> Box<dyn ResponseTranslator> {
     match request.api {
-        ApiKind::Messages => Box::new(MessagesFromChat::new(&request.model, request.stream)),
+        ApiKind::Messages => Box::new(MessagesFromChat::new(&request.model)),
         _ => Box::new(OpenAiResponse::new(request, usage_injected)),
     }
 }
