@@ -51,8 +51,13 @@ impl ApiKind {
 }
 
 /// Picks the API from the method and path (query string ignored).
+/// The path without its query or fragment.
+fn bare_path(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or("")
+}
+
 pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
-    let bare = path.split(['?', '#']).next().unwrap_or("");
+    let bare = bare_path(path);
     let bare = if bare.len() > 1 {
         bare.trim_end_matches('/')
     } else {
@@ -85,7 +90,7 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
 /// path or the method is wrong: Anthropic's for anything under the Messages API's paths
 /// (`/v1/messages/count_tokens`, a GET on `/v1/messages`), else OpenAI's.
 pub fn error_shape(path: &str) -> ApiKind {
-    let bare = path.split(['?', '#']).next().unwrap_or("");
+    let bare = bare_path(path);
     if bare.starts_with("/v1/messages") || bare.starts_with("/anthropic/") {
         ApiKind::Messages
     } else {

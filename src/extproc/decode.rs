@@ -65,30 +65,32 @@ impl BodyDecoder {
 
     /// Feeds compressed bytes; returns what they decode to.
     pub fn push(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
-        self.decode(chunk, end)
-    }
-
-    fn decode(&mut self, chunk: &[u8], end: bool) -> std::io::Result<Vec<u8>> {
-        match &mut self.inner {
-            // flate2 keeps what a write decoded in its own buffer until the next write or
-            // a flush: flush every time, or a stream would lag one chunk behind.
+        // flate2 keeps what a write decoded in its own buffer until the next write or a
+        // flush: flush every time, or a stream would lag one chunk behind.
+        fn step<W: Write>(
+            d: &mut W,
+            chunk: &[u8],
+            end: bool,
+            finish: impl FnOnce(&mut W) -> std::io::Result<()>,
+        ) -> std::io::Result<()> {
+            d.write_all(chunk)?;
+            d.flush()?;
+            if end {
+                finish(d)?;
+            }
+            Ok(())
+        }
+        let out = match &mut self.inner {
             Inner::Gzip(d) => {
-                d.write_all(chunk)?;
-                d.flush()?;
-                if end {
-                    d.try_finish()?;
-                }
-                Ok(std::mem::take(&mut d.get_mut().out))
+                step(d, chunk, end, GzDecoder::try_finish)?;
+                d.get_mut()
             }
             Inner::Deflate(d) => {
-                d.write_all(chunk)?;
-                d.flush()?;
-                if end {
-                    d.try_finish()?;
-                }
-                Ok(std::mem::take(&mut d.get_mut().out))
+                step(d, chunk, end, ZlibDecoder::try_finish)?;
+                d.get_mut()
             }
-        }
+        };
+        Ok(std::mem::take(&mut out.out))
     }
 }
 
