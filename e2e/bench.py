@@ -120,7 +120,8 @@ def wrk(url, connections, seconds, script):
         return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": rps, "p50_us": pct(50), "p99_us": pct(99), "errors": int(non2xx.group(1)) if non2xx else 0,
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "requests": requests, "p50_us": pct(50), "p99_us": pct(99), "errors": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": sum(int(g) for g in socket_errors.groups()) if socket_errors else 0}
 
 
@@ -164,12 +165,49 @@ def check_answer(name, url, request_body, stream):
                            f"{r.headers.get('content-type')}\n{r.text[:2000]}")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process (all its threads) so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children(pid):
+    found = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def envoy_stats(run_dir):
+    """Envoy's counters over its admin socket (`run`'s default admin address)."""
+    transport = httpx.HTTPTransport(uds=str(pathlib.Path(run_dir) / "envoy-admin.sock"))
+    with httpx.Client(transport=transport) as client:
+        text = client.get("http://envoy/stats?usedonly").text
+    stats = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+def measured(pids, run):
+    """Runs `run` and returns its result with the CPU seconds each of `pids` spent meanwhile."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run()
+    result["cpu_s"] = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    return result
+
+
 def rss_kib(pid):
     status = pathlib.Path(f"/proc/{pid}/status").read_text()
     return {k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) for k in ("VmRSS", "VmHWM")}
 
 
-def run_scenario(name, spec, args, tmp, upstream_port, direct_base):
+def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
     request_body = body(spec["model"], spec["stream"])
     script = wrk_script(tmp / f"{name}.lua", request_body)
     config_dir = tmp / name
@@ -187,10 +225,19 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base):
         results = {"gateway": {16: [], 1: []}, "direct": {16: [], 1: []}}
         wrk(gateway_url, 16, 2, script)  # warm up both
         wrk(direct_url, 16, 2, script)
+        (gateway_envoy,) = children(gateway.proc.pid)
+        side_pids = {"gateway": {"sidecar": gateway.proc.pid, "envoy": gateway_envoy, "upstream": pids["upstream"]},
+                     "direct": {"envoy": pids["direct_envoy"], "upstream": pids["upstream"]}}
+        stats_before = envoy_stats(gateway.run_dir)
+        gateway_requests = 0
         for _ in range(args.rounds):
             for connections in (16, 1):
                 for side, url in (("gateway", gateway_url), ("direct", direct_url)):
-                    results[side][connections].append(wrk(url, connections, args.seconds, script))
+                    result = measured(side_pids[side], lambda: wrk(url, connections, args.seconds, script))
+                    results[side][connections].append(result)
+                    if side == "gateway":
+                        gateway_requests += result["requests"]
+        stats_after = envoy_stats(gateway.run_dir)
         memory = rss_kib(gateway.proc.pid)
     finally:
         gateway.stop()
@@ -199,7 +246,22 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base):
         return statistics.median(r[key] for r in results[side][connections])
 
     runs = [r for side in results for c in results[side] for r in results[side][c]]
+
+    def cpu_per_request(side, process):
+        # CPU microseconds per request at 16 connections (the throughput runs).
+        rs = results[side][16]
+        return sum(r["cpu_s"][process] for r in rs) * 1e6 / sum(r["requests"] for r in rs)
+
+    def per_request(stat):
+        return (stats_after.get(stat, 0) - stats_before.get(stat, 0)) / max(gateway_requests, 1)
+    ext_proc = {stat: round(per_request(f"http.llm.ext_proc.{stat}"), 2)
+                for stat in ("streams_started", "stream_msgs_sent", "stream_msgs_received")}
     return {
+        "cpu_us_per_request_16": {
+            "gateway": {p: round(cpu_per_request("gateway", p)) for p in ("envoy", "sidecar")},
+            "direct": {"envoy": round(cpu_per_request("direct", "envoy"))},
+        },
+        "ext_proc_per_request": ext_proc,
         "rps_16_gateway": med("gateway", 16, "rps"),
         "rps_16_direct": med("direct", 16, "rps"),
         "rps_ratio_16": med("gateway", 16, "rps") / med("direct", 16, "rps"),
@@ -236,9 +298,11 @@ def main():
     import harness
     harness.BIN = RELEASE / "llm-extproc"
     summaries = {}
+    pids = {"direct_envoy": direct.pid, "upstream": upstream.pid}
     try:
         for name in names:
-            summary = run_scenario(name, SCENARIOS[name], args, tmp, upstream_port, f"http://127.0.0.1:{direct_port}")
+            summary = run_scenario(name, SCENARIOS[name], args, tmp, upstream_port, f"http://127.0.0.1:{direct_port}",
+                                   pids)
             summaries[name] = summary
             if len(names) > 1:
                 print(f"== {name}")
@@ -259,6 +323,11 @@ def main():
         print(f"{name + ':':16} ratio {s['rps_ratio_16']:.2f} (gateway {s['rps_16_gateway']:.0f} / direct "
               f"{s['rps_16_direct']:.0f} RPS at 16 conns), added at 1 conn p50 {s['p50_added_us_1']:+.0f} us, "
               f"p99 {s['p99_added_us_1']:+.0f} us, sidecar RSS {s['sidecar_rss_kib'] / 1024:.1f} MiB")
+        cpu, msgs = s["cpu_us_per_request_16"], s["ext_proc_per_request"]
+        print(f"{'':16} CPU per request: gateway Envoy {cpu['gateway']['envoy']} us + sidecar "
+              f"{cpu['gateway']['sidecar']} us, direct Envoy {cpu['direct']['envoy']} us; ext_proc per request: "
+              f"{msgs['streams_started']} streams, {msgs['stream_msgs_sent']} messages sent, "
+              f"{msgs['stream_msgs_received']} received")
     errors = sum(s["non_2xx"] for s in summaries.values())
     socket_errors = sum(s["socket_errors"] for s in summaries.values())
     if errors or socket_errors:

@@ -107,6 +107,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
                         "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": file_source("routes.json")},
                         "http_filters": [
                             ext_proc_filter(false),
+                            restore_request_length(),
                             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ],
                         "local_reply_config": local_reply_config(),
@@ -130,6 +131,26 @@ pub fn render(o: &BootstrapOptions) -> Value {
                 },
                 "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sidecar_address}}]}]}
             }]
+        }
+    })
+}
+
+/// The router-level ext_proc replaces the request body in its header phase, and Envoy
+/// then drops content-length (providers want one): restored from the length the sidecar
+/// put in dynamic metadata.
+fn restore_request_length() -> Value {
+    let value = format!(
+        "%DYNAMIC_METADATA(io.envoy.ai_gateway:{})%",
+        crate::extproc::router::REQUEST_LENGTH_METADATA
+    );
+    json!({
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"append": {
+                "header": {"key": "content-length", "value": value},
+                "append_action": "ADD_IF_ABSENT"
+            }}]}
         }
     })
 }
@@ -161,9 +182,10 @@ fn local_reply_config() -> Value {
     };
     // Anthropic SDK clients (the Messages API) get Anthropic's error shape, decided by
     // the client's API, never by the path a provider gets: the sidecar marks every
-    // request in its headers phase, before any path is rewritten (an OpenAI client of a
-    // Claude backend is sent to `/v1/messages`). Only a request the sidecar never marked
-    // (it was unreachable) is judged by its path, which then is still the client's. CEL
+    // request in the same answer that rewrites its path (an OpenAI client of a Claude
+    // backend is sent to `/v1/messages`). Only a request the sidecar never marked (it
+    // was unreachable, or the request did not get that far) is judged by its path,
+    // which then is still the client's. CEL
     // absorbs the error of a missing key in `||`.
     let messages =
         "(metadata.filter_metadata['io.envoy.ai_gateway']['client_api'] == 'messages' \

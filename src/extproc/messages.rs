@@ -4,9 +4,6 @@
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderMap, HeaderValue, HeaderValueOption,
 };
-use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
-    processing_mode::BodySendMode, ProcessingMode,
-};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation::Mutation, common_response::ResponseStatus, processing_response::Response,
@@ -60,6 +57,12 @@ impl Mutations {
         self
     }
 
+    /// Adds `other`'s edits after these.
+    pub fn append(&mut self, other: Mutations) {
+        self.set.extend(other.set);
+        self.remove.extend(other.remove);
+    }
+
     fn into_proto(self) -> Option<HeaderMutation> {
         if self.set.is_empty() && self.remove.is_empty() {
             None
@@ -81,11 +84,10 @@ pub struct Reply {
     /// Replace the body already in the header phase (`CONTINUE_AND_REPLACE`).
     pub replace_in_header_phase: bool,
     pub metadata: Option<Struct>,
-    pub stream_response_body: bool,
 }
 
 impl Reply {
-    fn common(self) -> (CommonResponse, Option<Struct>, bool) {
+    fn common(self) -> (CommonResponse, Option<Struct>) {
         let status = if self.replace_in_header_phase {
             ResponseStatus::ContinueAndReplace
         } else {
@@ -100,60 +102,38 @@ impl Reply {
             clear_route_cache: self.clear_route_cache,
             ..Default::default()
         };
-        (common, self.metadata, self.stream_response_body)
+        (common, self.metadata)
     }
 
     pub fn request_headers(self) -> ProcessingResponse {
-        let (c, m, _) = self.common();
+        let (c, m) = self.common();
         wrap(
             Response::RequestHeaders(HeadersResponse { response: Some(c) }),
             m,
-            None,
-        )
-    }
-
-    pub fn request_body(self) -> ProcessingResponse {
-        let (c, m, _) = self.common();
-        wrap(
-            Response::RequestBody(BodyResponse { response: Some(c) }),
-            m,
-            None,
         )
     }
 
     pub fn response_headers(self) -> ProcessingResponse {
-        let (c, m, stream) = self.common();
-        // Unary bodies stay buffered (one message); streams switch to chunk by chunk.
-        let mode = stream.then(|| ProcessingMode {
-            response_body_mode: BodySendMode::Streamed as i32,
-            ..Default::default()
-        });
+        let (c, m) = self.common();
         wrap(
             Response::ResponseHeaders(HeadersResponse { response: Some(c) }),
             m,
-            mode,
         )
     }
 
     pub fn response_body(self) -> ProcessingResponse {
-        let (c, m, _) = self.common();
+        let (c, m) = self.common();
         wrap(
             Response::ResponseBody(BodyResponse { response: Some(c) }),
             m,
-            None,
         )
     }
 }
 
-fn wrap(
-    response: Response,
-    metadata: Option<Struct>,
-    mode: Option<ProcessingMode>,
-) -> ProcessingResponse {
+fn wrap(response: Response, metadata: Option<Struct>) -> ProcessingResponse {
     ProcessingResponse {
         response: Some(response),
         dynamic_metadata: metadata,
-        mode_override: mode,
         ..Default::default()
     }
 }

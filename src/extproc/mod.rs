@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    processing_request::Request as Msg, ProcessingRequest, ProcessingResponse,
+    processing_request::Request as Msg, processing_response::Response as Reply, ProcessingRequest,
+    ProcessingResponse,
 };
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -27,8 +28,13 @@ use store::RequestStore;
 /// large JSON body (tens of MiB of images) must not hold up every other request.
 const OFFLOAD_BYTES: usize = 1 << 20;
 
+/// What the router stream answers to one message: nothing while it waits for the rest of
+/// a body, else one answer (see [`router`] for why a phase is answered once it has been
+/// read whole).
+pub type Answers = Vec<ProcessingResponse>;
+
 /// One message's handling on the router stream.
-type Work = Box<dyn FnOnce(&mut router::RouterStream) -> ProcessingResponse + Send>;
+type Work = Box<dyn FnOnce(&mut router::RouterStream) -> Answers + Send>;
 
 /// Runs `work` on the router stream, inline for a small body and on the blocking pool for
 /// one over [`OFFLOAD_BYTES`], and hands the stream back. None when the work panicked.
@@ -36,7 +42,7 @@ async fn run(
     mut router: router::RouterStream,
     body_size: usize,
     work: Work,
-) -> Option<(router::RouterStream, ProcessingResponse)> {
+) -> Option<(router::RouterStream, Answers)> {
     if body_size <= OFFLOAD_BYTES {
         let answer = work(&mut router);
         return Some((router, answer));
@@ -121,46 +127,59 @@ impl ExternalProcessor for Service {
                 }
             }))
         } else {
-            Box::pin(futures_util::stream::unfold(
+            let answers = futures_util::stream::unfold(
                 (inbound, Some(router::RouterStream::new(shared))),
                 |(mut inbound, router)| async move {
                     let router = router?;
                     let m = match inbound.next().await? {
                         Ok(m) => m,
-                        Err(status) => return Some((Err(status), (inbound, None))),
+                        Err(status) => return Some((vec![Err(status)], (inbound, None))),
                     };
-                    // What to do with the message, and how large a body it carries.
+                    // What to do with the message, and how large a body it completes.
                     let (size, work): (usize, Work) = match m.request {
                         Some(Msg::RequestHeaders(h)) => {
                             (0, Box::new(move |r| r.request_headers(h)))
                         }
                         Some(Msg::RequestBody(b)) => {
-                            let size = if router.decodes_request() {
-                                usize::MAX
-                            } else {
-                                b.body.len()
+                            let size = match (b.end_of_stream, router.decodes_request()) {
+                                (false, _) => 0,
+                                (true, true) => usize::MAX,
+                                (true, false) => router.held_body_len() + b.body.len(),
                             };
                             (size, Box::new(move |r| r.request_body(b)))
+                        }
+                        Some(Msg::RequestTrailers(_)) => {
+                            let size = router.held_body_len();
+                            (size, Box::new(move |r| r.request_trailers()))
                         }
                         Some(Msg::ResponseHeaders(h)) => {
                             (0, Box::new(move |r| r.response_headers(h)))
                         }
                         Some(Msg::ResponseBody(b)) => {
-                            (b.body.len(), Box::new(move |r| r.response_body(b)))
+                            let size = router.response_work_size(b.body.len(), b.end_of_stream);
+                            (size, Box::new(move |r| r.response_body(b)))
                         }
-                        Some(Msg::RequestTrailers(_)) | Some(Msg::ResponseTrailers(_)) | None => {
+                        Some(Msg::ResponseTrailers(_)) | None => {
                             let status = Status::invalid_argument(
                                 "unexpected ext_proc message; check the filter's processing_mode",
                             );
-                            return Some((Err(status), (inbound, None)));
+                            return Some((vec![Err(status)], (inbound, None)));
                         }
                     };
-                    let Some((router, answer)) = run(router, size, work).await else {
-                        return Some((Err(offload_failed()), (inbound, None)));
+                    let Some((router, answers)) = run(router, size, work).await else {
+                        return Some((vec![Err(offload_failed())], (inbound, None)));
                     };
-                    Some((Ok(answer), (inbound, Some(router))))
+                    // After an immediate response Envoy is done with the stream, but the
+                    // pieces of body it sent before reading it may still arrive: they end
+                    // here, unread.
+                    let done = answers
+                        .iter()
+                        .any(|a| matches!(a.response, Some(Reply::ImmediateResponse(_))));
+                    let router = (!done).then_some(router);
+                    Some((answers.into_iter().map(Ok).collect(), (inbound, router)))
                 },
-            ))
+            );
+            Box::pin(answers.flat_map(futures_util::stream::iter))
         };
         Ok(Response::new(stream))
     }

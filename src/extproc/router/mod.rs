@@ -19,9 +19,9 @@ use envoy_types::pb::google::protobuf::value::Kind;
 use super::attempt;
 use super::budget::Reservation;
 use super::decode::{self, BodyDecoder, DecodeError};
-use super::messages::{self, header, immediate, immediate_error_for, Reply};
+use super::messages::{self, header, immediate, immediate_error_for, Mutations, Reply};
 use super::store::{RequestState, StoreGuard, REQUEST_KEY_METADATA};
-use super::Shared;
+use super::{Answers, Shared};
 use crate::api::{self, error::error_body, ApiError, ApiKind, ClientRequest};
 use crate::auth::CLIENT_CREDENTIAL_HEADERS;
 use crate::config::{
@@ -43,6 +43,22 @@ use response::{BodyMode, ResponseState};
 
 /// Dynamic metadata key naming the client's API: `messages` or `openai`.
 pub const CLIENT_API_METADATA: &str = "client_api";
+/// Dynamic metadata key holding the length of the body the request continues with, which
+/// the header_mutation filter after the router-level ext_proc writes as content-length.
+pub const REQUEST_LENGTH_METADATA: &str = "request_content_length";
+
+/// Envoy's own error replies read this to answer in the client's API's shape: the path
+/// no longer says it once the sidecar moved it to a provider's.
+fn client_api_metadata(api: ApiKind) -> (String, Kind) {
+    let name = match api {
+        ApiKind::Messages => "messages",
+        _ => "openai",
+    };
+    (
+        CLIENT_API_METADATA.to_string(),
+        Kind::StringValue(name.into()),
+    )
+}
 
 pub struct RouterStream {
     shared: Arc<Shared>,
@@ -63,6 +79,13 @@ pub struct RouterStream {
     response: Option<ResponseState>,
     /// The response was metered (its end seen, or it was answered whole).
     finished: bool,
+    /// The body of the phase being read whole (the request's, then a unary answer's),
+    /// held until its end: the phase is answered once, then, at its headers.
+    held_body: Vec<u8>,
+    /// Header edits decided at the request headers, sent with the request's one answer.
+    request_header_edits: Mutations,
+    /// Header edits decided at a unary answer's headers, sent with its one answer.
+    response_header_edits: Mutations,
 }
 
 impl RouterStream {
@@ -80,6 +103,38 @@ impl RouterStream {
             _guard: None,
             response: None,
             finished: false,
+            held_body: Vec::new(),
+            request_header_edits: Mutations::default(),
+            response_header_edits: Mutations::default(),
+        }
+    }
+
+    /// The bytes of the body being read whole so far.
+    pub fn held_body_len(&self) -> usize {
+        self.held_body.len()
+    }
+
+    /// How much work a response piece is: a streamed piece is handled at once, a unary
+    /// answer only at its end, whole.
+    pub fn response_work_size(&self, piece: usize, end_of_stream: bool) -> usize {
+        let streamed = self
+            .response
+            .as_ref()
+            .is_some_and(|r| r.mode == BodyMode::Stream);
+        if streamed || end_of_stream {
+            self.held_body.len() + piece
+        } else {
+            0
+        }
+    }
+
+    /// Adds a piece of the body being read whole; a request body over the limit is
+    /// refused as soon as it is known to be.
+    fn hold(&mut self, piece: Vec<u8>) {
+        if self.held_body.is_empty() {
+            self.held_body = piece; // moved: most bodies come in one piece
+        } else {
+            self.held_body.extend_from_slice(&piece);
         }
     }
 
@@ -92,7 +147,7 @@ impl RouterStream {
     /// Request headers. They must be sent (not skipped) even though the body carries what
     /// matters: with headers skipped, Envoy hands them to the router, which picks the route
     /// before the body has set `x-ai-eg-model` (seen on Envoy 1.40).
-    pub fn request_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
+    pub fn request_headers(&mut self, h: HttpHeaders) -> Answers {
         self.request_headers = h.headers;
         let map = self.request_headers.as_ref();
         self.request_id = header(map, "x-request-id").unwrap_or("").to_string();
@@ -101,24 +156,24 @@ impl RouterStream {
         match api::route(method, path) {
             Ok(ApiKind::Models) => {
                 let config = self.shared.config.load();
-                return immediate(200, api::models::list_body(&config), "models");
+                return vec![immediate(200, api::models::list_body(&config), "models")];
             }
             Ok(api) => self.api = Some(api),
             Err(e) => {
                 // No API serves it, but the client still reads its API's error shape.
                 self.error_shape = Some(api::error_shape(path));
-                return self.reject(e);
+                return vec![self.reject(e)];
             }
         }
         let limit = self.shared.limits.max_body_bytes;
         if let Some(size) = header(map, "content-length").and_then(|v| v.parse::<u64>().ok()) {
             if size > limit {
-                return self.reject(ApiError::BodyTooLarge { size, limit });
+                return vec![self.reject(ApiError::BodyTooLarge { size, limit })];
             }
             // Refused before Envoy sends the body: the sidecar never holds it.
             match self.shared.body_budget.reserve(size) {
                 Ok(reservation) => self._body_reservation = reservation,
-                Err(e) => return self.reject(e),
+                Err(e) => return vec![self.reject(e)],
             }
         }
         match header(map, "content-encoding").map(str::trim) {
@@ -126,48 +181,69 @@ impl RouterStream {
             Some(e) if e.eq_ignore_ascii_case("identity") => {}
             Some(e) => match decode::known_encoding(e) {
                 Some(known) => self.request_encoding = Some(known),
-                None => return self.reject(ApiError::UnsupportedEncoding(api::printable(e))),
+                None => return vec![self.reject(ApiError::UnsupportedEncoding(api::printable(e)))],
             },
         }
         if h.end_of_stream {
-            return self.reject(ApiError::BadRequest(
+            return vec![self.reject(ApiError::BadRequest(
                 "request body is empty; send a JSON object".into(),
-            ));
+            ))];
         }
         // Until the body phase has decided, the request carries nothing that routes it or
-        // authenticates it: were the body phase skipped (an HTTP/2 request with trailers
-        // and no data), Envoy would otherwise route on what the client sent.
-        let mut reply = Reply::default();
+        // authenticates it: the one answer, at the end of the body, removes these.
         for name in CLIENT_CREDENTIAL_HEADERS {
-            reply.headers.remove(name);
+            self.request_header_edits.remove(name);
         }
-        // Envoy's own error replies read this to answer in the client's API's shape: the
-        // path no longer says it once the sidecar moved it to a provider's.
-        let client_api = match self.api {
-            Some(ApiKind::Messages) => "messages",
-            _ => "openai",
-        };
-        reply.metadata = messages::metadata([(
-            CLIENT_API_METADATA.to_string(),
-            Kind::StringValue(client_api.into()),
-        )]);
         let routing = [MODEL_HEADER, BACKEND_BINDING_HEADER, STREAM_ROUTE_HEADER];
         if routing.iter().any(|name| header(map, name).is_some()) {
-            // Envoy may already have matched a route on them: match again without.
+            // Envoy may already have matched a route on them; the answer clears the route
+            // cache, so it matches again without them.
             for name in routing {
-                reply.headers.remove(name);
+                self.request_header_edits.remove(name);
             }
-            reply.clear_route_cache = true;
         }
-        reply.request_headers()
+        // Answered when the body has ended (see `request_body`).
+        Vec::new()
     }
 
-    /// The whole (buffered) request body.
-    pub fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
+    /// A piece of the request body (Envoy streams it without waiting for the headers'
+    /// answer): held until the body ends, then the request is answered whole.
+    pub fn request_body(&mut self, b: HttpBody) -> Answers {
+        let limit = self.shared.limits.max_body_bytes;
+        let size = (self.held_body.len() + b.body.len()) as u64;
+        if size > limit && self.request_encoding.is_none() {
+            // Chunked, so no content-length refused it: refused as soon as it is too large.
+            return vec![self.reject(ApiError::BodyTooLarge { size, limit })];
+        }
+        self.hold(b.body);
+        if !b.end_of_stream {
+            return Vec::new();
+        }
+        self.request_complete()
+    }
+
+    /// Request trailers (HTTP/2 and gRPC-web clients can send them): the body has ended.
+    pub fn request_trailers(&mut self) -> Answers {
+        if self.held_body.is_empty() {
+            return vec![self.reject(ApiError::BadRequest(
+                "request body is empty; send a JSON object".into(),
+            ))];
+        }
+        self.request_complete()
+    }
+
+    /// The whole request, answered once, at its headers: routed on the model, its body
+    /// replaced by the provider's (`CONTINUE_AND_REPLACE`) or passed as it came.
+    fn request_complete(&mut self) -> Answers {
+        vec![self.answer_request()]
+    }
+
+    fn answer_request(&mut self) -> ProcessingResponse {
         let Some(api) = self.api else {
             return self.reject(ApiError::Internal("request body before headers".into()));
         };
-        let request = match self.client_request(api, b.body) {
+        let body = std::mem::take(&mut self.held_body);
+        let request = match self.client_request(api, body) {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
@@ -205,12 +281,20 @@ impl RouterStream {
         if self.request_encoding.is_some() {
             // Providers get the decoded body, whatever the attempt does with it.
             reply.headers.remove("content-encoding");
-            if reply.body.is_none() {
-                let plain = state.request.body.to_vec();
-                reply.headers.set("content-length", plain.len().to_string());
-                reply.body = Some(plain);
-            }
         }
+        // The answer replaces the body in the header phase, so it carries the body even
+        // when it passes as it came; Envoy drops content-length, which the
+        // header_mutation filter after this one restores from the metadata.
+        let body = reply
+            .body
+            .take()
+            .unwrap_or_else(|| state.request.body.to_vec());
+        let length = body.len();
+        reply.body = Some(body);
+        reply.replace_in_header_phase = true;
+        reply
+            .headers
+            .append(std::mem::take(&mut self.request_header_edits));
         reply.clear_route_cache = true;
         reply.headers.set(MODEL_HEADER, model.clone());
         if state.request.stream {
@@ -222,6 +306,11 @@ impl RouterStream {
                 REQUEST_KEY_METADATA.to_string(),
                 Kind::StringValue(guard.key().to_string()),
             ),
+            (
+                REQUEST_LENGTH_METADATA.to_string(),
+                Kind::StringValue(length.to_string()),
+            ),
+            client_api_metadata(state.request.api),
         ];
         if let Some(route) = route_name {
             meta.push(("route_name".to_string(), Kind::StringValue(route)));
@@ -229,7 +318,7 @@ impl RouterStream {
         reply.metadata = messages::metadata(meta);
         self.state = Some(state);
         self._guard = Some(guard);
-        reply.request_body()
+        reply.request_headers()
     }
 
     /// The state both placements share for a request to a model the configuration
@@ -315,10 +404,7 @@ impl RouterStream {
             ..Default::default()
         };
         reply.headers.set(BACKEND_BINDING_HEADER, backend);
-        if let Some(body) = prepared.body {
-            reply.headers.set("content-length", body.len().to_string());
-            reply.body = Some(body);
-        }
+        reply.body = prepared.body;
         Ok(reply)
     }
 

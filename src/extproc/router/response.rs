@@ -32,7 +32,10 @@ pub(super) enum BodyMode {
 }
 
 impl RouterStream {
-    pub fn response_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
+    /// The answer's headers. A stream is answered at once and then piece by piece; a
+    /// unary answer (success or error) only once its body has ended, in one answer to
+    /// these headers that replaces the body (Envoy sends the body without waiting).
+    pub fn response_headers(&mut self, h: HttpHeaders) -> Answers {
         let map = h.headers.as_ref();
         let head = ResponseHead {
             status: header(map, ":status")
@@ -78,7 +81,6 @@ impl RouterStream {
             reply.headers.remove("content-encoding");
         }
         if streaming {
-            reply.stream_response_body = true;
             reply.headers.remove("content-length");
             if rewrites {
                 reply.headers.set("content-type", "text/event-stream");
@@ -102,9 +104,18 @@ impl RouterStream {
         if empty_success {
             // Every API served here answers with a body: an empty 2xx is a broken answer,
             // never a successful empty one.
-            return self.unreadable_answer("the provider's answer was empty");
+            return vec![self.unreadable_answer("the provider's answer was empty")];
         }
-        reply.response_headers()
+        if mode == BodyMode::Stream {
+            return vec![reply.response_headers()];
+        }
+        if h.end_of_stream {
+            // No body follows: the headers are all there is to answer.
+            reply.metadata = self.record(None);
+            return vec![reply.response_headers()];
+        }
+        self.response_header_edits = reply.headers;
+        Vec::new()
     }
 
     /// Replaces a 2xx answer that cannot be what the provider's API sends with a 502 in
@@ -122,12 +133,55 @@ impl RouterStream {
         answer
     }
 
-    pub fn response_body(&mut self, b: HttpBody) -> ProcessingResponse {
+    pub fn response_body(&mut self, b: HttpBody) -> Answers {
         let Some(mode) = self.response.as_ref().map(|r| r.mode) else {
-            return Reply::default().response_body();
+            return vec![Reply::default().response_body()];
         };
+        if matches!(mode, BodyMode::Stream | BodyMode::Broken) {
+            return vec![self.stream_body(mode, b)];
+        }
+        self.hold(b.body);
+        if !b.end_of_stream {
+            return Vec::new();
+        }
+        let body = std::mem::take(&mut self.held_body);
+        vec![self.answer_whole(mode, body)]
+    }
+
+    /// A unary answer, read whole: translated, read for usage, or rewritten as an error,
+    /// and answered at its headers with the body that replaces it (the one it came with
+    /// when nothing changes).
+    fn answer_whole(&mut self, mode: BodyMode, body: Vec<u8>) -> ProcessingResponse {
         let mut reply = Reply::default();
-        let mut cut = false;
+        let decoded = match self.decode(&body, true) {
+            Ok(decoded) => decoded,
+            Err(answer) => return *answer,
+        };
+        let plain: &[u8] = decoded.as_deref().unwrap_or(&body);
+        let replacement = match mode {
+            BodyMode::Error => self.error_answer(plain, &mut reply),
+            _ => match self.whole_answer(plain) {
+                Ok(replacement) => replacement,
+                Err(answer) => return *answer,
+            },
+        };
+        let deliver_decoded = self.response.as_ref().is_some_and(|r| r.deliver_decoded);
+        reply.body = Some(match (replacement, decoded) {
+            (Some(bytes), _) => bytes,
+            (None, Some(decoded)) if deliver_decoded && mode != BodyMode::Error => decoded,
+            (None, _) => body,
+        });
+        reply.replace_in_header_phase = true;
+        let mut headers = std::mem::take(&mut self.response_header_edits);
+        headers.append(reply.headers);
+        reply.headers = headers;
+        reply.metadata = self.record(None);
+        reply.response_headers()
+    }
+
+    /// A piece of a streamed answer (or of one that broke mid-way), answered at once.
+    fn stream_body(&mut self, mode: BodyMode, b: HttpBody) -> ProcessingResponse {
+        let mut reply = Reply::default();
         let decoded = match mode {
             BodyMode::Broken => None,
             _ => match self.decode(&b.body, b.end_of_stream) {
@@ -140,27 +194,17 @@ impl RouterStream {
         let replacement = match mode {
             // The rest of a body that could no longer be decoded.
             BodyMode::Broken => Some(Vec::new()),
-            BodyMode::Error => self.error_answer(plain, &mut reply),
-            BodyMode::Whole => match self.whole_answer(plain) {
-                Ok(replacement) => replacement,
-                Err(answer) => return *answer,
-            },
-            BodyMode::Stream => self.stream_piece(plain, b.end_of_stream),
+            _ => self.stream_piece(plain, b.end_of_stream),
         };
         let deliver_decoded = self.response.as_ref().is_some_and(|r| r.deliver_decoded);
         reply.body = match replacement {
             Some(bytes) => Some(bytes),
-            None if deliver_decoded && mode != BodyMode::Error => decoded,
+            None if deliver_decoded => decoded,
             None => None,
         };
-        match mode {
-            BodyMode::Whole => {
-                if let Some(body) = &reply.body {
-                    reply.headers.set("content-length", body.len().to_string());
-                }
-            }
-            BodyMode::Stream => cut = self.end_cut_stream(b.end_of_stream, b.body, &mut reply),
-            _ => {}
+        let mut cut = false;
+        if mode == BodyMode::Stream {
+            cut = self.end_cut_stream(b.end_of_stream, b.body, &mut reply);
         }
         if b.end_of_stream {
             // A stream that ended in an error event is metered as the error the client was
@@ -242,11 +286,10 @@ impl RouterStream {
             Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
             _ => openai_error_body(resp.head.status, plain),
         });
-        if let Some(body) = &body {
+        if body.is_some() {
             reply
                 .headers
                 .set("content-type", "application/json")
-                .set("content-length", body.len().to_string())
                 .remove("content-encoding");
         }
         body
