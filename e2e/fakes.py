@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
+import responses_api
+
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
@@ -119,7 +121,7 @@ class FakeProvider:
             if headers.get("authorization") != f"Bearer {self.key}":
                 return 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                        "param": None, "code": "invalid_api_key"}}
-            m = re.fullmatch(re.escape(self.prefix) + r"/(chat/completions|completions|embeddings)", path)
+            m = re.fullmatch(re.escape(self.prefix) + r"/(chat/completions|completions|embeddings|responses)", path)
             if not m:
                 return 404, {"error": {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error"}}
             api = m.group(1)
@@ -128,7 +130,9 @@ class FakeProvider:
                 return 400, {"error": {"message": "unexpected credential header"}}
             if headers.get("api-key") != self.key:
                 return 401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
-            m = re.fullmatch(r"/openai/deployments/([A-Za-z0-9._~%-]+)/(chat/completions|completions|embeddings)\?api-version=(.+)", path)
+            # The Responses API is not under a deployment: the body's model names one.
+            m = (re.fullmatch(r"/openai/deployments/([A-Za-z0-9._~%-]+)/(chat/completions|completions|embeddings)\?api-version=(.+)", path)
+                 or re.fullmatch(r"/openai/()(responses)\?api-version=(.+)", path))
             if not m:
                 return 404, {"error": {"code": "404", "message": "Resource not found"}}
             if m.group(3) != self.api_version:
@@ -137,9 +141,13 @@ class FakeProvider:
         if method != "POST":
             return 405, {"error": {"message": "method not allowed"}}
         try:
-            json.loads(body)
+            request = json.loads(body)
         except ValueError:
             return 400, {"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error"}}
+        if api == "responses" and self.kind == "azure" and self.api_version[:10] < "2025-03-01":
+            return 400, {"error": {"code": "BadRequest", "message": "Azure OpenAI Responses API is enabled only for api-version 2025-03-01-preview and later"}}
+        if api == "responses" and responses_api.check(request):
+            return 400, responses_api.check(request)
         return None, api
 
     # ------------------------------------------------------------------ handler
@@ -163,7 +171,8 @@ class FakeProvider:
                         provider.rejected.append((status, result))
                     return self._json(status, result)
                 with provider._lock:
-                    provider.requests.append({"method": "POST", "path": self.path, "headers": headers, "body": json.loads(body)})
+                    provider.requests.append({"method": "POST", "path": self.path, "headers": headers, "body": json.loads(body),
+                                              "raw": body})
                 if provider.fail_status:
                     if isinstance(provider.fail_body, bytes):
                         return self._raw(provider.fail_status, provider.fail_body, "text/plain", headers=provider.fail_headers)
@@ -175,7 +184,9 @@ class FakeProvider:
                 if request.get("stream"):
                     return self._stream(request, gz, result)
                 time.sleep(provider.unary_delay)
-                if result == "embeddings":
+                if result == "responses":
+                    answer = json.dumps(responses_api.response(request))
+                elif result == "embeddings":
                     answer = EMBEDDINGS
                 elif result == "completions":
                     answer = COMPLETION
@@ -206,7 +217,9 @@ class FakeProvider:
 
             def _stream(self, request, gz, api):
                 with_usage = (request.get("stream_options") or {}).get("include_usage")
-                if api == "completions":
+                if api == "responses":
+                    events = responses_api.stream(request)
+                elif api == "completions":
                     # The only completions recording streams with usage; a real provider
                     # without include_usage would send the same events minus that chunk.
                     events = COMPLETION_STREAM_WITH_USAGE if with_usage else [

@@ -16,6 +16,9 @@ pub enum ApiKind {
     /// Anthropic's Messages API (`/v1/messages`, `/anthropic/v1/messages`), for clients
     /// built on the Anthropic SDKs. Its errors are Anthropic-shaped.
     Messages,
+    /// OpenAI's Responses API (`/v1/responses`): passed to OpenAI and Azure OpenAI,
+    /// translated (stateless) for the other schemas.
+    Responses,
     /// `GET /v1/models`, answered by the gateway itself.
     Models,
 }
@@ -27,6 +30,7 @@ impl ApiKind {
             ApiKind::ChatCompletions | ApiKind::Messages => "chat",
             ApiKind::Completions => "text_completion",
             ApiKind::Embeddings => "embeddings",
+            ApiKind::Responses => "responses",
             ApiKind::Models => "models",
         }
     }
@@ -38,6 +42,7 @@ impl ApiKind {
             ApiKind::Completions => "completions",
             ApiKind::Embeddings => "embeddings",
             ApiKind::Messages => "messages",
+            ApiKind::Responses => "responses",
             ApiKind::Models => "models",
         }
     }
@@ -68,6 +73,7 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
         "/v1/completions" => ApiKind::Completions,
         "/v1/embeddings" => ApiKind::Embeddings,
         "/v1/models" => ApiKind::Models,
+        "/v1/responses" => ApiKind::Responses,
         "/v1/messages" | "/anthropic/v1/messages" => ApiKind::Messages,
         _ => {
             return Err(ApiError::UnsupportedPath {
@@ -119,6 +125,7 @@ mod tests {
         );
         assert_eq!(route("GET", "/v1/models"), Ok(ApiKind::Models));
         assert_eq!(route("POST", "/v1/messages"), Ok(ApiKind::Messages));
+        assert_eq!(route("POST", "/v1/responses"), Ok(ApiKind::Responses));
         assert_eq!(
             route("POST", "/anthropic/v1/messages?beta=true"),
             Ok(ApiKind::Messages)

@@ -83,6 +83,11 @@ pub trait ResponseTranslator: Send + Sync {
     fn stream_failed(&self) -> bool {
         false
     }
+    /// The `sequence_number` the next event of a Responses API stream carries (the one
+    /// an error event appended by the router level takes); 0 for other APIs.
+    fn stream_sequence(&self) -> u64 {
+        0
+    }
 }
 
 /// A backend's wire format.

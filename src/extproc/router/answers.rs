@@ -5,14 +5,19 @@ use super::*;
 
 /// What the client gets instead of a provider answer the gateway cannot hand on (not
 /// decodable, not readable): an error in its API's shape, as a stream event or a body.
+/// `sequence` numbers a Responses API stream's error event.
 pub(super) fn answer_error_body(
     api: Option<ApiKind>,
     streaming: bool,
+    sequence: u64,
     message: &str,
     code: &str,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     match (api, streaming) {
+        (Some(ApiKind::Responses), true) => {
+            api::error::responses_error_event(&mut out, sequence, code, message)
+        }
         (Some(ApiKind::Messages), true) => {
             api::error::anthropic_error_event(&mut out, 502, message)
         }

@@ -116,7 +116,7 @@ impl RouterStream {
             resp.translator = None;
         }
         let api = self.state.as_ref().map(|s| s.request.api);
-        let body = answer_error_body(api, false, message, "bad_upstream_response");
+        let body = answer_error_body(api, false, 0, message, "bad_upstream_response");
         let mut answer = immediate(502, body, "bad_upstream_response");
         answer.dynamic_metadata = self.finish();
         answer
@@ -200,6 +200,7 @@ impl RouterStream {
             Err(e) => e,
         };
         tracing::warn!(request_id = %self.request_id, error = %e, "response body could not be decoded; usage not read");
+        let sequence = resp.translator.as_ref().map_or(0, |t| t.stream_sequence());
         resp.decoder = None;
         resp.translator = None;
         if !resp.deliver_decoded {
@@ -211,7 +212,7 @@ impl RouterStream {
         let streaming = resp.mode == BodyMode::Stream;
         let api = self.state.as_ref().map(|s| s.request.api);
         let message = "the provider's compressed answer could not be decoded";
-        let body = answer_error_body(api, streaming, message, "stream_decode_error");
+        let body = answer_error_body(api, streaming, sequence, message, "stream_decode_error");
         if !streaming {
             // A buffered answer has not reached the client yet: replace it.
             let mut answer = immediate(502, body, "upstream_decode_error");
@@ -303,10 +304,12 @@ impl RouterStream {
         }
         tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{STREAM_CUT_MESSAGE}");
         let api = self.state.as_ref().map(|s| s.request.api);
+        let sequence = resp.translator.as_ref().map_or(0, |t| t.stream_sequence());
         let mut body = reply.body.take().unwrap_or(piece);
         body.extend(answer_error_body(
             api,
             true,
+            sequence,
             STREAM_CUT_MESSAGE,
             "upstream_error",
         ));

@@ -130,7 +130,7 @@ impl BackendSchema for Bedrock {
                 let body = titan_embeddings::titan_body(request, model_override)?;
                 (format!("/model/{model}/invoke"), body)
             }
-            ApiKind::Completions | ApiKind::Models => {
+            ApiKind::Completions | ApiKind::Models | ApiKind::Responses => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,

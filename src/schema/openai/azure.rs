@@ -55,6 +55,16 @@ impl BackendSchema for AzureOpenAi {
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
         let deployment = model_override.unwrap_or(&request.model);
+        if request.api == ApiKind::Responses {
+            // The Responses API is not under a deployment: the body's `model` names it.
+            let (body, _) = openai_body(request, model_override, false);
+            return Ok(UpstreamRequest {
+                path: format!("/openai/responses?api-version={}", self.api_version),
+                body,
+                headers: Vec::new(),
+                usage_injected: false,
+            });
+        }
         let path = |api: ApiKind| {
             format!(
                 "/openai/deployments/{}/{}?api-version={}",

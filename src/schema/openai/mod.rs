@@ -7,6 +7,7 @@ pub mod messages_request;
 pub mod messages_response;
 pub mod messages_stream;
 pub mod response;
+pub mod responses_meter;
 
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ impl BackendSchema for OpenAi {
 fn translator(request: &ClientRequest, usage_injected: bool) -> Box<dyn ResponseTranslator> {
     match request.api {
         ApiKind::Messages => Box::new(MessagesFromChat::new(&request.model)),
+        ApiKind::Responses => Box::new(responses_meter::ResponsesMeter::new()),
         _ => Box::new(OpenAiResponse::new(request, usage_injected)),
     }
 }

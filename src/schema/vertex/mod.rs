@@ -96,7 +96,7 @@ impl BackendSchema for GcpVertexAi {
                 publisher_model_path(model, "predict"),
                 predict_request(request)?,
             ),
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
+            ApiKind::Completions | ApiKind::Models | ApiKind::Messages | ApiKind::Responses => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
@@ -116,7 +116,7 @@ impl BackendSchema for GcpVertexAi {
             ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
             ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
             // Refused before any attempt; errors are read the generic way.
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
+            ApiKind::Completions | ApiKind::Models | ApiKind::Messages | ApiKind::Responses => {
                 Box::new(OpenAiResponse::new(request, false))
             }
         }
