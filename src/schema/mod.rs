@@ -11,6 +11,7 @@ pub mod completion;
 pub mod embeddings;
 pub mod messages_request;
 pub mod openai;
+pub mod responses;
 pub mod vertex;
 
 #[cfg(test)]

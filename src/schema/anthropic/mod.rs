@@ -23,7 +23,11 @@ use crate::schema::openai::openai_body;
 use crate::schema::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 /// What Claude's Messages API serves, on every hosting.
-pub const SERVED: &[ApiKind] = &[ApiKind::ChatCompletions, ApiKind::Messages];
+pub const SERVED: &[ApiKind] = &[
+    ApiKind::ChatCompletions,
+    ApiKind::Messages,
+    ApiKind::Responses,
+];
 
 /// The translator for an answer to `request`: Messages answers pass, read for usage.
 fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {
@@ -89,6 +93,9 @@ impl BackendSchema for Anthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
         let body = match request.api {
             // The client's bytes, with the model spliced when overridden.
@@ -108,6 +115,9 @@ impl BackendSchema for Anthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         translator(request)
     }
 }
@@ -144,6 +154,9 @@ impl BackendSchema for GcpAnthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
         let body = hosted_request_body(request, &Self::FLAVOR, model)?;
         let verb = if request.stream {
@@ -159,6 +172,9 @@ impl BackendSchema for GcpAnthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         translator(request)
     }
 }

@@ -59,6 +59,9 @@ impl BackendSchema for AwsAnthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
         let body = hosted_request_body(request, &FLAVOR, model)?;
         let operation = if request.stream {
@@ -71,6 +74,9 @@ impl BackendSchema for AwsAnthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         if request.api == ApiKind::Messages {
             return Box::new(InvokeStreamAsSse::new());
         }

@@ -108,6 +108,9 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = path_segment(model_override.unwrap_or(&request.model));
         let converse = if request.stream {
             "converse-stream"
@@ -138,6 +141,7 @@ impl BackendSchema for Bedrock {
                         ApiKind::ChatCompletions,
                         ApiKind::Embeddings,
                         ApiKind::Messages,
+                        ApiKind::Responses,
                     ],
                 ))
             }
@@ -150,6 +154,9 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         _usage_injected: bool,
     ) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         match request.api {
             ApiKind::Embeddings => Box::new(titan_embeddings::TitanResponse::new(request)),
             ApiKind::Messages => Box::new(messages_response::MessagesResponse::new(request)),

@@ -91,11 +91,7 @@ impl ResponseTranslator for ResponsesMeter {
     }
 
     fn stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
-        let mut events = self.splitter.push(chunk);
-        if end_of_stream {
-            events.extend(self.splitter.finish());
-        }
-        for event in &events {
+        for event in &self.splitter.push_piece(chunk, end_of_stream) {
             self.event(event);
         }
         None

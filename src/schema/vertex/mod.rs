@@ -78,6 +78,9 @@ impl BackendSchema for GcpVertexAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
@@ -100,7 +103,11 @@ impl BackendSchema for GcpVertexAi {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
-                    &[ApiKind::ChatCompletions, ApiKind::Embeddings],
+                    &[
+                        ApiKind::ChatCompletions,
+                        ApiKind::Embeddings,
+                        ApiKind::Responses,
+                    ],
                 ))
             }
         };
@@ -112,6 +119,9 @@ impl BackendSchema for GcpVertexAi {
         request: &ClientRequest,
         _usage_injected: bool,
     ) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         match request.api {
             ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
             ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
