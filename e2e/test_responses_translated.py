@@ -27,16 +27,24 @@ TOOLS = [{"type": "function", "name": "get_weather", "description": "Current wea
           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}]
 
 
-@pytest.fixture
-def gw(gateway_factory, anthropic_fake, bedrock_fake, vertex_fake, token_fake, account):  # noqa: F811
+def translating_backends(anthropic_fake, bedrock_fake, vertex_fake, token_fake, account):  # noqa: F811
+    """One backend of each translating schema: anthropic, claude-bedrock (AWSAnthropic),
+    converse (AWSBedrock), vertex (GCPVertexAI) and vertex-claude (GCPAnthropic)."""
     aws = aws_credentials_file()
-    gw = gateway_factory(
+    return [
         backend_yaml("anthropic", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
         backend_yaml("claude-bedrock", "AWSAnthropic", bedrock_fake.port, policy="AWSCredentials", key=aws),
         backend_yaml("converse", "AWSBedrock", bedrock_fake.port, policy="AWSCredentials", key=aws),
         backend_yaml("vertex", "GCPVertexAI", vertex_fake.port),
         backend_yaml("vertex-claude", "GCPAnthropic", vertex_fake.port),
         gcp_policy_yaml("gcp", ["vertex", "vertex-claude"], account.key_file(token_fake.token_uri), account.project_id),
+    ]
+
+
+@pytest.fixture
+def gw(gateway_factory, anthropic_fake, bedrock_fake, vertex_fake, token_fake, account):  # noqa: F811
+    gw = gateway_factory(
+        *translating_backends(anthropic_fake, bedrock_fake, vertex_fake, token_fake, account),
         route_yaml("route", [(m, [(BACKENDS[m], 0, o)]) for m, (_, o) in MODELS.items()]),
     )
     assert token_fake.wait_for(1), "the gateway never asked for a token"

@@ -14,7 +14,7 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("model `{model}` is not served by this gateway; known models: {known}")]
     UnknownModel { model: String, known: String },
-    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/models and Anthropic's /v1/messages")]
+    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/models and Anthropic's /v1/messages and /v1/messages/count_tokens")]
     UnsupportedPath { method: String, path: String },
     #[error("method {method} is not allowed on {path}; use {allowed}")]
     MethodNotAllowed {
@@ -107,7 +107,9 @@ impl ApiError {
     /// The body in the shape of the client's API: Anthropic's for Messages clients.
     pub fn body_for(&self, api: Option<ApiKind>) -> Vec<u8> {
         match api {
-            Some(ApiKind::Messages) => anthropic_error_body(self.status(), &self.to_string()),
+            Some(api) if api.anthropic_shaped() => {
+                anthropic_error_body(self.status(), &self.to_string())
+            }
             _ => self.body(),
         }
     }

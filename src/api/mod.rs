@@ -19,8 +19,13 @@ pub enum ApiKind {
     /// OpenAI's Responses API (`/v1/responses`): passed to OpenAI and Azure OpenAI,
     /// translated (stateless) for the other schemas.
     Responses,
+    /// Anthropic's `/v1/messages/count_tokens` (also under `/anthropic`). Anthropic-shaped.
+    CountTokens,
     /// `GET /v1/models`, answered by the gateway itself.
     Models,
+    /// `GET /anthropic/v1/models`: the same list in Anthropic's shape, for Anthropic SDK
+    /// clients whose base URL ends in `/anthropic`.
+    AnthropicModels,
 }
 
 impl ApiKind {
@@ -31,8 +36,17 @@ impl ApiKind {
             ApiKind::Completions => "text_completion",
             ApiKind::Embeddings => "embeddings",
             ApiKind::Responses => "responses",
-            ApiKind::Models => "models",
+            ApiKind::CountTokens => "count_tokens",
+            ApiKind::Models | ApiKind::AnthropicModels => "models",
         }
+    }
+
+    /// Whether the client speaks Anthropic's API, and so reads Anthropic-shaped errors.
+    pub fn anthropic_shaped(self) -> bool {
+        matches!(
+            self,
+            ApiKind::Messages | ApiKind::CountTokens | ApiKind::AnthropicModels
+        )
     }
 
     /// The path suffix after the OpenAI `/v1` prefix.
@@ -43,13 +57,14 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
             ApiKind::Messages => "messages",
             ApiKind::Responses => "responses",
-            ApiKind::Models => "models",
+            ApiKind::CountTokens => "messages/count_tokens",
+            ApiKind::Models | ApiKind::AnthropicModels => "models",
         }
     }
 
     fn method(self) -> &'static str {
         match self {
-            ApiKind::Models => "GET",
+            ApiKind::Models | ApiKind::AnthropicModels => "GET",
             _ => "POST",
         }
     }
@@ -75,6 +90,8 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
         "/v1/models" => ApiKind::Models,
         "/v1/responses" => ApiKind::Responses,
         "/v1/messages" | "/anthropic/v1/messages" => ApiKind::Messages,
+        "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => ApiKind::CountTokens,
+        "/anthropic/v1/models" => ApiKind::AnthropicModels,
         _ => {
             return Err(ApiError::UnsupportedPath {
                 method: method.to_string(),
@@ -126,6 +143,17 @@ mod tests {
         assert_eq!(route("GET", "/v1/models"), Ok(ApiKind::Models));
         assert_eq!(route("POST", "/v1/messages"), Ok(ApiKind::Messages));
         assert_eq!(route("POST", "/v1/responses"), Ok(ApiKind::Responses));
+        assert_eq!(
+            route("POST", "/anthropic/v1/messages/count_tokens"),
+            Ok(ApiKind::CountTokens)
+        );
+        assert_eq!(
+            route("GET", "/anthropic/v1/models"),
+            Ok(ApiKind::AnthropicModels)
+        );
+        assert!(route("GET", "/anthropic/v1/models")
+            .unwrap()
+            .anthropic_shaped());
         assert_eq!(
             route("POST", "/anthropic/v1/messages?beta=true"),
             Ok(ApiKind::Messages)

@@ -18,10 +18,12 @@ pub(super) fn answer_error_body(
         (Some(ApiKind::Responses), true) => {
             api::error::responses_error_event(&mut out, sequence, code, message)
         }
-        (Some(ApiKind::Messages), true) => {
+        (Some(api), true) if api.anthropic_shaped() => {
             api::error::anthropic_error_event(&mut out, 502, message)
         }
-        (Some(ApiKind::Messages), false) => out = api::error::anthropic_error_body(502, message),
+        (Some(api), false) if api.anthropic_shaped() => {
+            out = api::error::anthropic_error_body(502, message)
+        }
         (_, true) => {
             let body = error_body(message, "server_error", code);
             crate::framing::sse::write_event(&mut out, None, &body);

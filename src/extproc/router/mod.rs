@@ -103,6 +103,10 @@ impl RouterStream {
                 let config = self.shared.config.load();
                 return immediate(200, api::models::list_body(&config), "models");
             }
+            Ok(ApiKind::AnthropicModels) => {
+                let config = self.shared.config.load();
+                return immediate(200, api::models::anthropic_list_body(&config), "models");
+            }
             Ok(api) => self.api = Some(api),
             Err(e) => {
                 // No API serves it, but the client still reads its API's error shape.
@@ -144,7 +148,7 @@ impl RouterStream {
         // Envoy's own error replies read this to answer in the client's API's shape: the
         // path no longer says it once the sidecar moved it to a provider's.
         let client_api = match self.api {
-            Some(ApiKind::Messages) => "messages",
+            Some(api) if api.anthropic_shaped() => "messages",
             _ => "openai",
         };
         reply.metadata = messages::metadata([(
@@ -278,7 +282,7 @@ impl RouterStream {
         let mut request = ClientRequest::parse(api, Bytes::from(body))?;
         let headers = self.request_headers.as_ref();
         request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
-        if api == ApiKind::Messages {
+        if api.anthropic_shaped() {
             request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
         }
         Ok(request)

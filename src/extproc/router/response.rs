@@ -240,7 +240,7 @@ impl RouterStream {
             .and_then(|t| t.error(&resp.head, plain));
         let api = self.state.as_ref().map(|s| s.request.api);
         let body = translated.or_else(|| match api {
-            Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
+            Some(api) if api.anthropic_shaped() => anthropic_error_body(resp.head.status, plain),
             _ => openai_error_body(resp.head.status, plain),
         });
         if let Some(body) = &body {

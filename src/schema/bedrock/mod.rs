@@ -77,6 +77,8 @@ mod titan_embeddings;
 
 pub use anthropic_invoke::AwsAnthropic;
 
+use crate::schema::anthropic::count_tokens::{self, CountTokensAnswer, Hosting};
+
 use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
@@ -129,11 +131,22 @@ impl BackendSchema for Bedrock {
                 format!("/model/{model}/{converse}"),
                 messages_request::converse_body(request)?,
             ),
+            ApiKind::CountTokens => {
+                let converse = messages_request::converse_body(request)?;
+                let body = count_tokens::bedrock_converse_body(&converse);
+                return Ok(UpstreamRequest::json(
+                    format!("/model/{model}/count-tokens"),
+                    body,
+                ));
+            }
             ApiKind::Embeddings => {
                 let body = titan_embeddings::titan_body(request, model_override)?;
                 (format!("/model/{model}/invoke"), body)
             }
-            ApiKind::Completions | ApiKind::Models | ApiKind::Responses => {
+            ApiKind::Completions
+            | ApiKind::Models
+            | ApiKind::AnthropicModels
+            | ApiKind::Responses => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
@@ -141,6 +154,7 @@ impl BackendSchema for Bedrock {
                         ApiKind::ChatCompletions,
                         ApiKind::Embeddings,
                         ApiKind::Messages,
+                        ApiKind::CountTokens,
                         ApiKind::Responses,
                     ],
                 ))
@@ -160,6 +174,7 @@ impl BackendSchema for Bedrock {
         match request.api {
             ApiKind::Embeddings => Box::new(titan_embeddings::TitanResponse::new(request)),
             ApiKind::Messages => Box::new(messages_response::MessagesResponse::new(request)),
+            ApiKind::CountTokens => Box::new(CountTokensAnswer::new(Hosting::Bedrock)),
             _ => Box::new(converse_response::ConverseResponse::new(request)),
         }
     }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
+use crate::schema::chat::api_not_served;
 use crate::schema::openai::messages_request::{chat_body, ChatTarget};
-use crate::schema::openai::openai_body;
+use crate::schema::openai::{openai_body, SERVED};
 use crate::schema::{path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
@@ -54,6 +55,9 @@ impl BackendSchema for AzureOpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::CountTokens {
+            return Err(api_not_served("Azure OpenAI", request.api, SERVED));
+        }
         let deployment = model_override.unwrap_or(&request.model);
         if request.api == ApiKind::Responses {
             // The Responses API is not under a deployment: the body's `model` names it.

@@ -14,10 +14,20 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
+use crate::schema::chat::api_not_served;
 use crate::schema::openai::messages_request::{chat_body, ChatTarget};
 use crate::schema::openai::messages_response::MessagesFromChat;
 use crate::schema::openai::response::OpenAiResponse;
 use crate::schema::{join_path, BackendSchema, ResponseTranslator, UpstreamRequest};
+
+/// What the OpenAI-compatible schemas serve.
+pub const SERVED: &[ApiKind] = &[
+    ApiKind::ChatCompletions,
+    ApiKind::Completions,
+    ApiKind::Embeddings,
+    ApiKind::Responses,
+    ApiKind::Messages,
+];
 
 #[derive(Debug)]
 pub struct OpenAi {
@@ -47,6 +57,9 @@ impl BackendSchema for OpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::CountTokens {
+            return Err(api_not_served("OpenAI", request.api, SERVED));
+        }
         if request.api == ApiKind::Messages {
             let model = model_override.unwrap_or(&request.model);
             let target = ChatTarget {

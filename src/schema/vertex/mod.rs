@@ -99,7 +99,12 @@ impl BackendSchema for GcpVertexAi {
                 publisher_model_path(model, "predict"),
                 predict_request(request)?,
             ),
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages | ApiKind::Responses => {
+            ApiKind::Completions
+            | ApiKind::Models
+            | ApiKind::AnthropicModels
+            | ApiKind::Messages
+            | ApiKind::CountTokens
+            | ApiKind::Responses => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
@@ -126,9 +131,12 @@ impl BackendSchema for GcpVertexAi {
             ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
             ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
             // Refused before any attempt; errors are read the generic way.
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages | ApiKind::Responses => {
-                Box::new(OpenAiResponse::new(request, false))
-            }
+            ApiKind::Completions
+            | ApiKind::Models
+            | ApiKind::AnthropicModels
+            | ApiKind::Messages
+            | ApiKind::CountTokens
+            | ApiKind::Responses => Box::new(OpenAiResponse::new(request, false)),
         }
     }
 }
