@@ -5,6 +5,7 @@ written from the reference's examples, the state fields echoed from the request 
 real service echoes them."""
 
 import json
+import pathlib
 
 TEXT = "In a peaceful grove beneath a silver moon, a unicorn named Lumina discovered a hidden pool."
 USAGE = {
@@ -14,6 +15,7 @@ USAGE = {
     "output_tokens_details": {"reasoning_tokens": 0},
     "total_tokens": 123,
 }
+FIXTURES_OPENAI = pathlib.Path(__file__).parent / "fixtures" / "openai"
 CREATED_AT = 1741476542  # the reference example's
 RESPONSE_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
 MESSAGE_ID = "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b"

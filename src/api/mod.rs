@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod models;
+pub mod multipart;
 pub mod request;
 
 pub use error::ApiError;
@@ -19,6 +20,14 @@ pub enum ApiKind {
     /// OpenAI's Responses API (`/v1/responses`): passed to OpenAI and Azure OpenAI,
     /// translated (stateless) for the other schemas.
     Responses,
+    /// OpenAI's `/v1/images/generations`.
+    ImageGenerations,
+    /// OpenAI's `/v1/audio/speech`: JSON in, audio (or SSE) out.
+    Speech,
+    /// OpenAI's `/v1/audio/transcriptions`: a multipart form with the audio file.
+    Transcriptions,
+    /// OpenAI's `/v1/audio/translations`: a multipart form with the audio file.
+    Translations,
     /// Anthropic's `/v1/messages/count_tokens` (also under `/anthropic`). Anthropic-shaped.
     CountTokens,
     /// `GET /v1/models`, answered by the gateway itself.
@@ -37,8 +46,17 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
             ApiKind::Responses => "responses",
             ApiKind::CountTokens => "count_tokens",
+            ApiKind::ImageGenerations => "image_generation",
+            ApiKind::Speech => "speech",
+            ApiKind::Transcriptions => "transcription",
+            ApiKind::Translations => "translation",
             ApiKind::Models | ApiKind::AnthropicModels => "models",
         }
+    }
+
+    /// Whether the body is a `multipart/form-data` form rather than JSON.
+    pub fn is_form(self) -> bool {
+        matches!(self, ApiKind::Transcriptions | ApiKind::Translations)
     }
 
     /// Whether the client speaks Anthropic's API, and so reads Anthropic-shaped errors.
@@ -58,6 +76,10 @@ impl ApiKind {
             ApiKind::Messages => "messages",
             ApiKind::Responses => "responses",
             ApiKind::CountTokens => "messages/count_tokens",
+            ApiKind::ImageGenerations => "images/generations",
+            ApiKind::Speech => "audio/speech",
+            ApiKind::Transcriptions => "audio/transcriptions",
+            ApiKind::Translations => "audio/translations",
             ApiKind::Models | ApiKind::AnthropicModels => "models",
         }
     }
@@ -89,6 +111,10 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
         "/v1/embeddings" => ApiKind::Embeddings,
         "/v1/models" => ApiKind::Models,
         "/v1/responses" => ApiKind::Responses,
+        "/v1/images/generations" => ApiKind::ImageGenerations,
+        "/v1/audio/speech" => ApiKind::Speech,
+        "/v1/audio/transcriptions" => ApiKind::Transcriptions,
+        "/v1/audio/translations" => ApiKind::Translations,
         "/v1/messages" | "/anthropic/v1/messages" => ApiKind::Messages,
         "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => ApiKind::CountTokens,
         "/anthropic/v1/models" => ApiKind::AnthropicModels,

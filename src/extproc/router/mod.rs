@@ -278,9 +278,14 @@ impl RouterStream {
 
     /// The client's request, parsed from its body and the headers its API reads.
     fn client_request(&mut self, api: ApiKind, body: Vec<u8>) -> Result<ClientRequest, ApiError> {
-        let body = self.accept_body(body)?;
-        let mut request = ClientRequest::parse(api, Bytes::from(body))?;
+        let body = Bytes::from(self.accept_body(body)?);
         let headers = self.request_headers.as_ref();
+        let mut request = match api.is_form() {
+            true => {
+                ClientRequest::parse_form(api, body, header(headers, "content-type").unwrap_or(""))?
+            }
+            false => ClientRequest::parse(api, body)?,
+        };
         request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
         if api.anthropic_shaped() {
             request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);

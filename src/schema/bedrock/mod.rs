@@ -143,10 +143,8 @@ impl BackendSchema for Bedrock {
                 let body = titan_embeddings::titan_body(request, model_override)?;
                 (format!("/model/{model}/invoke"), body)
             }
-            ApiKind::Completions
-            | ApiKind::Models
-            | ApiKind::AnthropicModels
-            | ApiKind::Responses => {
+            // Responses clients are served above, through the chat translation.
+            _ => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,

@@ -7,7 +7,7 @@ pub mod messages_request;
 pub mod messages_response;
 pub mod messages_stream;
 pub mod response;
-pub mod responses_meter;
+pub mod usage_meter;
 
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ pub const SERVED: &[ApiKind] = &[
     ApiKind::Completions,
     ApiKind::Embeddings,
     ApiKind::Responses,
+    ApiKind::ImageGenerations,
+    ApiKind::Speech,
+    ApiKind::Transcriptions,
+    ApiKind::Translations,
     ApiKind::Messages,
 ];
 
@@ -95,7 +99,11 @@ impl BackendSchema for OpenAi {
 fn translator(request: &ClientRequest, usage_injected: bool) -> Box<dyn ResponseTranslator> {
     match request.api {
         ApiKind::Messages => Box::new(MessagesFromChat::new(&request.model)),
-        ApiKind::Responses => Box::new(responses_meter::ResponsesMeter::new()),
+        ApiKind::Responses
+        | ApiKind::ImageGenerations
+        | ApiKind::Speech
+        | ApiKind::Transcriptions
+        | ApiKind::Translations => Box::new(usage_meter::UsageMeter::new()),
         _ => Box::new(OpenAiResponse::new(request, usage_injected)),
     }
 }
@@ -122,10 +130,12 @@ pub fn openai_body(
     // Edits in body order, each (range to replace, replacement).
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     if let Some(model) = override_model {
-        edits.push((
-            request.model_span.clone(),
-            serde_json::Value::from(model).to_string(),
-        ));
+        // A form field is raw text; a JSON value a quoted string.
+        let value = match request.api.is_form() {
+            true => model.to_string(),
+            false => serde_json::Value::from(model).to_string(),
+        };
+        edits.push((request.model_span.clone(), value));
     }
     if inject_usage {
         match &request.stream_options_span {

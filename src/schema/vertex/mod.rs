@@ -99,12 +99,7 @@ impl BackendSchema for GcpVertexAi {
                 publisher_model_path(model, "predict"),
                 predict_request(request)?,
             ),
-            ApiKind::Completions
-            | ApiKind::Models
-            | ApiKind::AnthropicModels
-            | ApiKind::Messages
-            | ApiKind::CountTokens
-            | ApiKind::Responses => {
+            _ => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
@@ -131,12 +126,7 @@ impl BackendSchema for GcpVertexAi {
             ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
             ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
             // Refused before any attempt; errors are read the generic way.
-            ApiKind::Completions
-            | ApiKind::Models
-            | ApiKind::AnthropicModels
-            | ApiKind::Messages
-            | ApiKind::CountTokens
-            | ApiKind::Responses => Box::new(OpenAiResponse::new(request, false)),
+            _ => Box::new(OpenAiResponse::new(request, false)),
         }
     }
 }

@@ -1,6 +1,10 @@
-//! Responses API answers from OpenAI and Azure OpenAI: the bytes pass as they came;
-//! the model (`response.created`) and the usage (`response.completed`, or the
-//! `response.incomplete` / `response.failed` that end a stream early) are read on the way.
+//! Answers of the OpenAI APIs that report usage with `input_tokens` and `output_tokens`
+//! (Responses, images, audio), from OpenAI and Azure OpenAI: the bytes pass as they
+//! came; the model and the usage are read on the way, from the whole body or from the
+//! stream event that carries them (`response.completed`, or the `response.incomplete` /
+//! `response.failed` that end a Responses stream early, `image_generation.completed`,
+//! `speech.audio.done`, `transcript.text.done`). A body that is not JSON (speech's audio,
+//! a transcription as text) has no usage, as Envoy AI Gateway meters it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -10,7 +14,7 @@ use crate::schema::{ResponseTranslator, UnreadableAnswer};
 use crate::usage::Usage;
 
 #[derive(Default)]
-pub struct ResponsesMeter {
+pub struct UsageMeter {
     splitter: SseSplitter,
     usage: Usage,
     model: Option<String>,
@@ -36,11 +40,26 @@ struct EventPeek {
     kind: String,
     #[serde(default)]
     sequence_number: Option<u64>,
+    /// A Responses event's response.
     #[serde(default)]
     response: Option<ResponsePeek>,
+    /// The usage of an images or audio event.
+    #[serde(default)]
+    usage: Option<Value>,
 }
 
-impl ResponsesMeter {
+/// The events that end a stream of one of these APIs.
+const LAST_EVENTS: [&str; 7] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+    "image_generation.completed",
+    "speech.audio.done",
+    "transcript.text.done",
+];
+
+impl UsageMeter {
     pub fn new() -> Self {
         Self::default()
     }
@@ -67,17 +86,18 @@ impl ResponsesMeter {
         if let Some(response) = &event.response {
             self.observe_response(response);
         }
-        match event.kind.as_str() {
-            "response.completed" | "response.incomplete" | "response.failed" | "error" => {
-                self.complete = true
-            }
-            kind if kind.ends_with(".delta") => self.saw_output = true,
-            _ => {}
+        if let Some(usage) = event.usage.as_ref().and_then(Usage::from_responses) {
+            self.usage = usage;
+        }
+        if LAST_EVENTS.contains(&event.kind.as_str()) {
+            self.complete = true;
+        } else if event.kind.ends_with(".delta") || event.kind.ends_with("partial_image") {
+            self.saw_output = true;
         }
     }
 }
 
-impl ResponseTranslator for ResponsesMeter {
+impl ResponseTranslator for UsageMeter {
     fn rewrites_body(&self) -> bool {
         false
     }
@@ -132,7 +152,7 @@ mod tests {
     #[test]
     fn a_stream_is_metered_at_any_split_and_passes_unchanged() {
         for cut in 0..=STREAM.len() {
-            let mut m = ResponsesMeter::new();
+            let mut m = UsageMeter::new();
             assert_eq!(m.stream_chunk(&STREAM.as_bytes()[..cut], false), None);
             assert_eq!(m.stream_chunk(&STREAM.as_bytes()[cut..], true), None);
             assert_eq!(m.usage().total, 38, "cut {cut}");
@@ -145,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_stream_without_its_last_event_is_not_complete() {
-        let mut m = ResponsesMeter::new();
+        let mut m = UsageMeter::new();
         let cut = STREAM.find("event: response.completed").unwrap();
         m.stream_chunk(&STREAM.as_bytes()[..cut], true);
         assert!(!m.stream_complete());
@@ -154,8 +174,21 @@ mod tests {
     }
 
     #[test]
+    fn image_and_transcription_events_carry_their_usage() {
+        let mut m = UsageMeter::new();
+        m.stream_chunk(b"event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"b64_json\":\"iVBO\"}\n\n", false);
+        assert!(m.saw_output() && !m.stream_complete());
+        m.stream_chunk(b"event: image_generation.completed\ndata: {\"type\":\"image_generation.completed\",\"b64_json\":\"iVBO\",\"usage\":{\"input_tokens\":50,\"output_tokens\":272,\"total_tokens\":322}}\n\n", true);
+        assert_eq!((m.usage().input, m.usage().output), (50, 272));
+        assert!(m.stream_complete());
+        let mut m = UsageMeter::new();
+        assert_eq!(m.unary(b"\xff\xfbaudio bytes").unwrap(), None);
+        assert_eq!(m.usage(), Usage::default());
+    }
+
+    #[test]
     fn a_whole_response_is_metered() {
-        let mut m = ResponsesMeter::new();
+        let mut m = UsageMeter::new();
         let body = br#"{"id":"resp_1","object":"response","model":"gpt-4.1-2025-04-14","output":[],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12,"output_tokens_details":{"reasoning_tokens":3}}}"#;
         assert_eq!(m.unary(body).unwrap(), None);
         assert_eq!((m.usage().total, m.usage().reasoning), (12, 3));
