@@ -736,3 +736,49 @@ class VertexFake(_Fake):
                                                "values": values}})
         return {"predictions": predictions,
                 "metadata": {"billableCharacterCount": sum(len(i["content"]) for i in request["instances"])}}
+
+
+# --------------------------------------------------------------------------- Cohere
+
+# Rerank v2's request fields (https://docs.cohere.com/reference/rerank).
+RERANK_FIELDS = {"model", "query", "documents", "top_n", "max_tokens_per_doc"}
+
+
+class CohereFake(_Fake):
+    """Cohere's API: rerank v2 with `Authorization: Bearer`, errors as `{"message"}`."""
+
+    def __init__(self, key="cohere-provider-key"):
+        self.key = key
+        super().__init__()
+
+    @staticmethod
+    def error(status, message):
+        return Refused(status, {"message": message})
+
+    def check(self, path, headers, body):
+        if "x-api-key" in headers or "api-key" in headers:
+            raise self.error(400, "unexpected credential header")
+        if headers.get("authorization") != f"Bearer {self.key}":
+            raise self.error(401, "invalid api token")
+        if path != "/v2/rerank":
+            raise self.error(404, f"Not Found: {path}")
+        request = json.loads(body)
+        extra = set(request) - RERANK_FIELDS
+        if extra:
+            raise self.error(400, f"invalid request: unknown field {sorted(extra)[0]}")
+        for field in ("model", "query", "documents"):
+            if field not in request:
+                raise self.error(400, f"invalid request: {field} is required")
+        if not all(isinstance(d, str) for d in request["documents"]):
+            raise self.error(400, "invalid request: documents must be strings")
+
+    def answer(self, path, request):
+        query = set(request["query"].lower().split())
+        scored = sorted(((len(query & set(d.lower().split())) / (len(query) or 1), i)
+                         for i, d in enumerate(request["documents"])), reverse=True)
+        results = [{"index": i, "relevance_score": round(score, 6)} for score, i in scored[:request.get("top_n")]]
+        tokens = sum(len(d.split()) for d in request["documents"]) + len(request["query"].split())
+        return 200, "application/json", json.dumps({
+            "results": results, "id": "07734bd2-2473-4f07-94e1-0d9f0e6843cf",
+            "meta": {"api_version": {"version": "2", "is_experimental": False}, "billed_units": {"search_units": 1},
+                     "tokens": {"input_tokens": tokens, "output_tokens": 0}}}).encode()

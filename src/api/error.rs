@@ -14,7 +14,7 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("model `{model}` is not served by this gateway; known models: {known}")]
     UnknownModel { model: String, known: String },
-    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/images/generations, /v1/audio/speech, /v1/audio/transcriptions, /v1/audio/translations, /v1/models and Anthropic's /v1/messages and /v1/messages/count_tokens")]
+    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/images/generations, /v1/audio/speech, /v1/audio/transcriptions, /v1/audio/translations, /v1/rerank (and /cohere/v2/rerank), /v1/models and Anthropic's /v1/messages and /v1/messages/count_tokens")]
     UnsupportedPath { method: String, path: String },
     #[error("method {method} is not allowed on {path}; use {allowed}")]
     MethodNotAllowed {

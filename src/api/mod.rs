@@ -28,6 +28,8 @@ pub enum ApiKind {
     Transcriptions,
     /// OpenAI's `/v1/audio/translations`: a multipart form with the audio file.
     Translations,
+    /// Cohere's rerank (`/cohere/v2/rerank`, `/v1/rerank`).
+    Rerank,
     /// Anthropic's `/v1/messages/count_tokens` (also under `/anthropic`). Anthropic-shaped.
     CountTokens,
     /// `GET /v1/models`, answered by the gateway itself.
@@ -46,6 +48,7 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
             ApiKind::Responses => "responses",
             ApiKind::CountTokens => "count_tokens",
+            ApiKind::Rerank => "rerank",
             ApiKind::ImageGenerations => "image_generation",
             ApiKind::Speech => "speech",
             ApiKind::Transcriptions => "transcription",
@@ -76,6 +79,7 @@ impl ApiKind {
             ApiKind::Messages => "messages",
             ApiKind::Responses => "responses",
             ApiKind::CountTokens => "messages/count_tokens",
+            ApiKind::Rerank => "rerank",
             ApiKind::ImageGenerations => "images/generations",
             ApiKind::Speech => "audio/speech",
             ApiKind::Transcriptions => "audio/transcriptions",
@@ -111,6 +115,7 @@ pub fn route(method: &str, path: &str) -> Result<ApiKind, ApiError> {
         "/v1/embeddings" => ApiKind::Embeddings,
         "/v1/models" => ApiKind::Models,
         "/v1/responses" => ApiKind::Responses,
+        "/cohere/v2/rerank" | "/v1/rerank" => ApiKind::Rerank,
         "/v1/images/generations" => ApiKind::ImageGenerations,
         "/v1/audio/speech" => ApiKind::Speech,
         "/v1/audio/transcriptions" => ApiKind::Transcriptions,

@@ -55,7 +55,7 @@ impl BackendSchema for AzureOpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        if request.api == ApiKind::CountTokens {
+        if !SERVED.contains(&request.api) {
             return Err(api_not_served("Azure OpenAI", request.api, SERVED));
         }
         let deployment = model_override.unwrap_or(&request.model);

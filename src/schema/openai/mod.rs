@@ -61,7 +61,7 @@ impl BackendSchema for OpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
-        if request.api == ApiKind::CountTokens {
+        if !SERVED.contains(&request.api) {
             return Err(api_not_served("OpenAI", request.api, SERVED));
         }
         if request.api == ApiKind::Messages {
