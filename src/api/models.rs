@@ -5,11 +5,11 @@ use serde_json::json;
 
 use crate::config::GatewayConfig;
 
-/// The OpenAI list-models body for every model the configuration routes.
-pub fn list_body(config: &GatewayConfig) -> Vec<u8> {
+/// The OpenAI list-models body for every model a request to `authority` can reach
+/// (the models of routes whose `hostnames` name it, and of routes without any).
+pub fn list_body(config: &GatewayConfig, authority: &str) -> Vec<u8> {
     let data: Vec<_> = config
-        .models
-        .iter()
+        .models_at(authority)
         .map(|(id, info)| json!({"id": id, "object": "model", "created": info.created, "owned_by": info.owned_by}))
         .collect();
     json!({"object": "list", "data": data})
@@ -17,11 +17,11 @@ pub fn list_body(config: &GatewayConfig) -> Vec<u8> {
         .into_bytes()
 }
 /// The Anthropic list-models body (`GET /v1/models` in Anthropic's API reference): every
-/// model, with its `modelsCreatedAt` as an RFC 3339 time; one page holds them all.
-pub fn anthropic_list_body(config: &GatewayConfig) -> Vec<u8> {
+/// model a request to `authority` can reach, with its `modelsCreatedAt` as an RFC 3339
+/// time; one page holds them all.
+pub fn anthropic_list_body(config: &GatewayConfig, authority: &str) -> Vec<u8> {
     let data: Vec<_> = config
-        .models
-        .iter()
+        .models_at(authority)
         .map(|(id, info)| {
             let created_at = time::OffsetDateTime::from_unix_timestamp(info.created)
                 .ok()

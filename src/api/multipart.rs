@@ -39,9 +39,17 @@ pub fn boundary(content_type: &str) -> Result<&str, ApiError> {
     Ok(boundary)
 }
 
-/// Finds the fields in `body`. Every part is walked once with a substring search for
-/// the next delimiter, so a file part costs one scan and no copy.
-pub fn fields(body: &[u8], boundary: &str) -> Result<FormFields, ApiError> {
+/// One part of a form: its field name and where it lies in the body.
+struct Part<'a> {
+    name: Option<&'a str>,
+    /// From its first header line to the end of its content.
+    whole: Range<usize>,
+    content: Range<usize>,
+}
+
+/// Every part of `body`. Each is walked once with a substring search for the next
+/// delimiter, so a file part costs one scan and no copy.
+fn parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, ApiError> {
     let malformed = |what: &str| {
         ApiError::BadRequest(format!("the multipart/form-data body is malformed: {what}"))
     };
@@ -57,11 +65,11 @@ pub fn fields(body: &[u8], boundary: &str) -> Result<FormFields, ApiError> {
             .map(|i| i + delimiter.len())
             .ok_or_else(|| malformed("no boundary delimiter"))?
     };
-    let mut found = FormFields::default();
+    let mut parts = Vec::new();
     loop {
         let rest = &body[at..];
         if rest.starts_with(b"--") {
-            return Ok(found); // the close delimiter
+            return Ok(parts); // the close delimiter
         }
         let Some(rest) = rest.strip_prefix(b"\r\n") else {
             return Err(malformed("a delimiter is not followed by a line break"));
@@ -75,14 +83,56 @@ pub fn fields(body: &[u8], boundary: &str) -> Result<FormFields, ApiError> {
         let content_len = finder
             .find(&body[content_start..])
             .ok_or_else(|| malformed("the body ends inside a part"))?;
-        let content = content_start..content_start + content_len;
-        match field_name(headers) {
-            Some("model") => found.model = Some(content),
-            Some("stream") => found.stream = Some(content),
+        let end = content_start + content_len;
+        parts.push(Part {
+            name: field_name(headers),
+            whole: start..end,
+            content: content_start..end,
+        });
+        at = end + delimiter.len();
+    }
+}
+
+/// Finds the fields the gateway reads in `body`.
+pub fn fields(body: &[u8], boundary: &str) -> Result<FormFields, ApiError> {
+    let mut found = FormFields::default();
+    for part in parts(body, boundary)? {
+        match part.name {
+            Some("model") => found.model = Some(part.content),
+            Some("stream") => found.stream = Some(part.content),
             _ => {}
         }
-        at = content_start + content_len + delimiter.len();
     }
+    Ok(found)
+}
+
+/// The form with the fields in `remove` and `set` left out, then each of `set` added as
+/// a text field (name, value), under the same boundary.
+pub fn edited(
+    body: &[u8],
+    boundary: &str,
+    remove: &dyn Fn(&str) -> bool,
+    set: &[(&str, &str)],
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(body.len() + 128);
+    let replaced = |name: &str| remove(name) || set.iter().any(|(n, _)| *n == name);
+    for part in parts(body, boundary)? {
+        if part.name.is_some_and(replaced) {
+            continue;
+        }
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(&body[part.whole]);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in set {
+        let header =
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n");
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok(out)
 }
 
 /// The `name` of a part's `Content-Disposition: form-data` header.
@@ -110,6 +160,23 @@ mod tests {
         let f = fields(BODY, "XyZ").unwrap();
         assert_eq!(&BODY[f.model.unwrap()], b"whisper-1");
         assert_eq!(&BODY[f.stream.unwrap()], b"true");
+    }
+
+    #[test]
+    fn an_edit_keeps_the_other_parts_as_they_were() {
+        let out = edited(
+            BODY,
+            "XyZ",
+            &|n| n == "stream",
+            &[("model", "whisper-2"), ("language", "en")],
+        )
+        .unwrap();
+        let f = fields(&out, "XyZ").unwrap();
+        assert_eq!(&out[f.model.unwrap()], b"whisper-2");
+        assert_eq!(f.stream, None);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--X not the boundary\r\n--XyZ"));
+        assert!(text.contains("name=\"language\"\r\n\r\nen\r\n") && text.ends_with("--XyZ--\r\n"));
     }
 
     #[test]

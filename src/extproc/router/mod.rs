@@ -101,11 +101,14 @@ impl RouterStream {
         match api::route(method, path) {
             Ok(ApiKind::Models) => {
                 let config = self.shared.config.load();
-                return immediate(200, api::models::list_body(&config), "models");
+                let host = header(map, ":authority").unwrap_or("");
+                return immediate(200, api::models::list_body(&config, host), "models");
             }
             Ok(ApiKind::AnthropicModels) => {
                 let config = self.shared.config.load();
-                return immediate(200, api::models::anthropic_list_body(&config), "models");
+                let host = header(map, ":authority").unwrap_or("");
+                let body = api::models::anthropic_list_body(&config, host);
+                return immediate(200, body, "models");
             }
             Ok(api) => self.api = Some(api),
             Err(e) => {
@@ -243,7 +246,8 @@ impl RouterStream {
         request: ClientRequest,
     ) -> Result<(Arc<RequestState>, StoreGuard), Box<ProcessingResponse>> {
         let config = self.shared.config.load_full();
-        if !config.knows_model(&request.model) {
+        let host = header(self.request_headers.as_ref(), ":authority").unwrap_or("");
+        if !config.knows_model_at(&request.model, host) {
             let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
             let refused = Refused {
                 config: &config,
