@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     pub routes_any_model: bool,
     /// Models whose rule is `router_resolved`, with that rule's backend reference key.
     pub router_targets: BTreeMap<String, String>,
+    /// Fields the configuration sets that the gateway accepts but does not act on
+    /// (Kubernetes-only or deprecated), each with where it is and why: `check` names them.
+    pub not_acted_on: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -28,6 +28,7 @@ pub(super) fn resolve_route(
         problems,
     };
     let hosts = route.hostnames();
+    route.note_unacted(config);
     let mut rules = Vec::new();
     for (ri, rule) in doc.spec.rules.iter().enumerate() {
         let mut matches = route.matches(ri, rule, hosts.as_ref(), config);
@@ -156,6 +157,42 @@ impl RouteDoc<'_> {
     }
 
     /// What `/v1/models` says of the rule's models.
+    /// Records the fields the route sets that only Kubernetes or an older Envoy AI
+    /// Gateway act on.
+    fn note_unacted(&self, config: &mut GatewayConfig) {
+        let spec = &self.doc.spec;
+        for (field, set, why) in [
+            (
+                "spec.parentRefs",
+                spec.parent_refs.is_some(),
+                "Kubernetes attaches the route to its Gateway; here the gateway serves every route",
+            ),
+            (
+                "spec.targetRefs",
+                spec.target_refs.is_some(),
+                "deprecated attachment to a Gateway (Kubernetes-only)",
+            ),
+            (
+                "spec.filterConfig",
+                spec.filter_config.is_some(),
+                "deprecated settings of Envoy AI Gateway's own external processor deployment",
+            ),
+            (
+                "spec.schema",
+                spec.schema.is_some(),
+                "deprecated: the client's API is read from the request path",
+            ),
+        ] {
+            if set {
+                config.not_acted_on.push(format!(
+                    "{}: {}: {field}: {why}",
+                    self.doc.file.display(),
+                    self.what
+                ));
+            }
+        }
+    }
+
     /// `spec.hostnames`, checked; None when the route serves every host.
     fn hostnames(&mut self) -> Option<Vec<String>> {
         let value = self.doc.spec.hostnames.as_ref()?;
