@@ -193,3 +193,90 @@ impl ResponseTranslator for ResponsesFromChat {
         self.writer.sequence()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::resources::SchemaSpec;
+    use crate::schema::fixtures::{load, response_body};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn claude() -> Arc<dyn BackendSchema> {
+        crate::schema::build(&SchemaSpec {
+            name: "Anthropic".into(),
+            version: None,
+            prefix: None,
+        })
+        .unwrap()
+    }
+
+    fn streamed(pieces: &[&[u8]]) -> Vec<Value> {
+        let body = br#"{"model":"claude","input":"hi","stream":true}"#;
+        let request = ClientRequest::parse(ApiKind::Responses, Bytes::from_static(body)).unwrap();
+        let mut t = translator(claude().as_ref(), &request);
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            out.extend(
+                t.stream_chunk(piece, i + 1 == pieces.len())
+                    .unwrap_or_default(),
+            );
+        }
+        String::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    /// The event types and texts, which do not depend on generated ids.
+    fn shape(events: &[Value]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["type"],
+                    e.get("delta").or(e.get("text")).unwrap_or(&Value::Null)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_gives_the_same_events_wherever_the_provider_splits_it() {
+        let body = response_body(&load("anthropic/messages-stream-tool-use.json"));
+        let whole = streamed(&[&body]);
+        assert_eq!(whole.last().unwrap()["type"], "response.completed");
+        for cut in (1..body.len()).step_by(97) {
+            assert_eq!(
+                shape(&streamed(&[&body[..cut], &body[cut..]])),
+                shape(&whole),
+                "cut {cut}"
+            );
+        }
+        let numbers: Vec<u64> = whole
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, (0..whole.len() as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cut_stream_ends_with_the_responses_error_event() {
+        let body = response_body(&load("anthropic/messages-stream-text.json"));
+        // Cut at the end of an event in the middle, as a provider that stops sending does.
+        let half = body.len() / 2;
+        let cut = half + body[half..].windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+        let events = streamed(&[&body[..cut]]);
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "error");
+        assert_eq!(last["message"], crate::schema::STREAM_CUT_MESSAGE);
+        assert_eq!(
+            last["sequence_number"].as_u64().unwrap() as usize,
+            events.len() - 1
+        );
+        assert!(events.iter().all(|e| e["type"] != "response.completed"));
+    }
+}
