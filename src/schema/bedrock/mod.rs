@@ -77,12 +77,11 @@ mod titan_embeddings;
 
 pub use anthropic_invoke::AwsAnthropic;
 
-use crate::schema::anthropic::count_tokens::{self, CountTokensAnswer, Hosting};
-
 use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
+use crate::schema::anthropic::count_tokens::{self, CountTokensAnswer, Hosting};
 
 use super::chat::{api_not_served, ChatRequest};
 use super::path_segment;
