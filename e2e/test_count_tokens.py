@@ -49,15 +49,18 @@ def test_anthropic_counts_the_bytes_the_client_sent(gw, anthropic_fake):
         assert counted.input_tokens == token_count(sent["body"])
 
 
-@pytest.mark.parametrize("model,path", [
-    ("claude-bedrock", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/count-tokens"),
-    ("claude-converse", "/model/anthropic.claude-3-haiku-20240307-v1%3A0/count-tokens"),
-])
-def test_bedrock_counts_with_count_tokens(client, bedrock_fake, model, path):
-    counted = client.messages.count_tokens(model=model, messages=MESSAGES, system=SYSTEM)
-    sent = bedrock_fake.last()
-    assert sent["path"] == path
-    assert counted.input_tokens > 0 and bedrock_fake.rejected == []
+def test_bedrock_counts_with_count_tokens(client, bedrock_fake):
+    for model, path in [("claude-bedrock", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/count-tokens"),
+                        ("claude-converse", "/model/anthropic.claude-3-haiku-20240307-v1%3A0/count-tokens")]:
+        counted = client.messages.count_tokens(model=model, messages=MESSAGES, system=SYSTEM)
+        assert bedrock_fake.last()["path"] == path
+        assert counted.input_tokens > 0 and bedrock_fake.rejected == []
+    # Bedrock's errors reach the client Anthropic-shaped.
+    bedrock_fake.fail = (400, b'{"message":"The provided model identifier is invalid."}',
+                         {"x-amzn-errortype": "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.count_tokens(model="claude-bedrock", messages=MESSAGES)
+    assert e.value.body["error"]["message"] == "The provided model identifier is invalid."
 
 
 def test_vertex_counts_claude_with_count_tokens_raw_predict(client, vertex_fake, account):
@@ -69,20 +72,12 @@ def test_vertex_counts_claude_with_count_tokens_raw_predict(client, vertex_fake,
     assert counted.input_tokens == token_count(sent["body"]) and vertex_fake.rejected == []
 
 
-@pytest.mark.parametrize("model", ["gemini", "gpt-4.1"])
-def test_a_backend_that_cannot_count_answers_422(client, model):
-    with pytest.raises(anthropic.UnprocessableEntityError) as e:
-        client.messages.count_tokens(model=model, messages=MESSAGES)
-    assert "count_tokens" in e.value.message
-    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "invalid_request_error"
-
-
-def test_provider_errors_are_anthropic_shaped(client, bedrock_fake):
-    bedrock_fake.fail = (400, b'{"message":"The provided model identifier is invalid."}',
-                         {"x-amzn-errortype": "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"})
-    with pytest.raises(anthropic.BadRequestError) as e:
-        client.messages.count_tokens(model="claude-bedrock", messages=MESSAGES)
-    assert e.value.body["error"]["message"] == "The provided model identifier is invalid."
+def test_a_backend_that_cannot_count_answers_422(client):
+    for model in ["gemini", "gpt-4.1"]:
+        with pytest.raises(anthropic.UnprocessableEntityError) as e:
+            client.messages.count_tokens(model=model, messages=MESSAGES)
+        assert "count_tokens" in e.value.message
+        assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "invalid_request_error"
 
 
 def test_anthropic_models_list(gw):

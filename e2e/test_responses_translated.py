@@ -93,14 +93,14 @@ def test_unary_and_streamed_with_tools_on_every_translating_schema(client, gw, m
     assert usage == response.usage.output_tokens + final.usage.output_tokens
 
 
-@pytest.mark.parametrize("model", ["claude", "claude-vertex", "gemini"])
-def test_streamed_text(client, model):
-    events = list(client.responses.create(model=model, input="Hi", stream=True))
-    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    done = [e for e in events if e.type == "response.output_text.done"]
-    assert text and done and done[0].text == text
-    assert events[-1].type == "response.completed" and events[-1].response.output_text == text
-    assert [e.sequence_number for e in events] == list(range(len(events)))
+def test_streamed_text(client):
+    for model in ["claude", "claude-vertex", "gemini"]:
+        events = list(client.responses.create(model=model, input="Hi", stream=True))
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        done = [e for e in events if e.type == "response.output_text.done"]
+        assert text and done and done[0].text == text, model
+        assert events[-1].type == "response.completed" and events[-1].response.output_text == text
+        assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
 def test_gemini_signature_goes_back_with_the_next_turn(client, vertex_fake):
@@ -125,12 +125,12 @@ def test_gemini_signature_goes_back_with_the_next_turn(client, vertex_fake):
     assert vertex_fake.rejected == []
 
 
-@pytest.mark.parametrize("field,value", [("previous_response_id", "resp_123"), ("store", True), ("background", True),
-                                         ("tools", [{"type": "web_search"}])])
-def test_what_no_translating_backend_can_do_is_a_422_naming_it(client, anthropic_fake, field, value):
-    with pytest.raises(openai.UnprocessableEntityError) as e:
-        client.responses.create(model="claude", input="Hi", **{field: value})
-    assert ("web_search" if field == "tools" else f"`{field}") in e.value.message
+def test_what_no_translating_backend_can_do_is_a_422_naming_it(client, anthropic_fake):
+    for field, value in [("previous_response_id", "resp_123"), ("store", True), ("background", True),
+                         ("tools", [{"type": "web_search"}])]:
+        with pytest.raises(openai.UnprocessableEntityError) as e:
+            client.responses.create(model="claude", input="Hi", **{field: value})
+        assert ("web_search" if field == "tools" else f"`{field}") in e.value.message
     assert anthropic_fake.requests == []
 
 
