@@ -140,3 +140,20 @@ def test_provider_errors_are_openai_shaped(gw, anthropic_fake):
     r = httpx.post(gw.url + "/v1/responses", json={"model": "claude", "input": "Hi"}, timeout=30)
     assert r.status_code == 429
     assert r.json()["error"]["message"] == "Number of requests exceeded"
+
+
+def test_failover_from_openai_to_claude_translates_the_retry(gateway_factory, anthropic_fake):
+    """A dead OpenAI primary: the retry goes to Anthropic, translated for that attempt."""
+    from fakes import free_port
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", free_port(), policy="APIKey", key="sk-openai-secret"),
+        backend_yaml("anthropic", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
+        route_yaml("route", [("smart", [("openai", 0, None), ("anthropic", 1, "claude-sonnet-4-5")])]),
+    )
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    response = client.responses.create(model="smart", input="Hi", instructions="Be brief.")
+    assert response.output_text and response.status == "completed"
+    sent = anthropic_fake.last()["body"]
+    assert sent["model"] == "claude-sonnet-4-5" and sent["system"] == [{"type": "text", "text": "Be brief."}]
+    events = list(client.responses.create(model="smart", input="Hi", stream=True))
+    assert events[-1].type == "response.completed"
