@@ -19,6 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
+import openai_media
+import responses_api
+
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
@@ -45,6 +48,9 @@ AZURE_STREAM = _sse_events(
     json.loads((FIXTURES / "azure" / "chat-completions-stream-content-filter-results.json").read_text())["response"]["body"]
 )
 BAD_REQUEST_STATUS, BAD_REQUEST = _cassette("chat-bad-request.yaml")
+
+MEDIA = "images/generations|audio/speech|audio/transcriptions|audio/translations"
+FORMS = ("audio/transcriptions", "audio/translations")
 
 CLIENT_ONLY_HEADERS = ("x-llm-extproc-request", "x-llm-extproc-backend", "x-llm-extproc-stream", "x-envoy-original-path")
 
@@ -119,7 +125,7 @@ class FakeProvider:
             if headers.get("authorization") != f"Bearer {self.key}":
                 return 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                        "param": None, "code": "invalid_api_key"}}
-            m = re.fullmatch(re.escape(self.prefix) + r"/(chat/completions|completions|embeddings)", path)
+            m = re.fullmatch(re.escape(self.prefix) + r"/(chat/completions|completions|embeddings|responses|" + MEDIA + ")", path)
             if not m:
                 return 404, {"error": {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error"}}
             api = m.group(1)
@@ -128,7 +134,9 @@ class FakeProvider:
                 return 400, {"error": {"message": "unexpected credential header"}}
             if headers.get("api-key") != self.key:
                 return 401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
-            m = re.fullmatch(r"/openai/deployments/([A-Za-z0-9._~%-]+)/(chat/completions|completions|embeddings)\?api-version=(.+)", path)
+            # The Responses API is not under a deployment: the body's model names one.
+            m = (re.fullmatch(r"/openai/deployments/([A-Za-z0-9._~%-]+)/(chat/completions|completions|embeddings|" + MEDIA + r")\?api-version=(.+)", path)
+                 or re.fullmatch(r"/openai/()(responses)\?api-version=(.+)", path))
             if not m:
                 return 404, {"error": {"code": "404", "message": "Resource not found"}}
             if m.group(3) != self.api_version:
@@ -136,10 +144,19 @@ class FakeProvider:
             api = m.group(2)
         if method != "POST":
             return 405, {"error": {"message": "method not allowed"}}
+        if api in FORMS:
+            form, error = openai_media.parse_form(headers.get("content-type", ""), body)
+            return (400, error) if error else (None, api)
         try:
-            json.loads(body)
+            request = json.loads(body)
         except ValueError:
             return 400, {"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error"}}
+        if openai_media.check(api, request):
+            return 400, openai_media.check(api, request)
+        if api == "responses" and self.kind == "azure" and self.api_version[:10] < "2025-03-01":
+            return 400, {"error": {"code": "BadRequest", "message": "Azure OpenAI Responses API is enabled only for api-version 2025-03-01-preview and later"}}
+        if api == "responses" and responses_api.check(request):
+            return 400, responses_api.check(request)
         return None, api
 
     # ------------------------------------------------------------------ handler
@@ -162,20 +179,37 @@ class FakeProvider:
                     with provider._lock:
                         provider.rejected.append((status, result))
                     return self._json(status, result)
+                if result in FORMS:
+                    request, _ = openai_media.parse_form(headers["content-type"], body)
+                else:
+                    request = json.loads(body)
                 with provider._lock:
-                    provider.requests.append({"method": "POST", "path": self.path, "headers": headers, "body": json.loads(body)})
+                    provider.requests.append({"method": "POST", "path": self.path, "headers": headers, "body": request,
+                                              "raw": body})
                 if provider.fail_status:
                     if isinstance(provider.fail_body, bytes):
                         return self._raw(provider.fail_status, provider.fail_body, "text/plain", headers=provider.fail_headers)
                     body = json.dumps(provider.fail_body or {
                         "error": {"message": "The server is overloaded or not ready yet.", "type": "server_error", "code": None}})
                     return self._raw(provider.fail_status, body.encode(), "application/json", headers=provider.fail_headers)
-                request = json.loads(body)
                 gz = provider.gzip and "gzip" in headers.get("accept-encoding", "")
-                if request.get("stream"):
+                if request.get("stream") in (True, "true") or request.get("stream_format") == "sse":
                     return self._stream(request, gz, result)
                 time.sleep(provider.unary_delay)
-                if result == "embeddings":
+                if result == "audio/speech":
+                    return self._raw(200, openai_media.MP3, "audio/mpeg")
+                if result in FORMS and request.get("response_format") == "text":
+                    text = json.loads(openai_media.TRANSCRIPTION)["text"]
+                    return self._raw(200, text.encode(), "text/plain; charset=utf-8")
+                if result == "audio/transcriptions":
+                    answer = openai_media.TRANSCRIPTION
+                elif result == "audio/translations":
+                    answer = openai_media.TRANSLATION
+                elif result == "images/generations":
+                    answer = openai_media.image(request)
+                elif result == "responses":
+                    answer = json.dumps(responses_api.response(request))
+                elif result == "embeddings":
                     answer = EMBEDDINGS
                 elif result == "completions":
                     answer = COMPLETION
@@ -206,7 +240,15 @@ class FakeProvider:
 
             def _stream(self, request, gz, api):
                 with_usage = (request.get("stream_options") or {}).get("include_usage")
-                if api == "completions":
+                if api == "responses":
+                    events = responses_api.stream(request)
+                elif api == "images/generations":
+                    events = openai_media.image_stream(request)
+                elif api == "audio/speech":
+                    events = openai_media.speech_stream()
+                elif api == "audio/transcriptions":
+                    events = openai_media.transcript_stream()
+                elif api == "completions":
                     # The only completions recording streams with usage; a real provider
                     # without include_usage would send the same events minus that chunk.
                     events = COMPLETION_STREAM_WITH_USAGE if with_usage else [

@@ -158,6 +158,17 @@ class _Fake(_Loopback):
 
 # --------------------------------------------------------------------------- Anthropic
 
+# Token counting (https://docs.anthropic.com/en/api/messages-count-tokens): the request
+# fields it takes; the count the fakes answer is a stand-in derived from the text.
+COUNT_TOKENS_FIELDS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+                       "context_management"}
+
+
+def token_count(request):
+    """A deterministic stand-in for a tokenizer: about four characters a token."""
+    text = json.dumps([request.get("system"), request.get("messages"), request.get("tools")])
+    return max(1, len(text) // 4)
+
 # The Messages API's request fields (https://docs.anthropic.com/en/api/messages); any other
 # top-level field is refused with "Extra inputs are not permitted".
 ANTHROPIC_FIELDS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
@@ -181,11 +192,13 @@ class AnthropicFake(_Fake):
             raise self.error(401, "authentication_error", "invalid x-api-key")
         if not headers.get("anthropic-version"):
             raise self.error(400, "invalid_request_error", "anthropic-version: header is required")
-        if path != "/v1/messages":
+        if path not in ("/v1/messages", "/v1/messages/count_tokens"):
             raise self.error(404, "not_found_error", f"Not Found: {path}")
         if int(headers["content-length"]) != len(body):
             raise self.error(400, "invalid_request_error", "content-length mismatch")
         request = json.loads(body)
+        if path.endswith("/count_tokens"):
+            return self.check_count(request, COUNT_TOKENS_FIELDS)
         extra = set(request) - ANTHROPIC_FIELDS
         if extra:
             raise self.error(400, "invalid_request_error", f"{sorted(extra)[0]}: Extra inputs are not permitted")
@@ -197,7 +210,17 @@ class AnthropicFake(_Fake):
         if not isinstance(request["max_tokens"], int):
             raise self.error(400, "invalid_request_error", "max_tokens: Input should be a valid integer")
 
+    def check_count(self, request, fields):
+        extra = set(request) - fields
+        if extra:
+            raise self.error(400, "invalid_request_error", f"{sorted(extra)[0]}: Extra inputs are not permitted")
+        for field in ("model", "messages"):
+            if field not in request:
+                raise self.error(400, "invalid_request_error", f"{field}: Field required")
+
     def answer(self, path, request):
+        if path.endswith("/count_tokens"):
+            return 200, "application/json", json.dumps({"input_tokens": token_count(request)}).encode()
         tools = bool(request.get("tools"))
         if request.get("stream"):
             name = "anthropic/messages-stream-tool-use.json" if tools else "anthropic/messages-stream-text.json"
@@ -230,11 +253,14 @@ class BedrockFake(_Fake):
 
     def check(self, path, headers, body):
         self.verify_signature(path, headers, body)
-        m = re.fullmatch(r"/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)", path)
+        m = re.fullmatch(r"/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)",
+                         path)
         if not m:
             raise self.error(404, "UnknownOperationException", f"no operation at {path}")
         request = json.loads(body)
-        if m.group(2).startswith("converse"):
+        if m.group(2) == "count-tokens":
+            self.check_count(request)
+        elif m.group(2).startswith("converse"):
             extra = set(request) - CONVERSE_FIELDS
             if extra:
                 raise self.error(400, "ValidationException", f"Unknown parameter {sorted(extra)[0]}")
@@ -247,6 +273,25 @@ class BedrockFake(_Fake):
             for key in ("model", "stream"):
                 if key in request:
                     raise self.error(400, "ValidationException", f"extraneous key [{key}] is not permitted")
+
+    def check_count(self, request):
+        """CountTokens (Bedrock API reference): `input` holds exactly one of `invokeModel`
+        (the InvokeModel body, base64) or `converse` (Converse's messages and system)."""
+        given = request.get("input") or {}
+        if set(request) != {"input"} or len(given) != 1 or not set(given) <= {"invokeModel", "converse"}:
+            raise self.error(400, "ValidationException", "input must hold exactly one of invokeModel or converse")
+        if "invokeModel" in given:
+            try:
+                invoke = json.loads(base64.b64decode(given["invokeModel"]["body"], validate=True))
+            except (ValueError, KeyError, TypeError):
+                raise self.error(400, "ValidationException", "invokeModel.body must be a base64-encoded JSON body")
+            if invoke.get("anthropic_version") != "bedrock-2023-05-31" or not isinstance(invoke.get("max_tokens"), int):
+                raise self.error(400, "ValidationException", "the InvokeModel body needs anthropic_version and max_tokens")
+            if "model" in invoke:
+                raise self.error(400, "ValidationException", "extraneous key [model] is not permitted")
+        elif set(given["converse"]) - {"messages", "system", "toolConfig", "additionalModelRequestFields"} \
+                or not given["converse"].get("messages"):
+            raise self.error(400, "ValidationException", "converse takes messages, system, toolConfig")
 
     def verify_signature(self, path, headers, body):
         """Recomputes the SigV4 signature with botocore over what arrived."""
@@ -282,6 +327,11 @@ class BedrockFake(_Fake):
 
     def answer(self, path, request):
         model, operation = re.fullmatch(r"/model/([^/]+)/([a-z-]+)", path).groups()
+        if operation == "count-tokens":
+            given = request["input"]
+            counted = json.loads(base64.b64decode(given["invokeModel"]["body"])) if "invokeModel" in given \
+                else given["converse"]
+            return 200, "application/json", json.dumps({"inputTokens": token_count(counted)}).encode()
         if operation == "converse-stream":
             return 200, "application/vnd.amazon.eventstream", self.pieces(
                 recorded_body("bedrock/converse-stream-tool-use.json"))
@@ -564,6 +614,14 @@ class VertexFake(_Fake):
             raise self.error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         if method == "predict":
             self.check_predict(request)
+        elif (publisher, model) == ("anthropic", "count-tokens"):
+            # Claude's token counting on Vertex: the Anthropic body, naming the model.
+            if request.get("anthropic_version") != "vertex-2023-10-16" or not request.get("model"):
+                raise self.error(400, "INVALID_ARGUMENT", "count-tokens needs anthropic_version and model")
+            if request["model"].endswith(("@default", "@latest")):
+                raise self.error(400, "INVALID_ARGUMENT", f"Model {request['model']} is not supported for token counting")
+            AnthropicFake.check_count(self, {k: v for k, v in request.items() if k != "anthropic_version"},
+                                      COUNT_TOKENS_FIELDS)
         elif publisher == "google":
             self.check_generate_content(request)
         else:
@@ -642,6 +700,8 @@ class VertexFake(_Fake):
         tools = bool(request.get("tools"))
         if method == "predict":
             return 200, "application/json; charset=UTF-8", json.dumps(self.predict_answer(request)).encode()
+        if "/count-tokens:" in path:
+            return 200, "application/json", json.dumps({"input_tokens": token_count(request)}).encode()
         if method in ("rawPredict", "streamRawPredict"):
             return AnthropicFake.answer(self, path, request)
         if method == "streamGenerateContent":
@@ -676,3 +736,49 @@ class VertexFake(_Fake):
                                                "values": values}})
         return {"predictions": predictions,
                 "metadata": {"billableCharacterCount": sum(len(i["content"]) for i in request["instances"])}}
+
+
+# --------------------------------------------------------------------------- Cohere
+
+# Rerank v2's request fields (https://docs.cohere.com/reference/rerank).
+RERANK_FIELDS = {"model", "query", "documents", "top_n", "max_tokens_per_doc"}
+
+
+class CohereFake(_Fake):
+    """Cohere's API: rerank v2 with `Authorization: Bearer`, errors as `{"message"}`."""
+
+    def __init__(self, key="cohere-provider-key"):
+        self.key = key
+        super().__init__()
+
+    @staticmethod
+    def error(status, message):
+        return Refused(status, {"message": message})
+
+    def check(self, path, headers, body):
+        if "x-api-key" in headers or "api-key" in headers:
+            raise self.error(400, "unexpected credential header")
+        if headers.get("authorization") != f"Bearer {self.key}":
+            raise self.error(401, "invalid api token")
+        if path != "/v2/rerank":
+            raise self.error(404, f"Not Found: {path}")
+        request = json.loads(body)
+        extra = set(request) - RERANK_FIELDS
+        if extra:
+            raise self.error(400, f"invalid request: unknown field {sorted(extra)[0]}")
+        for field in ("model", "query", "documents"):
+            if field not in request:
+                raise self.error(400, f"invalid request: {field} is required")
+        if not all(isinstance(d, str) for d in request["documents"]):
+            raise self.error(400, "invalid request: documents must be strings")
+
+    def answer(self, path, request):
+        query = set(request["query"].lower().split())
+        scored = sorted(((len(query & set(d.lower().split())) / (len(query) or 1), i)
+                         for i, d in enumerate(request["documents"])), reverse=True)
+        results = [{"index": i, "relevance_score": round(score, 6)} for score, i in scored[:request.get("top_n")]]
+        tokens = sum(len(d.split()) for d in request["documents"]) + len(request["query"].split())
+        return 200, "application/json", json.dumps({
+            "results": results, "id": "07734bd2-2473-4f07-94e1-0d9f0e6843cf",
+            "meta": {"api_version": {"version": "2", "is_experimental": False}, "billed_units": {"search_units": 1},
+                     "tokens": {"input_tokens": tokens, "output_tokens": 0}}}).encode()

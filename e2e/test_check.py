@@ -111,3 +111,14 @@ def test_backend_fields_the_gateway_cannot_honour_are_named(tmp_path, field, yam
     r = check(path)
     assert r.returncode == 1, r.stdout
     assert field in r.stderr and "not supported" in r.stderr
+
+
+def test_check_names_the_fields_it_accepts_but_does_not_act_on(tmp_path):
+    route = route_yaml("r", [("m", [("openai", 0, None)])]).replace(
+        "  parentRefs:", "  filterConfig: {type: ExternalProcessor}\n  parentRefs:")
+    path = write_config(tmp_path, backend_yaml("openai", "OpenAI", 9, policy="APIKey"), route)
+    r = check(path)
+    assert r.returncode == 0, r.stderr
+    assert "accepted but not acted on:" in r.stdout
+    assert "AIGatewayRoute default/r: spec.parentRefs: Kubernetes attaches" in r.stdout
+    assert "spec.filterConfig: deprecated" in r.stdout

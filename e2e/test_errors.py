@@ -178,7 +178,7 @@ def test_error_shapes_follow_the_clients_api_not_the_providers_path(gateway_fact
     r = post(gw, {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
              path="/v1/messages")
     assert r.status_code == 503 and r.json()["type"] == "error", r.text
-    for method, path, status in [("GET", "/v1/messages", 405), ("POST", "/v1/messages/count_tokens", 404),
+    for method, path, status in [("GET", "/v1/messages", 405), ("POST", "/v1/messages/batches", 404),
                                  ("POST", "/anthropic/v1/complete", 404)]:
         r = httpx.request(method, gw.url + path, json={"model": "claude"}, timeout=10)
         assert r.status_code == status, (path, r.text)

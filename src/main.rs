@@ -254,6 +254,12 @@ fn check(args: &ConfigArgs) -> Result<(), String> {
         config.backends.len(),
         config.routes.len()
     );
+    if !config.not_acted_on.is_empty() {
+        println!("accepted but not acted on:");
+        for note in &config.not_acted_on {
+            println!("  - {note}");
+        }
+    }
     Ok(())
 }
 

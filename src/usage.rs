@@ -33,6 +33,26 @@ impl Usage {
             reasoning: n(usage.pointer("/completion_tokens_details/reasoning_tokens")),
         })
     }
+
+    /// Reads a Responses API `usage` object (`input_tokens`, `output_tokens`, their
+    /// details), which OpenAI sends on the response and on `response.completed`.
+    pub fn from_responses(usage: &Value) -> Option<Usage> {
+        let obj = usage.as_object()?;
+        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let input = n(obj.get("input_tokens"));
+        let output = n(obj.get("output_tokens"));
+        Some(Usage {
+            input,
+            output,
+            total: obj
+                .get("total_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(input.saturating_add(output)),
+            cached_input: n(usage.pointer("/input_tokens_details/cached_tokens")),
+            cache_creation_input: n(usage.pointer("/input_tokens_details/cache_creation_tokens")),
+            reasoning: n(usage.pointer("/output_tokens_details/reasoning_tokens")),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -58,6 +78,20 @@ mod tests {
                 reasoning: 4,
                 total: 30
             }
+        );
+    }
+
+    #[test]
+    fn reads_responses_usage_with_details() {
+        let u = Usage::from_responses(&json!({
+            "input_tokens": 36, "input_tokens_details": {"cached_tokens": 4},
+            "output_tokens": 87, "output_tokens_details": {"reasoning_tokens": 64},
+            "total_tokens": 123
+        }))
+        .unwrap();
+        assert_eq!(
+            (u.input, u.cached_input, u.output, u.reasoning, u.total),
+            (36, 4, 87, 64, 123)
         );
     }
 

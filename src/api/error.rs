@@ -14,7 +14,7 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("model `{model}` is not served by this gateway; known models: {known}")]
     UnknownModel { model: String, known: String },
-    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and Anthropic's /v1/messages")]
+    #[error("no API at {method} {path}; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/images/generations, /v1/audio/speech, /v1/audio/transcriptions, /v1/audio/translations, /v1/rerank (and /cohere/v2/rerank), /v1/models and Anthropic's /v1/messages and /v1/messages/count_tokens")]
     UnsupportedPath { method: String, path: String },
     #[error("method {method} is not allowed on {path}; use {allowed}")]
     MethodNotAllowed {
@@ -107,7 +107,9 @@ impl ApiError {
     /// The body in the shape of the client's API: Anthropic's for Messages clients.
     pub fn body_for(&self, api: Option<ApiKind>) -> Vec<u8> {
         match api {
-            Some(ApiKind::Messages) => anthropic_error_body(self.status(), &self.to_string()),
+            Some(api) if api.anthropic_shaped() => {
+                anthropic_error_body(self.status(), &self.to_string())
+            }
             _ => self.body(),
         }
     }
@@ -139,6 +141,13 @@ pub fn anthropic_error_body(status: u16, message: &str) -> Vec<u8> {
 /// is ended with an error.
 pub fn anthropic_error_event(out: &mut Vec<u8>, status: u16, message: &str) {
     crate::framing::sse::write_event(out, Some("error"), &anthropic_error_body(status, message));
+}
+
+/// A Responses API `error` stream event (`{"type":"error","code","message","param",
+/// "sequence_number"}`, as OpenAI's streaming reference has it), appended to `out`.
+pub fn responses_error_event(out: &mut Vec<u8>, sequence: u64, code: &str, message: &str) {
+    let event = json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": sequence});
+    crate::framing::sse::write_event(out, Some("error"), event.to_string().as_bytes());
 }
 
 /// Anthropic's error type for an HTTP status (its API reference's table).

@@ -42,6 +42,9 @@ struct Peek<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
+    /// Speech streams when `stream_format` is `sse`.
+    #[serde(borrow, default)]
+    stream_format: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -107,20 +110,63 @@ impl ClientRequest {
                 )))
             }
         };
+        let stream = stream
+            || (api == ApiKind::Speech && peek.stream_format.map(RawValue::get) == Some("\"sse\""));
         if stream && api == ApiKind::Embeddings {
             return Err(ApiError::BadRequest("embeddings cannot be streamed".into()));
         }
         Ok(ClientRequest {
+            include_usage,
+            stream_options_span,
+            ..ClientRequest::read(api, body, model, model_span, stream)
+        })
+    }
+
+    /// A request read from its body; the headers' parts are filled in by the caller.
+    fn read(
+        api: ApiKind,
+        body: Bytes,
+        model: String,
+        model_span: Range<usize>,
+        stream: bool,
+    ) -> Self {
+        ClientRequest {
             api,
             body,
             model,
             model_span,
             stream,
-            include_usage,
-            stream_options_span,
+            include_usage: false,
+            stream_options_span: None,
             anthropic_beta: None,
             sent_anthropic_version: false,
-        })
+        }
+    }
+}
+
+impl ClientRequest {
+    /// Parses a `multipart/form-data` body (`content_type` names its boundary): the
+    /// `model` field, and `stream` when it is `true`. `model_span` is the raw field value.
+    pub fn parse_form(api: ApiKind, body: Bytes, content_type: &str) -> Result<Self, ApiError> {
+        let boundary = super::multipart::boundary(content_type)?;
+        let fields = super::multipart::fields(&body, boundary)?;
+        let model_span = fields
+            .model
+            .ok_or_else(|| ApiError::BadRequest("the form has no `model` field".into()))?;
+        let model = std::str::from_utf8(&body[model_span.clone()])
+            .map_err(|_| ApiError::BadRequest("the form's `model` is not text".into()))?
+            .to_string();
+        validate_model(&model)?;
+        let stream = match fields.stream.map(|r| &body[r]) {
+            None | Some(b"false") => false,
+            Some(b"true") => true,
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "the form's `stream` must be true or false".into(),
+                ))
+            }
+        };
+        Ok(ClientRequest::read(api, body, model, model_span, stream))
     }
 }
 

@@ -49,6 +49,22 @@ impl BodyEdits {
         merged
     }
 
+    /// A `multipart/form-data` body (with `boundary`) with the edits applied to its text
+    /// fields: a JSON string is set as its text, any other value as its JSON text.
+    pub fn apply_form(&self, body: &[u8], boundary: &str) -> Result<Vec<u8>, crate::api::ApiError> {
+        let values: Vec<(&str, String)> = self
+            .set
+            .iter()
+            .map(|(name, raw)| {
+                let text = serde_json::from_str::<String>(raw.get())
+                    .unwrap_or_else(|_| raw.get().to_string());
+                (name.as_str(), text)
+            })
+            .collect();
+        let set: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        crate::api::multipart::edited(body, boundary, &|name| self.remove.contains(name), &set)
+    }
+
     /// The body with the edits applied. Values are moved as raw JSON, not re-parsed.
     pub fn apply(&self, body: &[u8]) -> Result<Vec<u8>, NotAnObject> {
         let mut fields: BTreeMap<String, Box<RawValue>> =

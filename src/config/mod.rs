@@ -2,6 +2,7 @@
 
 pub mod body_edits;
 pub mod default;
+pub mod hostnames;
 pub mod load;
 pub mod model;
 pub mod problem;

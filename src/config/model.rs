@@ -41,12 +41,29 @@ pub struct GatewayConfig {
     pub routes_any_model: bool,
     /// Models whose rule is `router_resolved`, with that rule's backend reference key.
     pub router_targets: BTreeMap<String, String>,
+    /// Fields the configuration sets that the gateway accepts but does not act on
+    /// (Kubernetes-only or deprecated), each with where it is and why: `check` names them.
+    pub not_acted_on: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub owned_by: String,
     pub created: i64,
+    /// The `hostnames` of the routes that serve the model; None when one of them
+    /// serves every host.
+    pub hosts: Option<Vec<String>>,
+}
+
+impl ModelInfo {
+    /// Whether a request with this `authority` reaches the model.
+    pub fn served_at(&self, authority: &str) -> bool {
+        self.hosts.as_ref().is_none_or(|hosts| {
+            hosts
+                .iter()
+                .any(|h| super::hostnames::matches(h, authority))
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -226,9 +243,24 @@ impl GatewayConfig {
             .unwrap_or_else(|| OTHER_LABEL.to_string())
     }
 
-    /// Whether a request for `model` can be routed, as far as the sidecar can tell.
-    pub fn knows_model(&self, model: &str) -> bool {
-        self.routes_any_model || self.models.contains_key(model)
+    /// Whether a request for `model` to `authority` can be routed, as far as the sidecar
+    /// can tell: a model whose routes all name other `hostnames` is not known here.
+    pub fn knows_model_at(&self, model: &str, authority: &str) -> bool {
+        self.routes_any_model
+            || self
+                .models
+                .get(model)
+                .is_some_and(|m| m.served_at(authority))
+    }
+
+    /// The models a request to `authority` can reach, for `/v1/models`.
+    pub fn models_at<'a>(
+        &'a self,
+        authority: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a ModelInfo)> + 'a {
+        self.models
+            .iter()
+            .filter(move |(_, m)| m.served_at(authority))
     }
 }
 

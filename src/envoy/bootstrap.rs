@@ -242,7 +242,12 @@ fn access_log() -> Value {
         "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
         "input_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_input_token)%",
         "output_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_output_token)%",
-        "total_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
+        "total_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%",
+        // Microseconds from Envoy sending a phase's headers to the sidecar to its answer
+        // (each phase is answered once, at its headers, when its body has been read).
+        "ext_proc_request_us": "%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:request_header_latency_us)%",
+        "ext_proc_response_us": "%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:response_header_latency_us)%",
+        "upstream_ms": "%RESPONSE_DURATION%"
     });
     json!([{
         "name": "envoy.access_loggers.stdout",

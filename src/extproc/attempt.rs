@@ -78,9 +78,16 @@ fn provider_request(
         // On the final provider body, whatever the schema made of the client's, and before
         // the credential (a signature covers the body as sent).
         let body = upstream.body.as_deref().unwrap_or(&state.request.body);
-        let edited = target.body_mutation.apply(body).map_err(|e| {
-            ApiError::Internal(format!("bodyMutation of backend `{}`: {e}", backend.name))
-        })?;
+        let edited = if state.request.api.is_form() {
+            // Its boundary was read from this header when the form was parsed.
+            let content_type = header(Some(&state.client_headers), "content-type").unwrap_or("");
+            let boundary = crate::api::multipart::boundary(content_type)?;
+            target.body_mutation.apply_form(body, boundary)?
+        } else {
+            target.body_mutation.apply(body).map_err(|e| {
+                ApiError::Internal(format!("bodyMutation of backend `{}`: {e}", backend.name))
+            })?
+        };
         upstream.body = Some(edited);
     }
     let host = backend.authority();

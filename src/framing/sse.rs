@@ -36,6 +36,16 @@ impl SseSplitter {
         events
     }
 
+    /// [`Self::push`], and at the end of the stream [`Self::finish`] too: every event
+    /// `chunk` completes, the unterminated last one included when the stream ends.
+    pub fn push_piece(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<Vec<u8>> {
+        let mut events = self.push(chunk);
+        if end_of_stream {
+            events.extend(self.finish());
+        }
+        events
+    }
+
     /// Whatever is left when the stream ends: an event without its blank line.
     pub fn finish(&mut self) -> Option<Vec<u8>> {
         if self.pending.iter().all(u8::is_ascii_whitespace) {

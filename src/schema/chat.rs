@@ -286,6 +286,8 @@ impl Thinking {
 pub fn api_not_served(provider: &str, api: ApiKind, served: &[ApiKind]) -> ApiError {
     let path = |api: ApiKind| match api {
         ApiKind::Messages => "Anthropic's /v1/messages".to_string(),
+        ApiKind::Responses => "/v1/responses".to_string(),
+        ApiKind::CountTokens => "Anthropic's /v1/messages/count_tokens".to_string(),
         other => format!("/v1/{}", other.openai_suffix()),
     };
     let served: Vec<String> = served.iter().copied().map(path).collect();

@@ -7,10 +7,12 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod chat;
+pub mod cohere;
 pub mod completion;
 pub mod embeddings;
 pub mod messages_request;
 pub mod openai;
+pub mod responses;
 pub mod vertex;
 
 #[cfg(test)]
@@ -83,6 +85,11 @@ pub trait ResponseTranslator: Send + Sync {
     fn stream_failed(&self) -> bool {
         false
     }
+    /// The `sequence_number` the next event of a Responses API stream carries (the one
+    /// an error event appended by the router level takes); 0 for other APIs.
+    fn stream_sequence(&self) -> u64 {
+        0
+    }
 }
 
 /// A backend's wire format.
@@ -114,7 +121,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("GCPVertexAI", vertex::GcpVertexAi::build),
     ("GCPAnthropic", anthropic::GcpAnthropic::build),
     ("Anthropic", anthropic::Anthropic::build),
-    ("Cohere", NotYetServed::cohere),
+    ("Cohere", cohere::Cohere::build),
 ];
 
 /// The schema for `spec`, or why it cannot be built. Unknown names are reported by
@@ -123,46 +130,6 @@ pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
     match REGISTRY.iter().find(|(name, _)| *name == spec.name) {
         Some((_, constructor)) => constructor(spec),
         None => Err(format!("unknown schema `{}`", spec.name)),
-    }
-}
-
-/// A recognised schema whose translation is not implemented in this build: its
-/// backends answer 503 naming what is missing.
-#[derive(Debug)]
-struct NotYetServed {
-    name: &'static str,
-    provider: &'static str,
-}
-
-impl NotYetServed {
-    fn cohere(_: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
-        Ok(Arc::new(NotYetServed {
-            name: "Cohere",
-            provider: "cohere",
-        }))
-    }
-}
-
-impl BackendSchema for NotYetServed {
-    fn provider_name(&self) -> &'static str {
-        self.provider
-    }
-    fn upstream_request(
-        &self,
-        _: &ClientRequest,
-        _: Option<&str>,
-    ) -> Result<UpstreamRequest, ApiError> {
-        // The upstream layer fills in the backend's name.
-        Err(ApiError::BackendUnavailable {
-            backend: String::new(),
-            reason: format!(
-                "the {} schema is not supported by this build of llm-extproc yet",
-                self.name
-            ),
-        })
-    }
-    fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
-        Box::new(openai::response::OpenAiResponse::new(request, false))
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::body_edits;
+use super::super::hostnames;
 use super::super::load::Document;
 use super::super::model::*;
 use super::super::problem::{did_you_mean, Problem};
@@ -26,9 +27,21 @@ pub(super) fn resolve_route(
         name: format!("{}/{}", doc.namespace(), doc.meta.name),
         problems,
     };
+    let hosts = route.hostnames();
+    route.note_unacted(config);
     let mut rules = Vec::new();
     for (ri, rule) in doc.spec.rules.iter().enumerate() {
-        let matches = route.matches(ri, rule, config);
+        let mut matches = route.matches(ri, rule, hosts.as_ref(), config);
+        if let Some(hosts) = &hosts {
+            // Envoy matches the route's hosts; the model alone no longer decides the rule.
+            for conds in &mut matches {
+                conds.push(HeaderCondition {
+                    name: ":authority".into(),
+                    value: hostnames::authority_regex(hosts),
+                    regex: true,
+                });
+            }
+        }
         if matches
             .iter()
             .any(|conds| !conds.iter().any(|c| c.name == MODEL_HEADER && !c.regex))
@@ -97,6 +110,7 @@ impl RouteDoc<'_> {
         &mut self,
         ri: usize,
         rule: &RouteRule,
+        hosts: Option<&Vec<String>>,
         config: &mut GatewayConfig,
     ) -> Vec<Vec<HeaderCondition>> {
         let mut matches = Vec::new();
@@ -111,8 +125,18 @@ impl RouteDoc<'_> {
                         self.problem(&field, e.to_string(), "use the model name clients send");
                         continue;
                     }
-                    let info = self.model_info(ri, rule);
-                    config.models.entry(h.value.clone()).or_insert(info);
+                    let info = self.model_info(ri, rule, hosts);
+                    match config.models.get_mut(&h.value) {
+                        // Served on the hosts of every route that lists it.
+                        Some(known) => match (&mut known.hosts, hosts) {
+                            (Some(all), Some(more)) => all.extend(more.iter().cloned()),
+                            (all, None) => *all = None,
+                            (None, Some(_)) => {}
+                        },
+                        None => {
+                            config.models.insert(h.value.clone(), info);
+                        }
+                    }
                 }
                 if h.value.bytes().any(|b| b.is_ascii_control()) {
                     self.problem(&field, "contains control characters".into(), "remove them");
@@ -133,7 +157,87 @@ impl RouteDoc<'_> {
     }
 
     /// What `/v1/models` says of the rule's models.
-    fn model_info(&mut self, ri: usize, rule: &RouteRule) -> ModelInfo {
+    /// Records the fields the route sets that only Kubernetes or an older Envoy AI
+    /// Gateway act on.
+    fn note_unacted(&self, config: &mut GatewayConfig) {
+        let spec = &self.doc.spec;
+        for (field, set, why) in [
+            (
+                "spec.parentRefs",
+                spec.parent_refs.is_some(),
+                "Kubernetes attaches the route to its Gateway; here the gateway serves every route",
+            ),
+            (
+                "spec.targetRefs",
+                spec.target_refs.is_some(),
+                "deprecated attachment to a Gateway (Kubernetes-only)",
+            ),
+            (
+                "spec.filterConfig",
+                spec.filter_config.is_some(),
+                "deprecated settings of Envoy AI Gateway's own external processor deployment",
+            ),
+            (
+                "spec.schema",
+                spec.schema.is_some(),
+                "deprecated: the client's API is read from the request path",
+            ),
+        ] {
+            if set {
+                config.not_acted_on.push(format!(
+                    "{}: {}: {field}: {why}",
+                    self.doc.file.display(),
+                    self.what
+                ));
+            }
+        }
+    }
+
+    /// `spec.hostnames`, checked; None when the route serves every host.
+    fn hostnames(&mut self) -> Option<Vec<String>> {
+        let value = self.doc.spec.hostnames.as_ref()?;
+        let names: Vec<String> = match value {
+            serde_json::Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let field = format!("spec.hostnames[{i}]");
+                    let Some(name) = item.as_str() else {
+                        self.problem(&field, "is not a string".into(), "write a host name");
+                        return None;
+                    };
+                    match hostnames::invalid(name) {
+                        Some(why) => {
+                            self.problem(
+                                &field,
+                                why,
+                                "write a name like api.example.com or *.example.com",
+                            );
+                            None
+                        }
+                        None => Some(name.to_string()),
+                    }
+                })
+                .collect(),
+            serde_json::Value::Array(_) | serde_json::Value::Null => return None,
+            _ => {
+                self.problem(
+                    "spec.hostnames",
+                    "is not a list".into(),
+                    "write a list of host names",
+                );
+                return None;
+            }
+        };
+        (!names.is_empty()).then_some(names)
+    }
+
+    fn model_info(
+        &mut self,
+        ri: usize,
+        rule: &RouteRule,
+        hosts: Option<&Vec<String>>,
+    ) -> ModelInfo {
         let created = match rule.models_created_at.as_deref() {
             None => 0,
             Some(at) => parse_rfc3339(at).unwrap_or_else(|| {
@@ -149,7 +253,11 @@ impl RouteDoc<'_> {
             .models_owned_by
             .clone()
             .unwrap_or_else(|| "Envoy AI Gateway".into());
-        ModelInfo { owned_by, created }
+        ModelInfo {
+            owned_by,
+            created,
+            hosts: hosts.cloned(),
+        }
     }
 
     /// The rule's backend references that can take traffic, with what an upstream attempt

@@ -5,18 +5,25 @@ use super::*;
 
 /// What the client gets instead of a provider answer the gateway cannot hand on (not
 /// decodable, not readable): an error in its API's shape, as a stream event or a body.
+/// `sequence` numbers a Responses API stream's error event.
 pub(super) fn answer_error_body(
     api: Option<ApiKind>,
     streaming: bool,
+    sequence: u64,
     message: &str,
     code: &str,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     match (api, streaming) {
-        (Some(ApiKind::Messages), true) => {
+        (Some(ApiKind::Responses), true) => {
+            api::error::responses_error_event(&mut out, sequence, code, message)
+        }
+        (Some(api), true) if api.anthropic_shaped() => {
             api::error::anthropic_error_event(&mut out, 502, message)
         }
-        (Some(ApiKind::Messages), false) => out = api::error::anthropic_error_body(502, message),
+        (Some(api), false) if api.anthropic_shaped() => {
+            out = api::error::anthropic_error_body(502, message)
+        }
         (_, true) => {
             let body = error_body(message, "server_error", code);
             crate::framing::sse::write_event(&mut out, None, &body);

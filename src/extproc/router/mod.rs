@@ -50,9 +50,9 @@ pub const REQUEST_LENGTH_METADATA: &str = "request_content_length";
 /// Envoy's own error replies read this to answer in the client's API's shape: the path
 /// no longer says it once the sidecar moved it to a provider's.
 fn client_api_metadata(api: ApiKind) -> (String, Kind) {
-    let name = match api {
-        ApiKind::Messages => "messages",
-        _ => "openai",
+    let name = match api.anthropic_shaped() {
+        true => "messages",
+        false => "openai",
     };
     (
         CLIENT_API_METADATA.to_string(),
@@ -156,7 +156,14 @@ impl RouterStream {
         match api::route(method, path) {
             Ok(ApiKind::Models) => {
                 let config = self.shared.config.load();
-                return vec![immediate(200, api::models::list_body(&config), "models")];
+                let host = header(map, ":authority").unwrap_or("");
+                return vec![immediate(200, api::models::list_body(&config, host), "models")];
+            }
+            Ok(ApiKind::AnthropicModels) => {
+                let config = self.shared.config.load();
+                let host = header(map, ":authority").unwrap_or("");
+                let body = api::models::anthropic_list_body(&config, host);
+                return vec![immediate(200, body, "models")];
             }
             Ok(api) => self.api = Some(api),
             Err(e) => {
@@ -328,7 +335,8 @@ impl RouterStream {
         request: ClientRequest,
     ) -> Result<(Arc<RequestState>, StoreGuard), Box<ProcessingResponse>> {
         let config = self.shared.config.load_full();
-        if !config.knows_model(&request.model) {
+        let host = header(self.request_headers.as_ref(), ":authority").unwrap_or("");
+        if !config.knows_model_at(&request.model, host) {
             let known = config.models.keys().cloned().collect::<Vec<_>>().join(", ");
             let refused = Refused {
                 config: &config,
@@ -363,11 +371,16 @@ impl RouterStream {
 
     /// The client's request, parsed from its body and the headers its API reads.
     fn client_request(&mut self, api: ApiKind, body: Vec<u8>) -> Result<ClientRequest, ApiError> {
-        let body = self.accept_body(body)?;
-        let mut request = ClientRequest::parse(api, Bytes::from(body))?;
+        let body = Bytes::from(self.accept_body(body)?);
         let headers = self.request_headers.as_ref();
+        let mut request = match api.is_form() {
+            true => {
+                ClientRequest::parse_form(api, body, header(headers, "content-type").unwrap_or(""))?
+            }
+            false => ClientRequest::parse(api, body)?,
+        };
         request.sent_anthropic_version = header(headers, "anthropic-version").is_some();
-        if api == ApiKind::Messages {
+        if api.anthropic_shaped() {
             request.anthropic_beta = header(headers, "anthropic-beta").map(str::to_string);
         }
         Ok(request)

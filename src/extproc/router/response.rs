@@ -127,7 +127,7 @@ impl RouterStream {
             resp.translator = None;
         }
         let api = self.state.as_ref().map(|s| s.request.api);
-        let body = answer_error_body(api, false, message, "bad_upstream_response");
+        let body = answer_error_body(api, false, 0, message, "bad_upstream_response");
         let mut answer = immediate(502, body, "bad_upstream_response");
         answer.dynamic_metadata = self.finish();
         answer
@@ -244,6 +244,7 @@ impl RouterStream {
             Err(e) => e,
         };
         tracing::warn!(request_id = %self.request_id, error = %e, "response body could not be decoded; usage not read");
+        let sequence = resp.translator.as_ref().map_or(0, |t| t.stream_sequence());
         resp.decoder = None;
         resp.translator = None;
         if !resp.deliver_decoded {
@@ -255,7 +256,7 @@ impl RouterStream {
         let streaming = resp.mode == BodyMode::Stream;
         let api = self.state.as_ref().map(|s| s.request.api);
         let message = "the provider's compressed answer could not be decoded";
-        let body = answer_error_body(api, streaming, message, "stream_decode_error");
+        let body = answer_error_body(api, streaming, sequence, message, "stream_decode_error");
         if !streaming {
             // A buffered answer has not reached the client yet: replace it.
             let mut answer = immediate(502, body, "upstream_decode_error");
@@ -283,7 +284,7 @@ impl RouterStream {
             .and_then(|t| t.error(&resp.head, plain));
         let api = self.state.as_ref().map(|s| s.request.api);
         let body = translated.or_else(|| match api {
-            Some(ApiKind::Messages) => anthropic_error_body(resp.head.status, plain),
+            Some(api) if api.anthropic_shaped() => anthropic_error_body(resp.head.status, plain),
             _ => openai_error_body(resp.head.status, plain),
         });
         if body.is_some() {
@@ -346,10 +347,12 @@ impl RouterStream {
         }
         tracing::warn!(request_id = %self.request_id, provider = %resp.provider, "{STREAM_CUT_MESSAGE}");
         let api = self.state.as_ref().map(|s| s.request.api);
+        let sequence = resp.translator.as_ref().map_or(0, |t| t.stream_sequence());
         let mut body = reply.body.take().unwrap_or(piece);
         body.extend(answer_error_body(
             api,
             true,
+            sequence,
             STREAM_CUT_MESSAGE,
             "upstream_error",
         ));

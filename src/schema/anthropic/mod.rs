@@ -5,6 +5,7 @@
 //! (Anthropic SDK clients) pass as [`messages`] describes. Anthropic has no
 //! embeddings or legacy completions API.
 
+pub mod count_tokens;
 pub mod events;
 pub mod messages;
 pub mod request;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
+use crate::schema::anthropic::count_tokens::{CountTokensAnswer, Hosting};
 use crate::schema::anthropic::messages::{hosted_body, AnthropicMeter};
 use crate::schema::anthropic::request::{messages_body, Flavor};
 use crate::schema::anthropic::response::AnthropicResponse;
@@ -23,12 +25,17 @@ use crate::schema::openai::openai_body;
 use crate::schema::{join_path, path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 /// What Claude's Messages API serves, on every hosting.
-pub const SERVED: &[ApiKind] = &[ApiKind::ChatCompletions, ApiKind::Messages];
+pub const SERVED: &[ApiKind] = &[
+    ApiKind::ChatCompletions,
+    ApiKind::Messages,
+    ApiKind::Responses,
+];
 
 /// The translator for an answer to `request`: Messages answers pass, read for usage.
 fn translator(request: &ClientRequest) -> Box<dyn ResponseTranslator> {
     match request.api {
         ApiKind::Messages => Box::new(AnthropicMeter::new()),
+        ApiKind::CountTokens => Box::new(CountTokensAnswer::new(Hosting::Anthropic)),
         _ => Box::new(AnthropicResponse::new(request)),
     }
 }
@@ -89,15 +96,22 @@ impl BackendSchema for Anthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
         let body = match request.api {
             // The client's bytes, with the model spliced when overridden.
-            ApiKind::Messages => openai_body(request, model_override, false)
+            ApiKind::Messages | ApiKind::CountTokens => openai_body(request, model_override, false)
                 .0
                 .unwrap_or_else(|| request.body.to_vec()),
             _ => chat_body(request, &Self::FLAVOR, model)?,
         };
-        let mut upstream = UpstreamRequest::json(join_path(&self.prefix, "messages"), body);
+        let suffix = match request.api {
+            ApiKind::CountTokens => ApiKind::CountTokens.openai_suffix(),
+            _ => "messages",
+        };
+        let mut upstream = UpstreamRequest::json(join_path(&self.prefix, suffix), body);
         // The API refuses requests without a version; a client's own passes unchanged.
         if !request.sent_anthropic_version {
             upstream
@@ -108,6 +122,9 @@ impl BackendSchema for Anthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         translator(request)
     }
 }
@@ -144,7 +161,17 @@ impl BackendSchema for GcpAnthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
+        if request.api == ApiKind::CountTokens {
+            let body = count_tokens::vertex_body(request, &Self::FLAVOR, model)?;
+            return Ok(UpstreamRequest::json(
+                count_tokens::VERTEX_PATH.into(),
+                body,
+            ));
+        }
         let body = hosted_request_body(request, &Self::FLAVOR, model)?;
         let verb = if request.stream {
             "streamRawPredict"
@@ -159,6 +186,12 @@ impl BackendSchema for GcpAnthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
+        if request.api == ApiKind::CountTokens {
+            return Box::new(CountTokensAnswer::new(Hosting::Vertex));
+        }
         translator(request)
     }
 }

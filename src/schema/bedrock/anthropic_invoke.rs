@@ -18,6 +18,7 @@ use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 use crate::framing::aws_eventstream::{EventStreamDecoder, MessageType};
 use crate::framing::sse::write_event;
+use crate::schema::anthropic::count_tokens::{self, CountTokensAnswer, Hosting};
 use crate::schema::anthropic::events::StreamEvent;
 use crate::schema::anthropic::hosted_request_body;
 use crate::schema::anthropic::messages::{anthropic_shaped_error, AnthropicMeter};
@@ -59,7 +60,15 @@ impl BackendSchema for AwsAnthropic {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
+        if request.api == ApiKind::CountTokens {
+            let path = format!("/model/{}/count-tokens", path_segment(model));
+            let body = count_tokens::bedrock_invoke_body(request, &FLAVOR)?;
+            return Ok(UpstreamRequest::json(path, body));
+        }
         let body = hosted_request_body(request, &FLAVOR, model)?;
         let operation = if request.stream {
             "invoke-with-response-stream"
@@ -71,8 +80,14 @@ impl BackendSchema for AwsAnthropic {
     }
 
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         if request.api == ApiKind::Messages {
             return Box::new(InvokeStreamAsSse::new());
+        }
+        if request.api == ApiKind::CountTokens {
+            return Box::new(CountTokensAnswer::new(Hosting::Bedrock));
         }
         Box::new(InvokeResponse {
             frames: EventStreamDecoder::new(),

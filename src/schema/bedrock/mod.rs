@@ -81,6 +81,7 @@ use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
+use crate::schema::anthropic::count_tokens::{self, CountTokensAnswer, Hosting};
 
 use super::chat::{api_not_served, ChatRequest};
 use super::path_segment;
@@ -108,6 +109,9 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = path_segment(model_override.unwrap_or(&request.model));
         let converse = if request.stream {
             "converse-stream"
@@ -126,11 +130,20 @@ impl BackendSchema for Bedrock {
                 format!("/model/{model}/{converse}"),
                 messages_request::converse_body(request)?,
             ),
+            ApiKind::CountTokens => {
+                let converse = messages_request::converse_body(request)?;
+                let body = count_tokens::bedrock_converse_body(&converse);
+                return Ok(UpstreamRequest::json(
+                    format!("/model/{model}/count-tokens"),
+                    body,
+                ));
+            }
             ApiKind::Embeddings => {
                 let body = titan_embeddings::titan_body(request, model_override)?;
                 (format!("/model/{model}/invoke"), body)
             }
-            ApiKind::Completions | ApiKind::Models => {
+            // Responses clients are served above, through the chat translation.
+            _ => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
@@ -138,6 +151,8 @@ impl BackendSchema for Bedrock {
                         ApiKind::ChatCompletions,
                         ApiKind::Embeddings,
                         ApiKind::Messages,
+                        ApiKind::CountTokens,
+                        ApiKind::Responses,
                     ],
                 ))
             }
@@ -150,9 +165,13 @@ impl BackendSchema for Bedrock {
         request: &ClientRequest,
         _usage_injected: bool,
     ) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         match request.api {
             ApiKind::Embeddings => Box::new(titan_embeddings::TitanResponse::new(request)),
             ApiKind::Messages => Box::new(messages_response::MessagesResponse::new(request)),
+            ApiKind::CountTokens => Box::new(CountTokensAnswer::new(Hosting::Bedrock)),
             _ => Box::new(converse_response::ConverseResponse::new(request)),
         }
     }

@@ -11,6 +11,8 @@
 //! `.snap.new` files a failing run writes) and read the diff. `scripts/test.sh` runs with
 //! `INSTA_UPDATE=no`, so a missing or changed snapshot fails.
 
+mod responses;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -19,11 +21,11 @@ use serde_json::Value;
 use crate::api::{ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 use crate::schema::fixtures;
-use crate::schema::{build, BackendSchema};
+use crate::schema::{build, BackendSchema, ResponseHead, ResponseTranslator};
 
 /// The translating schemas, each with the model id its provider would be given (the
 /// backend's `modelNameOverride`; the requests all name `client-model`).
-const SCHEMAS: &[(&str, &str)] = &[
+pub(super) const SCHEMAS: &[(&str, &str)] = &[
     ("Anthropic", "claude-sonnet-4-5"),
     ("GCPAnthropic", "claude-sonnet-4-5@20250929"),
     ("AWSAnthropic", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
@@ -33,7 +35,7 @@ const SCHEMAS: &[(&str, &str)] = &[
 
 /// Recorded answers, by the schemas whose providers answer in that wire format. The
 /// streamed Gemini JSON array (no `alt=sse`) is left out: the gateway always asks for SSE.
-const ANSWERS: &[(&str, &[&str])] = &[
+pub(super) const ANSWERS: &[(&str, &[&str])] = &[
     (
         "anthropic/messages-text.json",
         &["Anthropic", "GCPAnthropic"],
@@ -112,16 +114,16 @@ const ANSWERS: &[(&str, &[&str])] = &[
     ("vertex/error-400-invalid-argument.json", &["GCPVertexAI"]),
 ];
 
-fn here() -> PathBuf {
+pub(super) fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/schema/golden")
 }
 
-fn schema(name: &str) -> std::sync::Arc<dyn BackendSchema> {
+pub(super) fn schema(name: &str) -> std::sync::Arc<dyn BackendSchema> {
     let spec: SchemaSpec = serde_yaml_ng::from_str(&format!("name: {name}")).expect("spec");
     build(&spec).expect("a translating schema")
 }
 
-fn snapshot(name: &str, text: String) {
+pub(super) fn snapshot(name: &str, text: String) {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(here().join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
@@ -129,7 +131,7 @@ fn snapshot(name: &str, text: String) {
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
-fn pretty(bytes: &[u8]) -> String {
+pub(super) fn pretty(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => serde_json::to_string_pretty(&redacted(v)).expect("JSON"),
         Err(_) => String::from_utf8_lossy(bytes).into_owned(),
@@ -137,13 +139,15 @@ fn pretty(bytes: &[u8]) -> String {
 }
 
 /// What differs on every run: the time a translator stamps, the ids it generates.
-fn redacted(value: Value) -> Value {
+pub(super) fn redacted(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| match (k.as_str(), &v) {
-                    ("created", Value::Number(_)) => (k, Value::from("[now]")),
-                    ("id", Value::String(s)) if generated(s) => (k, Value::from("[generated]")),
+                    ("created" | "created_at", Value::Number(_)) => (k, Value::from("[now]")),
+                    ("id" | "item_id", Value::String(s)) if generated(s) => {
+                        (k, Value::from("[generated]"))
+                    }
                     _ => (k, redacted(v)),
                 })
                 .collect(),
@@ -157,6 +161,52 @@ fn redacted(value: Value) -> Value {
 fn generated(id: &str) -> bool {
     let tail = id.rsplit(['-', '_']).next().unwrap_or(id);
     tail.len() == 32 && tail.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A recorded answer: its head, its body and whether it streams.
+pub(super) fn recorded_answer(fixture: &str) -> (ResponseHead, Vec<u8>, bool) {
+    let recorded = fixtures::load(fixture);
+    (
+        fixtures::response_head(&recorded),
+        fixtures::response_body(&recorded),
+        fixtures::is_stream(&recorded),
+    )
+}
+
+/// A recorded answer through `translator`, as a snapshot shows it; `event` writes one
+/// streamed event.
+pub(super) fn answer_text(
+    translator: &mut dyn ResponseTranslator,
+    head: &ResponseHead,
+    body: &[u8],
+    stream: bool,
+    event: fn(&str) -> String,
+) -> String {
+    let text = if !(200..300).contains(&head.status) {
+        match translator.error(head, body) {
+            Some(out) => format!("{} error\n\n{}", head.status, pretty(&out)),
+            None => format!("{} error: left to the generic handling", head.status),
+        }
+    } else if stream {
+        let out = translator.stream_chunk(body, true).unwrap_or_default();
+        let events: Vec<String> = String::from_utf8_lossy(&out)
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(event)
+            .collect();
+        format!("stream\n\n{}", events.join("\n"))
+    } else {
+        match translator.unary(body) {
+            Ok(Some(out)) => format!("unary\n\n{}", pretty(&out)),
+            Ok(None) => "unary: passes unchanged".to_string(),
+            Err(e) => format!("unreadable: {e}"),
+        }
+    };
+    format!(
+        "{text}\n\nusage: {:?}\nresponse model: {:?}",
+        translator.usage(),
+        translator.response_model()
+    )
 }
 
 #[test]
@@ -206,10 +256,7 @@ fn requests_through_every_translating_schema() {
 #[test]
 fn recorded_answers_through_their_schemas() {
     for (fixture, schemas) in ANSWERS {
-        let recorded = fixtures::load(fixture);
-        let head = fixtures::response_head(&recorded);
-        let body = fixtures::response_body(&recorded);
-        let stream = fixtures::is_stream(&recorded);
+        let (head, body, stream) = recorded_answer(fixture);
         let client = serde_json::json!({
             "model": "client-model", "stream": stream,
             "stream_options": if stream { serde_json::json!({"include_usage": true}) } else { Value::Null },
@@ -221,40 +268,14 @@ fn recorded_answers_through_their_schemas() {
         let case = fixture.trim_end_matches(".json").replace('/', ".");
         for name in *schemas {
             let mut translator = schema(name).response_translator(&request, false);
-            let text = if !(200..300).contains(&head.status) {
-                match translator.error(&head, &body) {
-                    Some(out) => format!("{} error\n\n{}", head.status, pretty(&out)),
-                    None => format!("{} error: left to the generic handling", head.status),
+            let text = answer_text(translator.as_mut(), &head, &body, stream, |event| {
+                let data = event.strip_prefix("data: ").unwrap_or(event);
+                match serde_json::from_str::<Value>(data) {
+                    Ok(v) => format!("data: {}", redacted(v)),
+                    Err(_) => event.to_string(),
                 }
-            } else if stream {
-                let out = translator.stream_chunk(&body, true).unwrap_or_default();
-                let events: Vec<String> = String::from_utf8_lossy(&out)
-                    .split("\n\n")
-                    .filter(|e| !e.is_empty())
-                    .map(|event| {
-                        let data = event.strip_prefix("data: ").unwrap_or(event);
-                        match serde_json::from_str::<Value>(data) {
-                            Ok(v) => format!("data: {}", redacted(v)),
-                            Err(_) => event.to_string(),
-                        }
-                    })
-                    .collect();
-                format!("stream\n\n{}", events.join("\n"))
-            } else {
-                match translator.unary(&body) {
-                    Ok(Some(out)) => format!("unary\n\n{}", pretty(&out)),
-                    Ok(None) => "unary: passes unchanged".to_string(),
-                    Err(e) => format!("unreadable: {e}"),
-                }
-            };
-            let usage = translator.usage();
-            snapshot(
-                &format!("{case}.{name}"),
-                format!(
-                    "{text}\n\nusage: {usage:?}\nresponse model: {:?}",
-                    translator.response_model()
-                ),
-            );
+            });
+            snapshot(&format!("{case}.{name}"), text);
         }
     }
 }

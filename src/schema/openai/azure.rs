@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
+use crate::schema::chat::api_not_served;
 use crate::schema::openai::messages_request::{chat_body, ChatTarget};
-use crate::schema::openai::openai_body;
+use crate::schema::openai::{openai_body, SERVED};
 use crate::schema::{path_segment, BackendSchema, ResponseTranslator, UpstreamRequest};
 
 #[derive(Debug)]
@@ -54,7 +55,20 @@ impl BackendSchema for AzureOpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if !SERVED.contains(&request.api) {
+            return Err(api_not_served("Azure OpenAI", request.api, SERVED));
+        }
         let deployment = model_override.unwrap_or(&request.model);
+        if request.api == ApiKind::Responses {
+            // The Responses API is not under a deployment: the body's `model` names it.
+            let (body, _) = openai_body(request, model_override, false);
+            return Ok(UpstreamRequest {
+                path: format!("/openai/responses?api-version={}", self.api_version),
+                body,
+                headers: Vec::new(),
+                usage_injected: false,
+            });
+        }
         let path = |api: ApiKind| {
             format!(
                 "/openai/deployments/{}/{}?api-version={}",

@@ -7,16 +7,31 @@ pub mod messages_request;
 pub mod messages_response;
 pub mod messages_stream;
 pub mod response;
+pub mod usage_meter;
 
 use std::sync::Arc;
 
 use crate::api::{ApiError, ApiKind, ClientRequest};
 use crate::config::resources::SchemaSpec;
 
+use crate::schema::chat::api_not_served;
 use crate::schema::openai::messages_request::{chat_body, ChatTarget};
 use crate::schema::openai::messages_response::MessagesFromChat;
 use crate::schema::openai::response::OpenAiResponse;
 use crate::schema::{join_path, BackendSchema, ResponseTranslator, UpstreamRequest};
+
+/// What the OpenAI-compatible schemas serve.
+pub const SERVED: &[ApiKind] = &[
+    ApiKind::ChatCompletions,
+    ApiKind::Completions,
+    ApiKind::Embeddings,
+    ApiKind::Responses,
+    ApiKind::ImageGenerations,
+    ApiKind::Speech,
+    ApiKind::Transcriptions,
+    ApiKind::Translations,
+    ApiKind::Messages,
+];
 
 #[derive(Debug)]
 pub struct OpenAi {
@@ -46,6 +61,9 @@ impl BackendSchema for OpenAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if !SERVED.contains(&request.api) {
+            return Err(api_not_served("OpenAI", request.api, SERVED));
+        }
         if request.api == ApiKind::Messages {
             let model = model_override.unwrap_or(&request.model);
             let target = ChatTarget {
@@ -81,6 +99,11 @@ impl BackendSchema for OpenAi {
 fn translator(request: &ClientRequest, usage_injected: bool) -> Box<dyn ResponseTranslator> {
     match request.api {
         ApiKind::Messages => Box::new(MessagesFromChat::new(&request.model)),
+        ApiKind::Responses
+        | ApiKind::ImageGenerations
+        | ApiKind::Speech
+        | ApiKind::Transcriptions
+        | ApiKind::Translations => Box::new(usage_meter::UsageMeter::new()),
         _ => Box::new(OpenAiResponse::new(request, usage_injected)),
     }
 }
@@ -107,10 +130,12 @@ pub fn openai_body(
     // Edits in body order, each (range to replace, replacement).
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     if let Some(model) = override_model {
-        edits.push((
-            request.model_span.clone(),
-            serde_json::Value::from(model).to_string(),
-        ));
+        // A form field is raw text; a JSON value a quoted string.
+        let value = match request.api.is_form() {
+            true => model.to_string(),
+            false => serde_json::Value::from(model).to_string(),
+        };
+        edits.push((request.model_span.clone(), value));
     }
     if inject_usage {
         match &request.stream_options_span {

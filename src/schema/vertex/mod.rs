@@ -78,6 +78,9 @@ impl BackendSchema for GcpVertexAi {
         request: &ClientRequest,
         model_override: Option<&str>,
     ) -> Result<UpstreamRequest, ApiError> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::upstream_request(self, request, model_override);
+        }
         let model = model_override.unwrap_or(&request.model);
         let (path, body) = match request.api {
             ApiKind::ChatCompletions => {
@@ -96,11 +99,15 @@ impl BackendSchema for GcpVertexAi {
                 publisher_model_path(model, "predict"),
                 predict_request(request)?,
             ),
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
+            _ => {
                 return Err(api_not_served(
                     PROVIDER,
                     request.api,
-                    &[ApiKind::ChatCompletions, ApiKind::Embeddings],
+                    &[
+                        ApiKind::ChatCompletions,
+                        ApiKind::Embeddings,
+                        ApiKind::Responses,
+                    ],
                 ))
             }
         };
@@ -112,13 +119,14 @@ impl BackendSchema for GcpVertexAi {
         request: &ClientRequest,
         _usage_injected: bool,
     ) -> Box<dyn ResponseTranslator> {
+        if request.api == ApiKind::Responses {
+            return crate::schema::responses::translator(self, request);
+        }
         match request.api {
             ApiKind::ChatCompletions => Box::new(GeminiChatResponse::new(request)),
             ApiKind::Embeddings => Box::new(VertexEmbeddingsResponse::new(request)),
             // Refused before any attempt; errors are read the generic way.
-            ApiKind::Completions | ApiKind::Models | ApiKind::Messages => {
-                Box::new(OpenAiResponse::new(request, false))
-            }
+            _ => Box::new(OpenAiResponse::new(request, false)),
         }
     }
 }
