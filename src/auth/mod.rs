@@ -12,6 +12,7 @@ pub mod azure_api_key;
 pub mod azure_credentials;
 pub mod gcp_credentials;
 pub mod google_token;
+pub mod token_cache;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub trait PolicySource {
     fn secret_text(&mut self, field: &str, secret: &ObjectRef, key: &str) -> Option<SecretValue>;
     /// `namespace/name` of a Secret reference, for messages.
     fn secret_name(&self, secret: &ObjectRef) -> String;
+    /// `namespace/name` of the policy, for its token cache, metric and log lines.
+    fn policy_name(&self) -> String;
     /// Reports what is wrong at `field` (`spec.…`) and how to fix it.
     fn problem(&mut self, field: &str, message: String, fix: String);
 }
