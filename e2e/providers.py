@@ -676,3 +676,208 @@ class VertexFake(_Fake):
                                                "values": values}})
         return {"predictions": predictions,
                 "metadata": {"billableCharacterCount": sum(len(i["content"]) for i in request["instances"])}}
+
+
+# --------------------------------------------------------------------------- token services
+#
+# The endpoints rotating credentials are fetched from. Each checks the grant as the real
+# service documents it, answers in the documented shape (fixtures/token) with a fresh
+# token that lives `expires_in` seconds, and remembers every token and secret it handed
+# out so that tests can check none reaches a log. `fail = (status, body)` refuses every
+# request (an outage).
+
+def _fake_jwt(claims):
+    """A JWT-shaped token (header.claims.signature) with random signature bytes."""
+    enc = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    return f"{enc({'alg': 'RS256', 'typ': 'JWT'})}.{enc(claims)}.{_secrets.token_urlsafe(32)}"
+
+
+class _TokenService(_Loopback):
+    def __init__(self, expires_in):
+        self.expires_in = expires_in
+        self.issued = []  # every token handed out
+        self.expiry = {}  # token → time.time() when it stops being accepted
+        self.forms = []  # every accepted request's form
+        self.rejected = []  # (status, body)
+        self.fail = None
+        self._serve()
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self):
+        with self._lock:
+            return len(self.issued)
+
+    def valid(self, token):
+        with self._lock:
+            return _time.time() < self.expiry.get(token, 0)
+
+    def issue(self, token):
+        with self._lock:
+            self.issued.append(token)
+            self.expiry[token] = _time.time() + self.expires_in
+        return token
+
+    def wait_for(self, n=1, timeout=10):
+        deadline = _time.time() + timeout
+        while _time.time() < deadline:
+            if self.count() >= n:
+                return True
+            _time.sleep(0.02)
+        return False
+
+    def secrets(self):
+        """Every credential this service handed out or accepted, for log checks."""
+        with self._lock:
+            return list(self.issued)
+
+    @staticmethod
+    def form(headers, body):
+        if headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+            raise Refused(400, {"error": "invalid_request", "error_description": "Content-Type must be application/x-www-form-urlencoded"})
+        try:
+            parsed = urllib.parse.parse_qs(body.decode(), strict_parsing=True, keep_blank_values=True)
+        except ValueError:
+            raise Refused(400, {"error": "invalid_request", "error_description": "malformed form body"})
+        if any(len(v) != 1 for v in parsed.values()):
+            raise Refused(400, {"error": "invalid_request", "error_description": "repeated parameter"})
+        return {k: v[0] for k, v in parsed.items()}
+
+    def handle(self, method, path, headers, body):  # → (status, JSON value)
+        raise NotImplementedError
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self, method):
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                body = self.rfile.read(int(headers.get("content-length", "0") or 0))
+                try:
+                    if fake.fail:
+                        raise Refused(*fake.fail)
+                    status, value = fake.handle(method, self.path, headers, body)
+                except Refused as r:
+                    with fake._lock:
+                        fake.rejected.append((r.status, r.body))
+                    status, value = r.status, r.body
+                data = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json; charset=utf-8")
+                self.send_header("cache-control", "no-store")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.answer("GET")
+
+            def do_POST(self):
+                self.answer("POST")
+
+        return Handler
+
+
+class OidcProviderFake(_TokenService):
+    """An OIDC provider (Keycloak, Okta, Auth0...): its discovery document
+    (OpenID Connect Discovery 1.0 §4) and the client-credentials grant at its token
+    endpoint (RFC 6749 §4.4) with the client authenticated in the form (client_secret_post)."""
+
+    def __init__(self, client_id="llm-gateway", client_secret="oidc-client-secret", expires_in=3600):
+        self.client_id, self.client_secret = client_id, client_secret
+        self.discoveries = 0
+        super().__init__(expires_in)
+
+    @property
+    def issuer(self):
+        return self.base
+
+    @property
+    def token_endpoint(self):
+        return self.base + "/oauth2/token"
+
+    def secrets(self):
+        return super().secrets() + [self.client_secret]
+
+    def handle(self, method, path, headers, body):
+        if method == "GET" and path == "/.well-known/openid-configuration":
+            with self._lock:
+                self.discoveries += 1
+            return 200, {"issuer": self.issuer, "token_endpoint": self.token_endpoint,
+                         "grant_types_supported": ["client_credentials"],
+                         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"]}
+        if method != "POST" or path != "/oauth2/token":
+            raise Refused(404, {"error": "not_found"})
+        form = self.form(headers, body)
+        if form.get("grant_type") != "client_credentials":
+            raise Refused(400, {"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"})
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            raise Refused(401, {"error": "invalid_client", "error_description": "Invalid client credentials"})
+        if "openid" not in form.get("scope", "").split(" "):
+            raise Refused(400, {"error": "invalid_scope", "error_description": "openid scope required"})
+        with self._lock:
+            self.forms.append(form)
+        now = int(_time.time())
+        token = self.issue(_fake_jwt({"iss": self.issuer, "sub": self.client_id, "aud": form.get("audience", self.client_id),
+                                      "iat": now, "exp": now + self.expires_in}))
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+
+
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class EntraTokenFake(_TokenService):
+    """Microsoft Entra ID's v2.0 token endpoint, POST /{tenant}/oauth2/v2.0/token, for the
+    client-credentials grant with a client secret or a federated client assertion
+    (Microsoft identity platform: "OAuth 2.0 client credentials flow"). Answers like the
+    documented example (fixtures/token/azure-entra-client-credentials.json, plus the
+    ext_expires_in real answers carry); errors carry AADSTS codes as Entra's do.
+    `assertion_valid(assertion)` decides which federated assertions are trusted."""
+
+    def __init__(self, tenant="tenant-e2e", client_id="app-e2e", client_secret=None, assertion_valid=None, expires_in=3599):
+        self.tenant, self.client_id = tenant, client_id
+        self.client_secret, self.assertion_valid = client_secret, assertion_valid
+        super().__init__(expires_in)
+
+    def secrets(self):
+        return super().secrets() + ([self.client_secret] if self.client_secret else [])
+
+    @staticmethod
+    def error(status, error, description):
+        return Refused(status, {"error": error, "error_description": description + "\r\nTrace ID: 00000000-0000-0000-0000-000000000000",
+                                "error_codes": [int(description[6:description.index(":")])]})
+
+    def handle(self, method, path, headers, body):
+        if method != "POST" or path != f"/{self.tenant}/oauth2/v2.0/token":
+            raise self.error(400, "invalid_request", f"AADSTS90002: Tenant '{path.split('/')[1]}' not found.")
+        form = self.form(headers, body)
+        if form.get("grant_type") != "client_credentials":
+            raise self.error(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.")
+        if form.get("client_id") != self.client_id:
+            raise self.error(400, "unauthorized_client", f"AADSTS700016: Application with identifier '{form.get('client_id')}' was not found.")
+        if form.get("scope") != ENTRA_SCOPE:
+            raise self.error(400, "invalid_scope", f"AADSTS70011: The provided value for the input parameter 'scope' is not valid.")
+        if ("client_secret" in form) == ("client_assertion" in form):
+            raise self.error(401, "invalid_client", "AADSTS7000218: The request body must contain one of 'client_assertion' or 'client_secret'.")
+        if "client_secret" in form:
+            if self.client_secret is None or form["client_secret"] != self.client_secret:
+                raise self.error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
+        else:
+            if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
+                raise self.error(400, "invalid_request", "AADSTS700024: client_assertion_type must be jwt-bearer.")
+            if self.assertion_valid is None or not self.assertion_valid(form["client_assertion"]):
+                raise self.error(400, "invalid_client", "AADSTS700024: Client assertion is not within its valid time range.")
+        with self._lock:
+            self.forms.append(form)
+        answer = recorded("token/azure-entra-client-credentials.json")["response"]["body"]
+        token = self.issue("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + _secrets.token_urlsafe(48))
+        return 200, {"token_type": answer["token_type"], "expires_in": self.expires_in,
+                     "ext_expires_in": self.expires_in, "access_token": token}

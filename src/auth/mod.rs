@@ -10,9 +10,15 @@ pub mod api_key;
 pub mod aws_credentials;
 pub mod azure_api_key;
 pub mod azure_credentials;
+pub mod bearer;
 pub mod gcp_credentials;
 pub mod google_token;
+pub mod oauth;
+pub mod oidc;
 pub mod token_cache;
+
+#[cfg(test)]
+pub mod test_support;
 
 use std::fmt;
 use std::sync::Arc;
