@@ -218,10 +218,17 @@ CONVERSE_FIELDS = {"messages", "system", "inferenceConfig", "toolConfig", "guard
 class BedrockFake(_Fake):
     """Bedrock runtime. `region` is what the signature must be scoped to."""
 
-    def __init__(self, access_key="AKIDEXAMPLE", secret_key="bedrock-secret-key", region="us-east-1"):
-        self.credentials = Credentials(access_key, secret_key)
+    def __init__(self, access_key="AKIDEXAMPLE", secret_key="bedrock-secret-key", region="us-east-1", session_token=None):
+        self.credentials = Credentials(access_key, secret_key, session_token)
         self.region = region
+        self.sts = None  # an StsFake whose unexpired temporary keys are accepted instead
         super().__init__()
+
+    def keys(self, key_id):
+        """(botocore Credentials, expiry time or None) of an access key id IAM knows."""
+        if self.sts is not None:
+            return self.sts.keys.get(key_id, (None, None))
+        return (self.credentials, None) if key_id == self.credentials.access_key else (None, None)
 
     @staticmethod
     def error(status, kind, message):
@@ -256,8 +263,15 @@ class BedrockFake(_Fake):
         if not m:
             raise self.error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
         key_id, _, region, signed, signature = m.groups()
-        if key_id != self.credentials.access_key:
+        credentials, expiry = self.keys(key_id)
+        if credentials is None:
             raise self.error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        # Temporary keys need their session token, signed; long-term keys take none.
+        if headers.get("x-amz-security-token") != credentials.token or \
+                (credentials.token and "x-amz-security-token" not in signed.split(";")):
+            raise self.error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        if expiry is not None and _time.time() >= expiry:
+            raise self.error(403, "ExpiredTokenException", "The security token included in the request is expired")
         if region != self.region:
             raise self.error(403, "InvalidSignatureException", f"Credential should be scoped to a valid region, not '{region}'")
         for name in ("x-api-key", "api-key"):
@@ -273,7 +287,7 @@ class BedrockFake(_Fake):
         request = AWSRequest(method="POST", url=f"http://{headers['host']}{path}", data=body,
                              headers={n: headers[n] for n in signed_names if n in headers})
         request.context["timestamp"] = amz_date
-        signer = SigV4Auth(self.credentials, "bedrock", region)
+        signer = SigV4Auth(credentials, "bedrock", region)
         canonical = signer.canonical_request(request)
         expected = signer.signature(signer.string_to_sign(request, canonical), request)
         if expected != signature:
@@ -476,9 +490,10 @@ class GoogleTokenFake(_Loopback):
                 self.send(200, reply)
 
             def send(self, status, value):
-                data = json.dumps(value).encode()
+                raw = isinstance(value, bytes)
+                data = value if raw else json.dumps(value).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
+                self.send_header("content-type", "text/xml" if raw else "application/json; charset=utf-8")
                 self.send_header("cache-control", "no-cache, no-store, max-age=0, must-revalidate")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -768,9 +783,10 @@ class _TokenService(_Loopback):
                     with fake._lock:
                         fake.rejected.append((r.status, r.body))
                     status, value = r.status, r.body
-                data = json.dumps(value).encode()
+                raw = isinstance(value, bytes)
+                data = value if raw else json.dumps(value).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
+                self.send_header("content-type", "text/xml" if raw else "application/json; charset=utf-8")
                 self.send_header("cache-control", "no-store")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -881,3 +897,80 @@ class EntraTokenFake(_TokenService):
         token = self.issue("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + _secrets.token_urlsafe(48))
         return 200, {"token_type": answer["token_type"], "expires_in": self.expires_in,
                      "ext_expires_in": self.expires_in, "access_token": token}
+
+
+class StsFake(_TokenService):
+    """AWS STS's AssumeRoleWithWebIdentity (query API: a form POST to /, answered in XML
+    shaped on fixtures/token/aws-sts-assume-role-with-web-identity.json, errors as
+    <ErrorResponse>). It is unsigned, as the real call is. `token_valid(token)` decides
+    which web identity tokens the role trusts. The keys it issues expire at the
+    whole-second Expiration it names, at least `expires_in` seconds away."""
+
+    def __init__(self, role_arn, token_valid, expires_in=3600):
+        self.role_arn, self.token_valid = role_arn, token_valid
+        self.keys = {}  # access key id → (botocore Credentials, expiry)
+        self.issued_at = {}
+        super().__init__(expires_in)
+
+    def secrets(self):
+        with self._lock:
+            return [s for c, _ in self.keys.values() for s in (c.secret_key, c.token)]
+
+    @staticmethod
+    def error(status, code, message, kind="Sender"):
+        xml = (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>{kind}</Type>'
+               f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>{_secrets.token_hex(16)}</RequestId></ErrorResponse>")
+        return Refused(status, xml.encode())
+
+    def handle(self, method, path, headers, body):
+        if method != "POST" or path != "/":
+            raise self.error(404, "UnknownOperationException", "Unknown operation")
+        form = self.form(headers, body)
+        if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15":
+            raise self.error(400, "InvalidAction", "Could not find operation")
+        if "authorization" in headers:
+            raise self.error(400, "InvalidParameterValue", "AssumeRoleWithWebIdentity is not signed")
+        if form.get("RoleArn") != self.role_arn:
+            raise self.error(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
+        if not re.fullmatch(r"[\w+=,.@-]{2,64}", form.get("RoleSessionName", "")):
+            raise self.error(400, "ValidationError", "1 validation error detected: Value at 'roleSessionName' failed to satisfy constraint")
+        duration = form.get("DurationSeconds", "3600")
+        if not duration.isdigit() or not 900 <= int(duration) <= 43200:
+            raise self.error(400, "ValidationError", "DurationSeconds must be between 900 and 43200")
+        if not self.token_valid(form.get("WebIdentityToken", "")):
+            raise self.error(400, "InvalidIdentityToken", "The web identity token that was passed could not be validated by AWS.")
+        with self._lock:
+            self.forms.append(form)
+        now = _time.time()
+        expiry = float(int(now + self.expires_in) + 1)
+        key_id = "ASIA" + _secrets.token_hex(8).upper()
+        credentials = Credentials(key_id, _secrets.token_urlsafe(30), "IQoJb3JpZ2luX2VjE" + _secrets.token_urlsafe(120))
+        expiration = datetime.datetime.fromtimestamp(expiry, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            self.keys[key_id] = (credentials, expiry)
+            self.issued.append(key_id)
+            self.expiry[key_id] = expiry
+            self.issued_at[key_id] = now
+        session = form["RoleSessionName"]
+        xml = f"""<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Audience>llm-gateway</Audience>
+    <AssumedRoleUser>
+      <AssumedRoleId>AROARABCDEFGHIJKLMNOP:{session}</AssumedRoleId>
+      <Arn>arn:aws:sts::123456789012:assumed-role/{self.role_arn.rsplit('/', 1)[-1]}/{session}</Arn>
+    </AssumedRoleUser>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/idp.example.com</Provider>
+    <Credentials>
+      <AccessKeyId>{key_id}</AccessKeyId>
+      <SecretAccessKey>{credentials.secret_key}</SecretAccessKey>
+      <SessionToken>{credentials.token}</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+    <SubjectFromWebIdentityToken>system:serviceaccount:default:llm-gateway</SubjectFromWebIdentityToken>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata>
+    <RequestId>{_secrets.token_hex(16)}</RequestId>
+  </ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>
+"""
+        return 200, xml.encode()

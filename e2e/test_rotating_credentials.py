@@ -17,7 +17,9 @@ import pytest
 
 from fakes import FakeProvider
 from harness import _indent, backend_yaml, route_yaml
-from providers import EntraTokenFake, GoogleTokenFake, OidcProviderFake, ServiceAccount, VertexFake
+from harness import write_config
+from providers import (BedrockFake, EntraTokenFake, GoogleTokenFake, OidcProviderFake, ServiceAccount, StsFake,
+                       VertexFake)
 
 LIFETIME = 3  # seconds: refreshed at 2.4 s, sent until 2.7 s
 MODEL = "gpt-4o-mini"
@@ -45,9 +47,10 @@ spec:
     return "\n---\n".join(docs)
 
 
-def oidc_exchange_yaml(oidc, discover=False):
+def oidc_exchange_yaml(oidc, discover=False, role_arn=None):
     provider = f"issuer: {oidc.issuer}" + ("" if discover else f"\n      tokenEndpoint: {oidc.token_endpoint}")
-    return f"""oidcExchangeToken:
+    role = f"\n  awsRoleArn: {role_arn}" if role_arn else ""
+    return f"""oidcExchangeToken:{role}
   oidc:
     provider:
       {provider}
@@ -76,6 +79,15 @@ def assert_no_secrets(log, secrets):
             assert secret[10:40] not in log
 
 
+def latest_token(service):
+    """(when it was issued, how long it lives) of the service's latest token."""
+    with service._lock:
+        token = service.issued[-1]
+        expiry = service.expiry[token]
+        issued_at = getattr(service, "issued_at", {}).get(token, expiry - service.expires_in)
+    return issued_at, expiry - issued_at
+
+
 def rotation_scenario(gw, token_service, provider, backend, policy, policy_type, model=MODEL, messages_too=True):
     """Several lifetimes of steady traffic with no failure, an outage of the token service
     ridden out on the cached token, the prompt 503 once it expired, and recovery."""
@@ -95,23 +107,22 @@ def rotation_scenario(gw, token_service, provider, backend, policy, policy_type,
     # Outage: right after a refresh, the token service goes down.
     issued = token_service.count()
     assert token_service.wait_for(issued + 1, timeout=LIFETIME)
-    with token_service._lock:
-        fresh_at = token_service.expiry[token_service.issued[-1]] - token_service.expires_in
+    fresh_at, life = latest_token(token_service)
     token_service.fail = (503, {"error": "temporarily_unavailable", "error_description": "The service is unavailable."})
     # The refresh at 80% of the lifetime fails, is counted, and the cached token keeps
     # serving until 90%.
     while gw.metric("llm_extproc_credential_refresh_failures_total", policy=policy) < 1:
-        assert time.time() < fresh_at + LIFETIME, "the failed refresh was not counted"
+        assert time.time() < fresh_at + life, "the failed refresh was not counted"
         r = chat(gw, model)
         assert r.status_code == 200, "ridden out on the cached token: " + r.text
         time.sleep(0.05)
-    assert time.time() < fresh_at + 0.9 * LIFETIME, "the refresh failed no later than 80% of the lifetime"
+    assert time.time() < fresh_at + 0.9 * life, "the refresh failed no later than 80% of the lifetime"
     r = chat(gw, model)
     assert r.status_code == 200, "ridden out on the cached token after the failed refresh: " + r.text
     assert f'policy_type="{policy_type}"' in httpx.get(gw.admin + "/metrics").text
 
     # Past the token's usable life: a prompt 503 naming the backend, never the provider's 401.
-    time.sleep(max(0.0, fresh_at + LIFETIME + 0.1 - time.time()))
+    time.sleep(max(0.0, fresh_at + life + 0.1 - time.time()))
     started = time.time()
     r = chat(gw, model)
     assert time.time() - started < 1.0, "answered at once"
@@ -229,7 +240,6 @@ def test_a_rotated_client_secret_refreshes_at_once_without_errors(gateway_factor
                              env={"AZURE_AUTHORITY_HOST": entra.base})
         assert entra.wait_for(1) and chat(gw).status_code == 200
         # An unrelated change: the cached token is kept, nothing is fetched.
-        from harness import write_config
         write_config(tmp_path, *azure_config(azure_entra, spec, {"entra": {"client-secret": "entra-secret-before"}}),
                      "apiVersion: v1\nkind: Secret\nmetadata:\n  name: unrelated\nstringData:\n  apiKey: x")
         time.sleep(1.0)
@@ -266,3 +276,83 @@ def test_gcp_service_account_key_comes_under_the_same_lifetime_rules(gateway_fac
     finally:
         vertex.stop()
         google.stop()
+
+
+# --------------------------------------------------------------------------- AWS
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/bedrock-gateway"
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+# The host's own AWS settings must not pick the chain's link.
+NO_AWS_ENV = {name: "" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                                     "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                                     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS")}
+
+
+@pytest.fixture
+def bedrock():
+    fake = BedrockFake(region="us-east-1")
+    yield fake
+    fake.stop()
+
+
+def bedrock_config(fake, aws_spec, secrets=None):
+    return [
+        backend_yaml("bedrock", "AWSBedrock", fake.port),
+        policy_yaml("aws", "bedrock", "AWSCredentials", "awsCredentials:\n  region: us-east-1\n" + _indent(aws_spec, 2),
+                    secrets),
+        route_yaml("route", [(MODEL, [("bedrock", 0, CLAUDE)])]),
+    ]
+
+
+def test_aws_oidc_token_assumes_the_role_and_signs_with_the_session_token(gateway_factory, bedrock):
+    oidc = OidcProviderFake(expires_in=60)
+    sts = StsFake(ROLE_ARN, oidc.valid, expires_in=LIFETIME)
+    bedrock.sts = sts
+    try:
+        spec = oidc_exchange_yaml(oidc, role_arn=ROLE_ARN)
+        gw = gateway_factory(*bedrock_config(bedrock, spec, {"oidc-client": {"client-secret": oidc.client_secret}}),
+                             env={**TRACE, **NO_AWS_ENV, "AWS_ENDPOINT_URL_STS": sts.base})
+        rotation_scenario(gw, sts, bedrock, "bedrock.default", "default/aws", "AWSCredentials")
+        assert {r["headers"]["x-amz-security-token"] for r in bedrock.requests} <= {c.token for c, _ in sts.keys.values()}
+        assert len({r["headers"]["authorization"].split("/")[0] for r in bedrock.requests}) >= 3, "rotated keys"
+        assert_no_secrets(gw.read_log(), sts.secrets() + oidc.secrets())
+    finally:
+        sts.stop()
+        oidc.stop()
+
+
+def test_aws_irsa_web_identity_token_file(gateway_factory, bedrock, tmp_path):
+    # As EKS sets up IRSA: a projected token file and the role in the environment.
+    token_file = tmp_path / "eks-token"
+    token_file.write_text("eks-projected-sa-token-" + "z" * 40)
+    sts = StsFake(ROLE_ARN, lambda t: t == token_file.read_text(), expires_in=LIFETIME)
+    bedrock.sts = sts
+    try:
+        gw = gateway_factory(*bedrock_config(bedrock, ""),
+                             env={**TRACE, **NO_AWS_ENV, "AWS_ENDPOINT_URL": sts.base,
+                                  "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file), "AWS_ROLE_ARN": ROLE_ARN})
+        rotation_scenario(gw, sts, bedrock, "bedrock.default", "default/aws", "AWSCredentials")
+        assert_no_secrets(gw.read_log(), sts.secrets() + ["eks-projected-sa-token-"])
+    finally:
+        sts.stop()
+
+
+def test_aws_credentials_file_with_a_session_token_is_reloaded_when_the_secret_changes(gateway_factory, tmp_path):
+    before = BedrockFake(access_key="ASIAFILEBEFORE", secret_key="file-secret-before", session_token="file-session-before")
+    try:
+        def config(access, secret, token):
+            text = f"[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\naws_session_token = {token}\n"
+            return bedrock_config(before, "credentialsFile:\n  secretRef:\n    name: aws-file", {"aws-file": {"credentials": text}})
+        gw = gateway_factory(*config("ASIAFILEBEFORE", "file-secret-before", "file-session-before"))
+        assert chat(gw).status_code == 200
+        assert before.last()["headers"]["x-amz-security-token"] == "file-session-before"
+        # The Secret is rewritten with new temporary keys; the old ones stop working.
+        before.credentials = type(before.credentials)("ASIAFILEAFTER", "file-secret-after", "file-session-after")
+        write_config(tmp_path, *config("ASIAFILEAFTER", "file-secret-after", "file-session-after"))
+        deadline = time.time() + 5
+        while chat(gw).status_code != 200:
+            assert time.time() < deadline, "the new keys were not picked up"
+            time.sleep(0.1)
+        assert before.last()["headers"]["x-amz-security-token"] == "file-session-after"
+    finally:
+        before.stop()

@@ -8,6 +8,7 @@
 pub mod anthropic_api_key;
 pub mod api_key;
 pub mod aws_credentials;
+pub mod aws_sources;
 pub mod azure_api_key;
 pub mod azure_credentials;
 pub mod bearer;

@@ -91,6 +91,15 @@ pub async fn send(
     endpoint: &'static str,
     request: reqwest::RequestBuilder,
 ) -> Result<Vec<u8>, ExchangeError> {
+    send_with(endpoint, request, refusal_reason).await
+}
+
+/// [`send`], with the refusal's reason read by `reason` (for non-OAuth error bodies).
+pub async fn send_with(
+    endpoint: &'static str,
+    request: reqwest::RequestBuilder,
+    reason: fn(&[u8]) -> String,
+) -> Result<Vec<u8>, ExchangeError> {
     let unreachable = |e: reqwest::Error| ExchangeError::Unreachable {
         endpoint,
         reason: e.without_url().to_string(),
@@ -102,7 +111,7 @@ pub async fn send(
         return Err(ExchangeError::Refused {
             endpoint,
             status,
-            reason: refusal_reason(&bytes),
+            reason: reason(&bytes),
         });
     }
     Ok(bytes.to_vec())
