@@ -974,3 +974,86 @@ class StsFake(_TokenService):
 </AssumeRoleWithWebIdentityResponse>
 """
         return 200, xml.encode()
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+class GoogleStsFake(_TokenService):
+    """Google's Security Token Service, POST /v1/token (the RFC 8693 token exchange of
+    workload identity federation, as Google's STS reference documents it): the audience
+    of the pool's provider, a subject token the provider trusts (`token_valid`), the
+    cloud-platform scope. Answers a federated access token with issued_token_type."""
+
+    def __init__(self, audience, token_valid, expires_in=3599):
+        self.audience, self.token_valid = audience, token_valid
+        super().__init__(expires_in)
+
+    def handle(self, method, path, headers, body):
+        if method != "POST" or path != "/v1/token":
+            raise Refused(404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}})
+        form = self.form(headers, body)
+        bad = lambda description: Refused(400, {"error": "invalid_request", "error_description": description})
+        if form.get("grant_type") != TOKEN_EXCHANGE:
+            raise bad("Invalid value for \"grant_type\".")
+        if form.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+            raise bad("Invalid value for \"requested_token_type\".")
+        if form.get("subject_token_type") not in ("urn:ietf:params:oauth:token-type:jwt",
+                                                  "urn:ietf:params:oauth:token-type:id_token"):
+            raise bad("Invalid value for \"subject_token_type\".")
+        if CLOUD_PLATFORM not in form.get("scope", "").split():
+            raise Refused(400, {"error": "invalid_scope", "error_description": "Invalid scope."})
+        if form.get("audience") != self.audience:
+            raise Refused(400, {"error": "invalid_target", "error_description": "The target service indicated by the \"audience\" parameters is invalid."})
+        if not self.token_valid(form.get("subject_token", "")):
+            raise Refused(400, {"error": "invalid_grant", "error_description": "The provided subject token is invalid or expired."})
+        with self._lock:
+            self.forms.append(form)
+        token = self.issue("ya29.d." + _secrets.token_urlsafe(60))
+        return 200, {"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
+                     "expires_in": self.expires_in}
+
+
+class IamCredentialsFake(_TokenService):
+    """IAM Service Account Credentials' generateAccessToken
+    (POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken, JSON), callable
+    with a federated token `caller_valid` accepts for the one service account it may
+    impersonate. expireTime is RFC 3339 in whole seconds, as Google writes it."""
+
+    def __init__(self, service_account, caller_valid, expires_in=3600):
+        self.service_account, self.caller_valid = service_account, caller_valid
+        self.issued_at = {}
+        super().__init__(expires_in)
+
+    @staticmethod
+    def error(code, status, message):
+        return Refused(code, {"error": {"code": code, "message": message, "status": status}})
+
+    def handle(self, method, path, headers, body):
+        m = re.fullmatch(r"/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken", path)
+        if method != "POST" or not m:
+            raise self.error(404, "NOT_FOUND", "Not Found")
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not self.caller_valid(auth[7:]):
+            raise self.error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        if urllib.parse.unquote(m.group(1)) != self.service_account:
+            raise self.error(403, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).")
+        try:
+            request = json.loads(body)
+        except ValueError:
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+        if CLOUD_PLATFORM not in request.get("scope", []):
+            raise self.error(400, "INVALID_ARGUMENT", "Scope required.")
+        lifetime = request.get("lifetime", "3600s")
+        if not re.fullmatch(r"\d+(\.\d+)?s", lifetime) or float(lifetime[:-1]) > 3600:
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid lifetime.")
+        now = _time.time()
+        expiry = float(int(now + self.expires_in) + 1)
+        token = "ya29.c." + _secrets.token_urlsafe(60)
+        with self._lock:
+            self.issued.append(token)
+            self.expiry[token] = expiry
+            self.issued_at[token] = now
+        expire_time = datetime.datetime.fromtimestamp(expiry, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 200, {"accessToken": token, "expireTime": expire_time}

@@ -18,8 +18,8 @@ import pytest
 from fakes import FakeProvider
 from harness import _indent, backend_yaml, route_yaml
 from harness import write_config
-from providers import (BedrockFake, EntraTokenFake, GoogleTokenFake, OidcProviderFake, ServiceAccount, StsFake,
-                       VertexFake)
+from providers import (BedrockFake, EntraTokenFake, GoogleStsFake, GoogleTokenFake, IamCredentialsFake,
+                       OidcProviderFake, ServiceAccount, StsFake, VertexFake)
 
 LIFETIME = 3  # seconds: refreshed at 2.4 s, sent until 2.7 s
 MODEL = "gpt-4o-mini"
@@ -276,6 +276,63 @@ def test_gcp_service_account_key_comes_under_the_same_lifetime_rules(gateway_fac
     finally:
         vertex.stop()
         google.stop()
+
+
+# --------------------------------------------------------------------------- GCP federation
+
+PROJECT = "vertex-e2e-project"
+AUDIENCE = ("//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gateway-pool"
+            "/providers/gateway-idp")
+
+
+def wif_config(vertex, oidc, impersonation=False):
+    spec = f"""gcpCredentials:
+  projectName: {PROJECT}
+  region: us-east5
+  workloadIdentityFederationConfig:
+    projectID: "123456789012"
+    workloadIdentityPoolName: gateway-pool
+    workloadIdentityProviderName: gateway-idp
+{_indent(oidc_exchange_yaml(oidc), 4)}"""
+    if impersonation:
+        spec += "\n    serviceAccountImpersonation:\n      serviceAccountName: vertex-gateway"
+    return [
+        backend_yaml("vertex", "GCPVertexAI", vertex.port),
+        policy_yaml("gcp", "vertex", "GCPCredentials", spec, {"oidc-client": {"client-secret": oidc.client_secret}}),
+        route_yaml("route", [("gemini", [("vertex", 0, "gemini-2.5-flash")])]),
+    ]
+
+
+def test_gcp_workload_identity_federation(gateway_factory):
+    oidc = OidcProviderFake(expires_in=60)
+    sts = GoogleStsFake(AUDIENCE, oidc.valid, expires_in=LIFETIME)
+    vertex = VertexFake(sts, project=PROJECT, region="us-east5")
+    try:
+        gw = gateway_factory(*wif_config(vertex, oidc), env={**TRACE, "CLOUDSDK_API_ENDPOINT_OVERRIDES_STS": sts.base + "/"})
+        rotation_scenario(gw, sts, vertex, "vertex.default", "default/gcp", "GCPCredentials", model="gemini",
+                          messages_too=False)
+        assert_no_secrets(gw.read_log(), sts.secrets() + oidc.secrets())
+    finally:
+        for fake in (vertex, sts, oidc):
+            fake.stop()
+
+
+def test_gcp_workload_identity_federation_impersonating_a_service_account(gateway_factory):
+    oidc = OidcProviderFake(expires_in=60)
+    sts = GoogleStsFake(AUDIENCE, oidc.valid, expires_in=60)
+    iam = IamCredentialsFake(f"vertex-gateway@{PROJECT}.iam.gserviceaccount.com", sts.valid, expires_in=LIFETIME)
+    vertex = VertexFake(iam, project=PROJECT, region="us-east5")
+    try:
+        gw = gateway_factory(*wif_config(vertex, oidc, impersonation=True),
+                             env={**TRACE, "CLOUDSDK_API_ENDPOINT_OVERRIDES_STS": sts.base,
+                                  "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS": iam.base + "/"})
+        rotation_scenario(gw, iam, vertex, "vertex.default", "default/gcp", "GCPCredentials", model="gemini",
+                          messages_too=False)
+        assert {r["headers"]["authorization"][7:] for r in vertex.requests} <= set(iam.issued)
+        assert_no_secrets(gw.read_log(), iam.secrets() + sts.secrets() + oidc.secrets())
+    finally:
+        for fake in (vertex, iam, sts, oidc):
+            fake.stop()
 
 
 # --------------------------------------------------------------------------- AWS

@@ -1,4 +1,5 @@
-//! `GCPCredentials`: a service account's OAuth access token as `authorization: Bearer`,
+//! `GCPCredentials`: an OAuth access token as `authorization: Bearer` (a service
+//! account key's, or one from workload identity federation, see [`super::gcp_federation`]),
 //! and the project and region prefix of every Vertex AI publisher path
 //! (`/publishers/...` → `/v1/projects/{projectName}/locations/{region}/publishers/...`).
 //!
@@ -7,16 +8,25 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::gcp_federation::Federation;
 use super::google_token::{ServiceAccountKey, TokenExchange};
 use super::token_cache::{CacheKey, TokenCache};
-use super::{AttemptContext, AuthError, Credential, NotYetSupported, PolicySource};
+use super::{AttemptContext, AuthError, Credential, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
 
 /// The credential of a `GCPCredentials` policy: a service account key file from
-/// `credentialsFile.secretRef` (key `service_account.json`). Workload identity
-/// federation is validated but not served yet (its attempts answer 503).
+/// `credentialsFile.secretRef` (key `service_account.json`), or
+/// `workloadIdentityFederationConfig`.
 pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    build_with(source, &|name| std::env::var(name).ok())
+}
+
+/// [`build`] with the process environment given (tests pass their own).
+pub(super) fn build_with(
+    source: &mut dyn PolicySource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Arc<dyn Credential>> {
     let Some(gcp) = source.spec().gcp_credentials.clone() else {
         source.problem(
             "spec.gcpCredentials",
@@ -42,12 +52,23 @@ pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
             );
             return None;
         }
-        (None, Some(_)) => {
-            return valid.then(|| {
-                Arc::new(NotYetSupported {
-                    policy_type: "GCPCredentials (workload identity federation)".into(),
-                }) as Arc<dyn Credential>
-            })
+        (None, Some(config)) => {
+            let federation = Federation::from_policy(source, config, &gcp.project_name, env)?;
+            if !valid {
+                return None;
+            }
+            let key = CacheKey::new(
+                source.policy_name(),
+                "GCPCredentials",
+                federation.identity(),
+            )
+            .with_secrets([federation.secret()]);
+            let token = TokenCache::start(key, federation);
+            return Some(Arc::new(GcpCredentials::new(
+                token,
+                &gcp.project_name,
+                &gcp.region,
+            )));
         }
         (None, None) => {
             source.problem(

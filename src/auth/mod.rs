@@ -13,6 +13,7 @@ pub mod azure_api_key;
 pub mod azure_credentials;
 pub mod bearer;
 pub mod gcp_credentials;
+pub mod gcp_federation;
 pub mod google_token;
 pub mod oauth;
 pub mod oidc;
@@ -86,8 +87,6 @@ pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("its {policy_type} credential is not supported by this build of llm-extproc yet")]
-    NotSupported { policy_type: String },
     /// Signing failed (a malformed header or URI; never a key).
     #[error("the request could not be signed: {0}")]
     Signing(String),
@@ -128,19 +127,5 @@ pub struct NoCredential;
 impl Credential for NoCredential {
     fn apply(&self, _: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
         Ok(())
-    }
-}
-
-/// A policy type that is validated but not served yet: every attempt fails with 503.
-#[derive(Debug)]
-pub struct NotYetSupported {
-    pub policy_type: String,
-}
-
-impl Credential for NotYetSupported {
-    fn apply(&self, _: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
-        Err(AuthError::NotSupported {
-            policy_type: self.policy_type.clone(),
-        })
     }
 }
