@@ -37,10 +37,11 @@ use crate::sync::lock;
 const REFRESH_AHEAD_MAX: Duration = Duration::from_secs(300);
 /// ... or this fraction of the lifetime before it, when that is shorter (1/5 = 20%).
 const REFRESH_AHEAD_DIVISOR: u32 = 5;
-/// A token is not sent in its last 30 s (or last tenth of its life, when shorter): it
-/// could expire in flight.
+/// A token is not sent in its last 30 s (or last twentieth of its life, when shorter):
+/// it could expire in flight. Between the refresh and this margin, 15% of the lifetime
+/// at least is left for an outage to be ridden out on the cached token.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
-const EXPIRY_MARGIN_DIVISOR: u32 = 10;
+const EXPIRY_MARGIN_DIVISOR: u32 = 20;
 /// Fewest time between two fetches after a failure, however often requests ask.
 pub const MIN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between retries after repeated failures.

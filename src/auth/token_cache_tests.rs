@@ -64,7 +64,7 @@ fn refresh_schedule_is_min_of_five_minutes_and_a_fifth() {
     assert_eq!(refresh_after(s(10)), s(8), "10 s: 2 s ahead");
     assert_eq!(refresh_after(s(0)), MIN_RETRY_INTERVAL, "never a busy loop");
     assert_eq!(expiry_margin(s(3600)), s(30));
-    assert_eq!(expiry_margin(s(10)), s(1));
+    assert_eq!(expiry_margin(s(10)), Duration::from_millis(500));
     assert_eq!(retry_after(1), s(1));
     assert_eq!(retry_after(3), s(4));
     assert_eq!(retry_after(100), MAX_RETRY_INTERVAL);
@@ -94,7 +94,7 @@ async fn one_fetch_serves_every_request_and_none_waits() {
 
 #[tokio::test]
 async fn refreshed_ahead_of_expiry_without_a_gap() {
-    // 1.5 s tokens: refreshed after 1.2 s, usable for 1.35 s.
+    // 1.5 s tokens: refreshed after 1.2 s, usable for 1.425 s.
     let (cache, fetches) = start("ns/ahead", Duration::ZERO, |n| token(n, 1500));
     wait_for_token(&cache).await;
     let until = Instant::now() + Duration::from_millis(3300);
@@ -118,7 +118,7 @@ async fn an_outage_is_ridden_out_then_fails_promptly_then_recovers() {
         _ => token(n, 60_000),
     });
     assert_eq!(wait_for_token(&cache).await, "token-0");
-    // The refresh at 1.2 s fails; the token stays in use until 1.35 s.
+    // The refresh at 1.2 s fails; the token stays in use until 1.425 s.
     tokio::time::sleep(Duration::from_millis(1250)).await;
     assert_eq!(cache.current().unwrap(), "token-0", "ridden out");
     let labels = RefreshLabels {
