@@ -392,6 +392,7 @@ class GoogleTokenFake(_Loopback):
         self.assertions = []  # every assertion received, accepted or not
         self.expiry = {}  # access token → when it stops being accepted (time.time())
         self.fail = None  # (status, body dict): refuse every exchange with this
+        self.refused_at = []  # time.time() of each refusal
         self._serve()
 
     @property
@@ -475,6 +476,7 @@ class GoogleTokenFake(_Loopback):
                 except Refused as r:
                     with fake._lock:
                         fake.rejected.append((r.status, r.body))
+                        fake.refused_at.append(_time.time())
                     return self.send(r.status, r.body)
                 except ValueError as e:  # a body that is not a form, or claims that are not JSON
                     with fake._lock:
@@ -714,6 +716,7 @@ class _TokenService(_Loopback):
         self.expiry = {}  # token → time.time() when it stops being accepted
         self.forms = []  # every accepted request's form
         self.rejected = []  # (status, body)
+        self.refused_at = []  # time.time() of each refusal
         self.fail = None
         self._serve()
 
@@ -782,6 +785,7 @@ class _TokenService(_Loopback):
                 except Refused as r:
                     with fake._lock:
                         fake.rejected.append((r.status, r.body))
+                        fake.refused_at.append(_time.time())
                     status, value = r.status, r.body
                 raw = isinstance(value, bytes)
                 data = value if raw else json.dumps(value).encode()

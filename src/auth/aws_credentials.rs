@@ -194,7 +194,7 @@ fn standard_chain(
         let endpoint = ContainerEndpoint {
             url,
             authorization,
-            http: oauth::http_client(),
+            http: oauth::metadata_client(),
         };
         return Some(Keys::Rotating(TokenCache::start(key, endpoint)));
     }
@@ -211,7 +211,7 @@ fn standard_chain(
     let key = cache(source, format!("instance metadata at {base}"));
     let imds = InstanceMetadata {
         base,
-        http: oauth::http_client(),
+        http: oauth::metadata_client(),
     };
     Some(Keys::Rotating(TokenCache::start(key, imds)))
 }

@@ -53,6 +53,16 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A client for a link-local metadata endpoint, which off its platform never answers:
+/// the connection attempt gives up after a second, as the AWS SDKs' does.
+pub fn metadata_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap_or_default()
+}
+
 /// `application/x-www-form-urlencoded` of `fields` (unreserved characters kept).
 pub fn form(fields: &[(&str, &str)]) -> String {
     const VALUE: &AsciiSet = &NON_ALPHANUMERIC
