@@ -44,7 +44,7 @@ impl fmt::Debug for AwsKeys {
 const STS: &str = "AWS STS";
 const CONTAINER: &str = "the container credentials endpoint";
 const IMDS: &str = "the EC2 instance metadata service (IMDSv2)";
-/// Longest lifetime asked of STS... and its default: one hour.
+/// The session lifetime asked of STS (its default, and the longest a role chain allows).
 const SESSION_SECONDS: &str = "3600";
 /// The role session name AssumeRoleWithWebIdentity records (CloudTrail shows it).
 pub const DEFAULT_SESSION_NAME: &str = "llm-extproc";

@@ -59,7 +59,8 @@ struct ProviderSpec {
     token_endpoint: Option<String>,
 }
 
-/// Fields of Envoy Gateway's OIDC type that configure a browser login.
+/// The fields of Envoy Gateway's OIDC type a client-credentials grant uses; the others
+/// configure a browser login.
 const OIDC_USED: &[&str] = &[
     "provider",
     "clientID",

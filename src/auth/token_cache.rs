@@ -330,7 +330,8 @@ async fn wait_for_next_fetch<T: Clone>(shared: &Shared<T>, last_fetch: Instant, 
     }
 }
 
-/// When to fetch the next token: once less than min(5 min, 20% of the lifetime) remains.
+/// When to fetch the next token: once less than min(5 min, 20% of the lifetime) remains
+/// (never sooner than a second: a provider claiming no lifetime causes no busy loop).
 pub fn refresh_after(lifetime: Duration) -> Duration {
     let ahead = REFRESH_AHEAD_MAX.min(lifetime / REFRESH_AHEAD_DIVISOR);
     (lifetime - ahead).max(MIN_RETRY_INTERVAL)
