@@ -91,6 +91,7 @@ class FakeProvider:
         self.unary_delay = 0.0
         self.gzip = True  # compress when the client accepts gzip, as OpenAI does
         self.echo_model = False  # name the request's model in the answer, as OpenAI does: the dated snapshot it ran
+        self.entra = None  # azure: an EntraTokenFake whose unexpired tokens are the only credential accepted
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -129,11 +130,21 @@ class FakeProvider:
             if not m:
                 return 404, {"error": {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error"}}
             api = m.group(1)
+        elif self.entra is not None:
+            # Microsoft Entra ID authentication: a Bearer token for the Cognitive Services
+            # audience, unexpired, and no key header.
+            if "api-key" in headers or "x-api-key" in headers:
+                return 400, {"error": {"message": "unexpected credential header"}}
+            auth = headers.get("authorization", "")
+            if not auth.startswith("Bearer ") or not self.entra.valid(auth[len("Bearer "):]):
+                return 401, {"error": {"code": "401", "message": "Unauthorized. Access token is missing, invalid, audience "
+                                       "is incorrect (https://cognitiveservices.azure.com), or have expired."}}
         else:
             if "authorization" in headers or "x-api-key" in headers:
                 return 400, {"error": {"message": "unexpected credential header"}}
             if headers.get("api-key") != self.key:
                 return 401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
+        if self.kind != "openai":
             # The Responses API is not under a deployment: the body's model names one.
             m = (re.fullmatch(r"/openai/deployments/([A-Za-z0-9._~%-]+)/(chat/completions|completions|embeddings|" + MEDIA + r")\?api-version=(.+)", path)
                  or re.fullmatch(r"/openai/()(responses)\?api-version=(.+)", path))

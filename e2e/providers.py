@@ -241,10 +241,17 @@ CONVERSE_FIELDS = {"messages", "system", "inferenceConfig", "toolConfig", "guard
 class BedrockFake(_Fake):
     """Bedrock runtime. `region` is what the signature must be scoped to."""
 
-    def __init__(self, access_key="AKIDEXAMPLE", secret_key="bedrock-secret-key", region="us-east-1"):
-        self.credentials = Credentials(access_key, secret_key)
+    def __init__(self, access_key="AKIDEXAMPLE", secret_key="bedrock-secret-key", region="us-east-1", session_token=None):
+        self.credentials = Credentials(access_key, secret_key, session_token)
         self.region = region
+        self.sts = None  # an StsFake whose unexpired temporary keys are accepted instead
         super().__init__()
+
+    def keys(self, key_id):
+        """(botocore Credentials, expiry time or None) of an access key id IAM knows."""
+        if self.sts is not None:
+            return self.sts.keys.get(key_id, (None, None))
+        return (self.credentials, None) if key_id == self.credentials.access_key else (None, None)
 
     @staticmethod
     def error(status, kind, message):
@@ -301,8 +308,15 @@ class BedrockFake(_Fake):
         if not m:
             raise self.error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
         key_id, _, region, signed, signature = m.groups()
-        if key_id != self.credentials.access_key:
+        credentials, expiry = self.keys(key_id)
+        if credentials is None:
             raise self.error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        # Temporary keys need their session token, signed; long-term keys take none.
+        if headers.get("x-amz-security-token") != credentials.token or \
+                (credentials.token and "x-amz-security-token" not in signed.split(";")):
+            raise self.error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        if expiry is not None and _time.time() >= expiry:
+            raise self.error(403, "ExpiredTokenException", "The security token included in the request is expired")
         if region != self.region:
             raise self.error(403, "InvalidSignatureException", f"Credential should be scoped to a valid region, not '{region}'")
         for name in ("x-api-key", "api-key"):
@@ -318,7 +332,7 @@ class BedrockFake(_Fake):
         request = AWSRequest(method="POST", url=f"http://{headers['host']}{path}", data=body,
                              headers={n: headers[n] for n in signed_names if n in headers})
         request.context["timestamp"] = amz_date
-        signer = SigV4Auth(self.credentials, "bedrock", region)
+        signer = SigV4Auth(credentials, "bedrock", region)
         canonical = signer.canonical_request(request)
         expected = signer.signature(signer.string_to_sign(request, canonical), request)
         if expected != signature:
@@ -428,6 +442,7 @@ class GoogleTokenFake(_Loopback):
         self.assertions = []  # every assertion received, accepted or not
         self.expiry = {}  # access token → when it stops being accepted (time.time())
         self.fail = None  # (status, body dict): refuse every exchange with this
+        self.refused_at = []  # time.time() of each refusal
         self._serve()
 
     @property
@@ -511,6 +526,7 @@ class GoogleTokenFake(_Loopback):
                 except Refused as r:
                     with fake._lock:
                         fake.rejected.append((r.status, r.body))
+                        fake.refused_at.append(_time.time())
                     return self.send(r.status, r.body)
                 except ValueError as e:  # a body that is not a form, or claims that are not JSON
                     with fake._lock:
@@ -526,9 +542,10 @@ class GoogleTokenFake(_Loopback):
                 self.send(200, reply)
 
             def send(self, status, value):
-                data = json.dumps(value).encode()
+                raw = isinstance(value, bytes)
+                data = value if raw else json.dumps(value).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
+                self.send_header("content-type", "text/xml" if raw else "application/json; charset=utf-8")
                 self.send_header("cache-control", "no-cache, no-store, max-age=0, must-revalidate")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -782,3 +799,371 @@ class CohereFake(_Fake):
             "results": results, "id": "07734bd2-2473-4f07-94e1-0d9f0e6843cf",
             "meta": {"api_version": {"version": "2", "is_experimental": False}, "billed_units": {"search_units": 1},
                      "tokens": {"input_tokens": tokens, "output_tokens": 0}}}).encode()
+
+
+# --------------------------------------------------------------------------- token services
+#
+# The endpoints rotating credentials are fetched from. Each checks the grant as the real
+# service documents it, answers in the documented shape (fixtures/token) with a fresh
+# token that lives `expires_in` seconds, and remembers every token and secret it handed
+# out so that tests can check none reaches a log. `fail = (status, body)` refuses every
+# request (an outage).
+
+def _fake_jwt(claims):
+    """A JWT-shaped token (header.claims.signature) with random signature bytes."""
+    enc = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    return f"{enc({'alg': 'RS256', 'typ': 'JWT'})}.{enc(claims)}.{_secrets.token_urlsafe(32)}"
+
+
+class _TokenService(_Loopback):
+    def __init__(self, expires_in):
+        self.expires_in = expires_in
+        self.issued = []  # every token handed out
+        self.expiry = {}  # token → time.time() when it stops being accepted
+        self.forms = []  # every accepted request's form
+        self.rejected = []  # (status, body)
+        self.refused_at = []  # time.time() of each refusal
+        self.fail = None
+        self._serve()
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self):
+        with self._lock:
+            return len(self.issued)
+
+    def valid(self, token):
+        with self._lock:
+            return _time.time() < self.expiry.get(token, 0)
+
+    def issue(self, token):
+        with self._lock:
+            self.issued.append(token)
+            self.expiry[token] = _time.time() + self.expires_in
+        return token
+
+    def wait_for(self, n=1, timeout=10):
+        deadline = _time.time() + timeout
+        while _time.time() < deadline:
+            if self.count() >= n:
+                return True
+            _time.sleep(0.02)
+        return False
+
+    def secrets(self):
+        """Every credential this service handed out or accepted, for log checks."""
+        with self._lock:
+            return list(self.issued)
+
+    @staticmethod
+    def form(headers, body):
+        if headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+            raise Refused(400, {"error": "invalid_request", "error_description": "Content-Type must be application/x-www-form-urlencoded"})
+        try:
+            parsed = urllib.parse.parse_qs(body.decode(), strict_parsing=True, keep_blank_values=True)
+        except ValueError:
+            raise Refused(400, {"error": "invalid_request", "error_description": "malformed form body"})
+        if any(len(v) != 1 for v in parsed.values()):
+            raise Refused(400, {"error": "invalid_request", "error_description": "repeated parameter"})
+        return {k: v[0] for k, v in parsed.items()}
+
+    def handle(self, method, path, headers, body):  # → (status, JSON value)
+        raise NotImplementedError
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self, method):
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                body = self.rfile.read(int(headers.get("content-length", "0") or 0))
+                try:
+                    if fake.fail:
+                        raise Refused(*fake.fail)
+                    status, value = fake.handle(method, self.path, headers, body)
+                except Refused as r:
+                    with fake._lock:
+                        fake.rejected.append((r.status, r.body))
+                        fake.refused_at.append(_time.time())
+                    status, value = r.status, r.body
+                raw = isinstance(value, bytes)
+                data = value if raw else json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("content-type", "text/xml" if raw else "application/json; charset=utf-8")
+                self.send_header("cache-control", "no-store")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.answer("GET")
+
+            def do_POST(self):
+                self.answer("POST")
+
+        return Handler
+
+
+class OidcProviderFake(_TokenService):
+    """An OIDC provider (Keycloak, Okta, Auth0...): its discovery document
+    (OpenID Connect Discovery 1.0 §4) and the client-credentials grant at its token
+    endpoint (RFC 6749 §4.4) with the client authenticated in the form (client_secret_post)."""
+
+    def __init__(self, client_id="llm-gateway", client_secret="oidc-client-secret", expires_in=3600):
+        self.client_id, self.client_secret = client_id, client_secret
+        self.discoveries = 0
+        super().__init__(expires_in)
+
+    @property
+    def issuer(self):
+        return self.base
+
+    @property
+    def token_endpoint(self):
+        return self.base + "/oauth2/token"
+
+    def secrets(self):
+        return super().secrets() + [self.client_secret]
+
+    def handle(self, method, path, headers, body):
+        if method == "GET" and path == "/.well-known/openid-configuration":
+            with self._lock:
+                self.discoveries += 1
+            return 200, {"issuer": self.issuer, "token_endpoint": self.token_endpoint,
+                         "grant_types_supported": ["client_credentials"],
+                         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"]}
+        if method != "POST" or path != "/oauth2/token":
+            raise Refused(404, {"error": "not_found"})
+        form = self.form(headers, body)
+        if form.get("grant_type") != "client_credentials":
+            raise Refused(400, {"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"})
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            raise Refused(401, {"error": "invalid_client", "error_description": "Invalid client credentials"})
+        if "openid" not in form.get("scope", "").split(" "):
+            raise Refused(400, {"error": "invalid_scope", "error_description": "openid scope required"})
+        with self._lock:
+            self.forms.append(form)
+        now = int(_time.time())
+        token = self.issue(_fake_jwt({"iss": self.issuer, "sub": self.client_id, "aud": form.get("audience", self.client_id),
+                                      "iat": now, "exp": now + self.expires_in}))
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+
+
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class EntraTokenFake(_TokenService):
+    """Microsoft Entra ID's v2.0 token endpoint, POST /{tenant}/oauth2/v2.0/token, for the
+    client-credentials grant with a client secret or a federated client assertion
+    (Microsoft identity platform: "OAuth 2.0 client credentials flow"). Answers like the
+    documented example (fixtures/token/azure-entra-client-credentials.json, plus the
+    ext_expires_in real answers carry); errors carry AADSTS codes as Entra's do.
+    `assertion_valid(assertion)` decides which federated assertions are trusted."""
+
+    def __init__(self, tenant="tenant-e2e", client_id="app-e2e", client_secret=None, assertion_valid=None, expires_in=3599):
+        self.tenant, self.client_id = tenant, client_id
+        self.client_secret, self.assertion_valid = client_secret, assertion_valid
+        super().__init__(expires_in)
+
+    def secrets(self):
+        return super().secrets() + ([self.client_secret] if self.client_secret else [])
+
+    @staticmethod
+    def error(status, error, description):
+        return Refused(status, {"error": error, "error_description": description + "\r\nTrace ID: 00000000-0000-0000-0000-000000000000",
+                                "error_codes": [int(description[6:description.index(":")])]})
+
+    def handle(self, method, path, headers, body):
+        if method != "POST" or path != f"/{self.tenant}/oauth2/v2.0/token":
+            raise self.error(400, "invalid_request", f"AADSTS90002: Tenant '{path.split('/')[1]}' not found.")
+        form = self.form(headers, body)
+        if form.get("grant_type") != "client_credentials":
+            raise self.error(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.")
+        if form.get("client_id") != self.client_id:
+            raise self.error(400, "unauthorized_client", f"AADSTS700016: Application with identifier '{form.get('client_id')}' was not found.")
+        if form.get("scope") != ENTRA_SCOPE:
+            raise self.error(400, "invalid_scope", f"AADSTS70011: The provided value for the input parameter 'scope' is not valid.")
+        if ("client_secret" in form) == ("client_assertion" in form):
+            raise self.error(401, "invalid_client", "AADSTS7000218: The request body must contain one of 'client_assertion' or 'client_secret'.")
+        if "client_secret" in form:
+            if self.client_secret is None or form["client_secret"] != self.client_secret:
+                raise self.error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
+        else:
+            if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
+                raise self.error(400, "invalid_request", "AADSTS700024: client_assertion_type must be jwt-bearer.")
+            if self.assertion_valid is None or not self.assertion_valid(form["client_assertion"]):
+                raise self.error(400, "invalid_client", "AADSTS700024: Client assertion is not within its valid time range.")
+        with self._lock:
+            self.forms.append(form)
+        answer = recorded("token/azure-entra-client-credentials.json")["response"]["body"]
+        token = self.issue("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + _secrets.token_urlsafe(48))
+        return 200, {"token_type": answer["token_type"], "expires_in": self.expires_in,
+                     "ext_expires_in": self.expires_in, "access_token": token}
+
+
+class StsFake(_TokenService):
+    """AWS STS's AssumeRoleWithWebIdentity (query API: a form POST to /, answered in XML
+    shaped on fixtures/token/aws-sts-assume-role-with-web-identity.json, errors as
+    <ErrorResponse>). It is unsigned, as the real call is. `token_valid(token)` decides
+    which web identity tokens the role trusts. The keys it issues expire at the
+    whole-second Expiration it names, at least `expires_in` seconds away."""
+
+    def __init__(self, role_arn, token_valid, expires_in=3600):
+        self.role_arn, self.token_valid = role_arn, token_valid
+        self.keys = {}  # access key id → (botocore Credentials, expiry)
+        self.issued_at = {}
+        super().__init__(expires_in)
+
+    def secrets(self):
+        with self._lock:
+            return [s for c, _ in self.keys.values() for s in (c.secret_key, c.token)]
+
+    @staticmethod
+    def error(status, code, message, kind="Sender"):
+        xml = (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>{kind}</Type>'
+               f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>{_secrets.token_hex(16)}</RequestId></ErrorResponse>")
+        return Refused(status, xml.encode())
+
+    def handle(self, method, path, headers, body):
+        if method != "POST" or path != "/":
+            raise self.error(404, "UnknownOperationException", "Unknown operation")
+        form = self.form(headers, body)
+        if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15":
+            raise self.error(400, "InvalidAction", "Could not find operation")
+        if "authorization" in headers:
+            raise self.error(400, "InvalidParameterValue", "AssumeRoleWithWebIdentity is not signed")
+        if form.get("RoleArn") != self.role_arn:
+            raise self.error(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
+        if not re.fullmatch(r"[\w+=,.@-]{2,64}", form.get("RoleSessionName", "")):
+            raise self.error(400, "ValidationError", "1 validation error detected: Value at 'roleSessionName' failed to satisfy constraint")
+        duration = form.get("DurationSeconds", "3600")
+        if not duration.isdigit() or not 900 <= int(duration) <= 43200:
+            raise self.error(400, "ValidationError", "DurationSeconds must be between 900 and 43200")
+        if not self.token_valid(form.get("WebIdentityToken", "")):
+            raise self.error(400, "InvalidIdentityToken", "The web identity token that was passed could not be validated by AWS.")
+        with self._lock:
+            self.forms.append(form)
+        now = _time.time()
+        expiry = float(int(now + self.expires_in) + 1)
+        key_id = "ASIA" + _secrets.token_hex(8).upper()
+        credentials = Credentials(key_id, _secrets.token_urlsafe(30), "IQoJb3JpZ2luX2VjE" + _secrets.token_urlsafe(120))
+        expiration = datetime.datetime.fromtimestamp(expiry, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            self.keys[key_id] = (credentials, expiry)
+            self.issued.append(key_id)
+            self.expiry[key_id] = expiry
+            self.issued_at[key_id] = now
+        session = form["RoleSessionName"]
+        xml = f"""<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Audience>llm-gateway</Audience>
+    <AssumedRoleUser>
+      <AssumedRoleId>AROARABCDEFGHIJKLMNOP:{session}</AssumedRoleId>
+      <Arn>arn:aws:sts::123456789012:assumed-role/{self.role_arn.rsplit('/', 1)[-1]}/{session}</Arn>
+    </AssumedRoleUser>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/idp.example.com</Provider>
+    <Credentials>
+      <AccessKeyId>{key_id}</AccessKeyId>
+      <SecretAccessKey>{credentials.secret_key}</SecretAccessKey>
+      <SessionToken>{credentials.token}</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+    <SubjectFromWebIdentityToken>system:serviceaccount:default:llm-gateway</SubjectFromWebIdentityToken>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata>
+    <RequestId>{_secrets.token_hex(16)}</RequestId>
+  </ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>
+"""
+        return 200, xml.encode()
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+class GoogleStsFake(_TokenService):
+    """Google's Security Token Service, POST /v1/token (the RFC 8693 token exchange of
+    workload identity federation, as Google's STS reference documents it): the audience
+    of the pool's provider, a subject token the provider trusts (`token_valid`), the
+    cloud-platform scope. Answers a federated access token with issued_token_type."""
+
+    def __init__(self, audience, token_valid, expires_in=3599):
+        self.audience, self.token_valid = audience, token_valid
+        super().__init__(expires_in)
+
+    def handle(self, method, path, headers, body):
+        if method != "POST" or path != "/v1/token":
+            raise Refused(404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}})
+        form = self.form(headers, body)
+        bad = lambda description: Refused(400, {"error": "invalid_request", "error_description": description})
+        if form.get("grant_type") != TOKEN_EXCHANGE:
+            raise bad("Invalid value for \"grant_type\".")
+        if form.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+            raise bad("Invalid value for \"requested_token_type\".")
+        if form.get("subject_token_type") not in ("urn:ietf:params:oauth:token-type:jwt",
+                                                  "urn:ietf:params:oauth:token-type:id_token"):
+            raise bad("Invalid value for \"subject_token_type\".")
+        if CLOUD_PLATFORM not in form.get("scope", "").split():
+            raise Refused(400, {"error": "invalid_scope", "error_description": "Invalid scope."})
+        if form.get("audience") != self.audience:
+            raise Refused(400, {"error": "invalid_target", "error_description": "The target service indicated by the \"audience\" parameters is invalid."})
+        if not self.token_valid(form.get("subject_token", "")):
+            raise Refused(400, {"error": "invalid_grant", "error_description": "The provided subject token is invalid or expired."})
+        with self._lock:
+            self.forms.append(form)
+        token = self.issue("ya29.d." + _secrets.token_urlsafe(60))
+        return 200, {"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
+                     "expires_in": self.expires_in}
+
+
+class IamCredentialsFake(_TokenService):
+    """IAM Service Account Credentials' generateAccessToken
+    (POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken, JSON), callable
+    with a federated token `caller_valid` accepts for the one service account it may
+    impersonate. expireTime is RFC 3339 in whole seconds, as Google writes it."""
+
+    def __init__(self, service_account, caller_valid, expires_in=3600):
+        self.service_account, self.caller_valid = service_account, caller_valid
+        self.issued_at = {}
+        super().__init__(expires_in)
+
+    @staticmethod
+    def error(code, status, message):
+        return Refused(code, {"error": {"code": code, "message": message, "status": status}})
+
+    def handle(self, method, path, headers, body):
+        m = re.fullmatch(r"/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken", path)
+        if method != "POST" or not m:
+            raise self.error(404, "NOT_FOUND", "Not Found")
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not self.caller_valid(auth[7:]):
+            raise self.error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        if urllib.parse.unquote(m.group(1)) != self.service_account:
+            raise self.error(403, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).")
+        try:
+            request = json.loads(body)
+        except ValueError:
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+        if CLOUD_PLATFORM not in request.get("scope", []):
+            raise self.error(400, "INVALID_ARGUMENT", "Scope required.")
+        lifetime = request.get("lifetime", "3600s")
+        if not re.fullmatch(r"\d+(\.\d+)?s", lifetime) or float(lifetime[:-1]) > 3600:
+            raise self.error(400, "INVALID_ARGUMENT", "Invalid lifetime.")
+        now = _time.time()
+        expiry = float(int(now + self.expires_in) + 1)
+        token = "ya29.c." + _secrets.token_urlsafe(60)
+        with self._lock:
+            self.issued.append(token)
+            self.expiry[token] = expiry
+            self.issued_at[token] = now
+        expire_time = datetime.datetime.fromtimestamp(expiry, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 200, {"accessToken": token, "expireTime": expire_time}

@@ -31,6 +31,8 @@ def gw(gateway_factory, openai_fake):
         backend_yaml("azure-ad", "AzureOpenAI", openai_fake.port, policy="AzureCredentials", version="2025-01-01-preview"),
         route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)]), ("needs-entra", [("azure-ad", 0, None)])]),
         extra_args=["--max-body-bytes", "4096"],
+        # Entra ID unreachable (a closed loopback port): azure-ad never gets a token.
+        env={"AZURE_AUTHORITY_HOST": "http://127.0.0.1:9"},
     )
 
 

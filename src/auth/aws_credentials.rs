@@ -1,27 +1,52 @@
 //! `AWSCredentials`: AWS Signature Version 4 over the final provider request (path,
-//! `host`, `content-type` and the transcoded body), with keys from a shared credentials
-//! file held in a Secret (`credentials` key, `[profile]` sections).
+//! `host`, `content-type` and the transcoded body, with the session token of temporary
+//! keys), with keys from:
+//! - `credentialsFile`: a shared credentials file held in a Secret (`credentials` key,
+//!   `[profile]` sections, `aws_session_token` included), read again when it changes;
+//! - `oidcExchangeToken`: STS `AssumeRoleWithWebIdentity` for `awsRoleArn` with a token
+//!   of the policy's OIDC provider;
+//! - neither: the standard chain, the first that is set up of the environment's keys
+//!   (`AWS_ACCESS_KEY_ID`...), EKS IRSA (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`),
+//!   the container credentials endpoint (EKS Pod Identity, ECS) and IMDSv2.
+//!
+//! Temporary keys live in the shared token cache (see [`super::aws_sources`]).
 //!
 //! The region is the one the Bedrock host names (`bedrock-runtime.<region>.amazonaws.com`),
 //! since a signature for another region is refused there; otherwise the policy's.
 //! The credentials file is parsed here rather than with `aws-config`: the format used is
-//! three keys in INI sections, and aws-config would bring the whole SDK runtime.
+//! a few keys in INI sections, and aws-config would bring the whole SDK runtime.
 
-use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
+use serde_json::Value;
 
-use super::{AttemptContext, AuthError, Credential, NotYetSupported, PolicySource};
+use super::aws_sources::{
+    sts_endpoint, AssumeRole, AwsKeys, ContainerAuthorization, ContainerEndpoint, InstanceMetadata,
+    WebIdentity, DEFAULT_SESSION_NAME,
+};
+use super::oauth;
+use super::oidc::OidcClient;
+use super::token_cache::{CacheKey, TokenCache};
+use super::{AttemptContext, AuthError, Credential, PolicySource};
 use crate::secret::SecretValue;
 use crate::wire::UpstreamRequest;
 
-/// The credential of an `AWSCredentials` policy with a credentials file. OIDC
-/// federation (`oidcExchangeToken`) is validated but not served yet (503).
+const POLICY_TYPE: &str = "AWSCredentials";
+
 pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    build_with(source, &|name| std::env::var(name).ok())
+}
+
+/// [`build`] with the process environment given (tests pass their own).
+fn build_with(
+    source: &mut dyn PolicySource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Arc<dyn Credential>> {
     let Some(aws) = source.spec().aws_credentials.clone() else {
         source.problem(
             "spec.awsCredentials",
@@ -30,51 +55,189 @@ pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
         );
         return None;
     };
-    let Some(file) = &aws.credentials_file else {
-        if aws.oidc_exchange_token.is_none() {
+    let keys = match (&aws.credentials_file, &aws.oidc_exchange_token) {
+        (Some(_), Some(_)) => {
             source.problem(
-                "spec.awsCredentials.credentialsFile",
-                "missing".into(),
-                "set `credentialsFile.secretRef` (or `oidcExchangeToken`)".into(),
+                "spec.awsCredentials",
+                "sets both credentialsFile and oidcExchangeToken".into(),
+                "keep one of them".into(),
             );
             return None;
         }
-        return Some(Arc::new(NotYetSupported {
-            policy_type: "AWSCredentials with oidcExchangeToken".into(),
-        }));
-    };
-    let field = "spec.awsCredentials.credentialsFile.secretRef";
-    let text = source.secret_text(field, &file.secret_ref, "credentials")?;
-    match AwsCredentials::from_file(text.expose(), file.profile.as_deref(), &aws.region) {
-        Ok(c) => Some(Arc::new(c)),
-        Err(e) => {
-            source.problem(
-                field,
-                format!("the credentials file in Secret `{}` {e}", file.secret_ref.name),
-                "store an AWS shared credentials file (aws_access_key_id, aws_secret_access_key under [profile]) in the Secret's `credentials`".into(),
-            );
-            None
+        (Some(file), None) => {
+            let field = "spec.awsCredentials.credentialsFile.secretRef";
+            let text = source.secret_text(field, &file.secret_ref, "credentials")?;
+            match keys_from_file(text.expose(), file.profile.as_deref()) {
+                Ok(keys) => Keys::Static(Arc::new(keys)),
+                Err(e) => {
+                    source.problem(
+                        field,
+                        format!("the credentials file in Secret `{}` {e}", file.secret_ref.name),
+                        "store an AWS shared credentials file (aws_access_key_id, aws_secret_access_key and, for temporary keys, aws_session_token under [profile]) in the Secret's `credentials`".into(),
+                    );
+                    return None;
+                }
+            }
         }
+        (None, Some(exchange)) => oidc_role(source, env, exchange, &aws.region)?,
+        (None, None) => standard_chain(source, env, &aws.region)?,
+    };
+    Some(Arc::new(AwsCredentials {
+        keys,
+        region: aws.region.clone(),
+    }))
+}
+
+/// `oidcExchangeToken`: the policy's OIDC token exchanged for `awsRoleArn`'s keys.
+fn oidc_role(
+    source: &mut dyn PolicySource,
+    env: &dyn Fn(&str) -> Option<String>,
+    exchange: &Value,
+    region: &str,
+) -> Option<Keys> {
+    let field = "spec.awsCredentials.oidcExchangeToken";
+    let role_arn = exchange
+        .get("awsRoleArn")
+        .and_then(Value::as_str)
+        .filter(|arn| arn.starts_with("arn:"))
+        .map(str::to_string);
+    let client = OidcClient::from_policy(source, field, exchange, &["awsRoleArn"]);
+    let Some(role_arn) = role_arn else {
+        source.problem(
+            &format!("{field}.awsRoleArn"),
+            "missing or not an ARN".into(),
+            "set the ARN of the IAM role to assume, e.g. arn:aws:iam::123456789012:role/bedrock-gateway".into(),
+        );
+        return None;
+    };
+    let client = client?;
+    let key = CacheKey::new(
+        source.policy_name(),
+        POLICY_TYPE,
+        format!("role {role_arn} with {}", client.identity()),
+    )
+    .with_secrets([client.secret()]);
+    let exchange = AssumeRole {
+        identity: WebIdentity::Oidc(client),
+        role_arn,
+        session_name: DEFAULT_SESSION_NAME.into(),
+        sts_url: sts_endpoint(env, region),
+        http: oauth::http_client(),
+    };
+    Some(Keys::Rotating(TokenCache::start(key, exchange)))
+}
+
+/// The standard chain, as the AWS SDKs walk it: the first link that is set up.
+fn standard_chain(
+    source: &mut dyn PolicySource,
+    env: &dyn Fn(&str) -> Option<String>,
+    region: &str,
+) -> Option<Keys> {
+    let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let cache = |source: &mut dyn PolicySource, identity: String| {
+        CacheKey::new(source.policy_name(), POLICY_TYPE, identity)
+    };
+    if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        let session = var("AWS_SESSION_TOKEN");
+        let plain = |v: &str| v.bytes().all(|b| b.is_ascii_graphic());
+        if !(plain(&id) && plain(&secret) && session.as_deref().is_none_or(plain)) {
+            source.problem(
+                "spec.awsCredentials",
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_SESSION_TOKEN contains whitespace or a control or non-ASCII character".into(),
+                "set the bare keys in the sidecar's environment".into(),
+            );
+            return None;
+        }
+        return Some(Keys::Static(Arc::new(AwsKeys {
+            access_key_id: id,
+            secret_access_key: SecretValue::new(secret),
+            session_token: session.map(SecretValue::new),
+        })));
     }
+    if let (Some(file), Some(role_arn)) = (var("AWS_WEB_IDENTITY_TOKEN_FILE"), var("AWS_ROLE_ARN"))
+    {
+        let session_name =
+            var("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
+        let sts_url = sts_endpoint(env, region);
+        let key = cache(
+            source,
+            format!("role {role_arn} with web identity token file {file} at {sts_url}"),
+        );
+        let exchange = AssumeRole {
+            identity: WebIdentity::File(PathBuf::from(file)),
+            role_arn,
+            session_name,
+            sts_url,
+            http: oauth::http_client(),
+        };
+        return Some(Keys::Rotating(TokenCache::start(key, exchange)));
+    }
+    let container = var("AWS_CONTAINER_CREDENTIALS_FULL_URI").or_else(|| {
+        var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .map(|path| format!("http://169.254.170.2{path}"))
+    });
+    if let Some(url) = container {
+        let authorization = match (
+            var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+            var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        ) {
+            (Some(file), _) => Some(ContainerAuthorization::File(PathBuf::from(file))),
+            (None, Some(token)) => Some(ContainerAuthorization::Value(SecretValue::new(token))),
+            (None, None) => None,
+        };
+        let secret = match &authorization {
+            Some(ContainerAuthorization::Value(token)) => Some(token.expose().to_string()),
+            _ => None,
+        };
+        let key = cache(source, format!("container credentials endpoint {url}"))
+            .with_secrets(secret.as_deref());
+        let endpoint = ContainerEndpoint {
+            url,
+            authorization,
+            http: oauth::metadata_client(),
+        };
+        return Some(Keys::Rotating(TokenCache::start(key, endpoint)));
+    }
+    if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        source.problem(
+            "spec.awsCredentials.credentialsFile",
+            "missing, and the environment has no AWS credentials (keys, AWS_WEB_IDENTITY_TOKEN_FILE, a container credentials endpoint) while AWS_EC2_METADATA_DISABLED turns off IMDS".into(),
+            "set `credentialsFile` or `oidcExchangeToken`, or give the sidecar AWS credentials (IRSA, EKS Pod Identity, an instance profile)".into(),
+        );
+        return None;
+    }
+    let base =
+        var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".into());
+    let key = cache(source, format!("instance metadata at {base}"));
+    let imds = InstanceMetadata {
+        base,
+        http: oauth::metadata_client(),
+    };
+    Some(Keys::Rotating(TokenCache::start(key, imds)))
 }
 
 /// The service name Bedrock's runtime endpoints sign with.
 const SERVICE: &str = "bedrock";
 
+#[derive(Debug)]
 pub struct AwsCredentials {
-    access_key_id: String,
-    secret_access_key: SecretValue,
-    session_token: Option<SecretValue>,
+    keys: Keys,
     region: String,
 }
 
-impl fmt::Debug for AwsCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The key id is not secret, and it tells which key is in use.
-        f.debug_struct("AwsCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
+/// Keys read once (a file, the environment) or temporary ones kept fresh.
+#[derive(Debug)]
+enum Keys {
+    Static(Arc<AwsKeys>),
+    Rotating(TokenCache<Arc<AwsKeys>>),
+}
+
+impl Keys {
+    fn current(&self) -> Result<Arc<AwsKeys>, AuthError> {
+        match self {
+            Keys::Static(keys) => Ok(keys.clone()),
+            Keys::Rotating(cache) => cache.current(),
+        }
     }
 }
 
@@ -91,52 +254,47 @@ pub enum CredentialsFileError {
     BadValue { profile: String, key: &'static str },
 }
 
-impl AwsCredentials {
-    /// Reads `profile` (default `default`) from the text of a shared credentials file.
-    pub fn from_file(
-        file: &str,
-        profile: Option<&str>,
-        region: &str,
-    ) -> Result<Self, CredentialsFileError> {
-        let profile = profile.unwrap_or("default");
-        let values = profile_values(file, profile)
-            .ok_or_else(|| CredentialsFileError::NoProfile(profile.to_string()))?;
-        let get = |key: &'static str| {
-            values
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.clone())
-        };
-        // Values become header values (the key id and token) or signing input: one
-        // printable ASCII word each, so no line break can inject a header.
-        let checked = |key: &'static str, value: String| {
-            if value.bytes().all(|b| b.is_ascii_graphic()) {
-                Ok(value)
-            } else {
-                Err(CredentialsFileError::BadValue {
-                    profile: profile.to_string(),
-                    key,
-                })
-            }
-        };
-        let required = |key: &'static str| {
-            let value = get(key).ok_or(CredentialsFileError::MissingKey {
+/// Reads `profile` (default `default`) from the text of a shared credentials file.
+pub fn keys_from_file(file: &str, profile: Option<&str>) -> Result<AwsKeys, CredentialsFileError> {
+    let profile = profile.unwrap_or("default");
+    let values = profile_values(file, profile)
+        .ok_or_else(|| CredentialsFileError::NoProfile(profile.to_string()))?;
+    let get = |key: &'static str| {
+        values
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    };
+    // Values become header values (the key id and token) or signing input: one
+    // printable ASCII word each, so no line break can inject a header.
+    let checked = |key: &'static str, value: String| {
+        if value.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(value)
+        } else {
+            Err(CredentialsFileError::BadValue {
                 profile: profile.to_string(),
                 key,
-            })?;
-            checked(key, value)
-        };
-        let token = get("aws_session_token")
-            .map(|t| checked("aws_session_token", t))
-            .transpose()?;
-        Ok(AwsCredentials {
-            access_key_id: required("aws_access_key_id")?,
-            secret_access_key: SecretValue::new(required("aws_secret_access_key")?),
-            session_token: token.map(SecretValue::new),
-            region: region.to_string(),
-        })
-    }
+            })
+        }
+    };
+    let required = |key: &'static str| {
+        let value = get(key).ok_or(CredentialsFileError::MissingKey {
+            profile: profile.to_string(),
+            key,
+        })?;
+        checked(key, value)
+    };
+    let token = get("aws_session_token")
+        .map(|t| checked("aws_session_token", t))
+        .transpose()?;
+    Ok(AwsKeys {
+        access_key_id: required("aws_access_key_id")?,
+        secret_access_key: SecretValue::new(required("aws_secret_access_key")?),
+        session_token: token.map(SecretValue::new),
+    })
+}
 
+impl AwsCredentials {
     /// The region to sign for when the request goes to `host`.
     fn region_for<'a>(&'a self, host: &'a str) -> &'a str {
         region_in_host(host).unwrap_or(&self.region)
@@ -190,10 +348,11 @@ impl Credential for AwsCredentials {
         request: &mut UpstreamRequest,
         context: &AttemptContext,
     ) -> Result<(), AuthError> {
+        let keys = self.keys.current()?;
         let identity = Credentials::new(
-            &self.access_key_id,
-            self.secret_access_key.expose(),
-            self.session_token.as_ref().map(|t| t.expose().to_string()),
+            &keys.access_key_id,
+            keys.secret_access_key.expose(),
+            keys.session_token.as_ref().map(|t| t.expose().to_string()),
             None,
             "llm-extproc",
         )
@@ -245,13 +404,13 @@ mod tests {
 
     #[test]
     fn reads_profiles() {
-        let d = AwsCredentials::from_file(FILE, None, "us-east-1").unwrap();
+        let d = keys_from_file(FILE, None).unwrap();
         assert_eq!(d.access_key_id, "AKIDDEFAULT");
         assert!(d.session_token.is_none());
-        let p = AwsCredentials::from_file(FILE, Some("prod"), "us-east-1").unwrap();
+        let p = keys_from_file(FILE, Some("prod")).unwrap();
         assert_eq!(p.session_token.unwrap().expose(), "tok");
         assert_eq!(
-            AwsCredentials::from_file(FILE, Some("dev"), "x").unwrap_err(),
+            keys_from_file(FILE, Some("dev")).unwrap_err(),
             CredentialsFileError::NoProfile("dev".into())
         );
         assert!(!format!("{d:?}").contains("s1"));
@@ -273,7 +432,10 @@ mod tests {
 
     #[test]
     fn signs_host_content_type_date_and_token() {
-        let c = AwsCredentials::from_file(FILE, Some("prod"), "eu-west-1").unwrap();
+        let c = AwsCredentials {
+            keys: Keys::Static(Arc::new(keys_from_file(FILE, Some("prod")).unwrap())),
+            region: "eu-west-1".into(),
+        };
         let mut r = UpstreamRequest {
             path: "/model/anthropic.claude-v2%3A1/converse".into(),
             body: Some(b"{}".to_vec()),
@@ -299,3 +461,7 @@ mod tests {
         assert!(get("x-amz-date").is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "aws_credentials_tests.rs"]
+mod chain_tests;

@@ -1,29 +1,32 @@
-//! `GCPCredentials`: a service account's OAuth access token as `authorization: Bearer`,
+//! `GCPCredentials`: an OAuth access token as `authorization: Bearer` (a service
+//! account key's, or one from workload identity federation, see [`super::gcp_federation`]),
 //! and the project and region prefix of every Vertex AI publisher path
 //! (`/publishers/...` → `/v1/projects/{projectName}/locations/{region}/publishers/...`).
 //!
-//! `apply` runs on the ext_proc path and never waits: a background task fetches the
-//! token when the credential is built and again ahead of its expiry. While no valid token
-//! is cached, an attempt fails at once (503 naming the backend, saying why) and wakes the
-//! task, which retries no more often than [`MIN_RETRY_INTERVAL`].
+//! The token is cached and refreshed by [`TokenCache`]: `apply` never waits.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use tokio::sync::Notify;
-use tokio::task::AbortHandle;
-
-use super::google_token::{AccessToken, ServiceAccountKey, TokenExchange};
-use super::{AttemptContext, AuthError, Credential, NotYetSupported, PolicySource};
+use super::gcp_federation::Federation;
+use super::google_token::{ServiceAccountKey, TokenExchange};
+use super::token_cache::{CacheKey, TokenCache};
+use super::{AttemptContext, AuthError, Credential, PolicySource};
 use crate::secret::SecretValue;
-use crate::sync::lock;
 use crate::wire::UpstreamRequest;
 
 /// The credential of a `GCPCredentials` policy: a service account key file from
-/// `credentialsFile.secretRef` (key `service_account.json`). Workload identity
-/// federation is validated but not served yet (its attempts answer 503).
+/// `credentialsFile.secretRef` (key `service_account.json`), or
+/// `workloadIdentityFederationConfig`.
 pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
+    build_with(source, &|name| std::env::var(name).ok())
+}
+
+/// [`build`] with the process environment given (tests pass their own).
+pub(super) fn build_with(
+    source: &mut dyn PolicySource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Arc<dyn Credential>> {
     let Some(gcp) = source.spec().gcp_credentials.clone() else {
         source.problem(
             "spec.gcpCredentials",
@@ -49,12 +52,23 @@ pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
             );
             return None;
         }
-        (None, Some(_)) => {
-            return valid.then(|| {
-                Arc::new(NotYetSupported {
-                    policy_type: "GCPCredentials (workload identity federation)".into(),
-                }) as Arc<dyn Credential>
-            })
+        (None, Some(config)) => {
+            let federation = Federation::from_policy(source, config, &gcp.project_name, env)?;
+            if !valid {
+                return None;
+            }
+            let key = CacheKey::new(
+                source.policy_name(),
+                "GCPCredentials",
+                federation.identity(),
+            )
+            .with_secrets([federation.secret()]);
+            let token = TokenCache::start(key, federation);
+            return Some(Arc::new(GcpCredentials::new(
+                token,
+                &gcp.project_name,
+                &gcp.region,
+            )));
         }
         (None, None) => {
             source.problem(
@@ -88,13 +102,25 @@ pub fn build(source: &mut dyn PolicySource) -> Option<Arc<dyn Credential>> {
             return None;
         }
     };
-    valid.then(|| {
-        Arc::new(GcpCredentials::new(
-            exchange,
-            &gcp.project_name,
-            &gcp.region,
-        )) as Arc<dyn Credential>
-    })
+    if !valid {
+        return None;
+    }
+    let key = CacheKey::new(
+        source.policy_name(),
+        "GCPCredentials",
+        format!(
+            "service account {} at {}",
+            exchange.client_email(),
+            exchange.token_uri()
+        ),
+    )
+    .with_secrets([text.expose()]);
+    let token = TokenCache::start(key, exchange);
+    Some(Arc::new(GcpCredentials::new(
+        token,
+        &gcp.project_name,
+        &gcp.region,
+    )))
 }
 
 /// Whether a project or region can be a path segment; a problem when not.
@@ -114,112 +140,33 @@ fn path_safe(source: &mut dyn PolicySource, field: &str, value: &str) -> bool {
     safe
 }
 
-/// A new token is fetched this long before the current one expires.
-const REFRESH_AHEAD: Duration = Duration::from_secs(300);
-/// A token is not sent when it has less than this left (it could expire in flight), or a
-/// quarter of its lifetime when that is shorter.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
-/// Fewest time between two token requests after a failure, however often attempts ask.
-const MIN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest wait between retries after repeated failures.
-const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The token cache shared by the credential and its refresh task.
-#[derive(Default)]
-struct TokenCache {
-    /// The token and until when it may be sent.
-    token: Option<(SecretValue, Instant)>,
-    /// Why the last refresh failed (never a credential), for the client's error.
-    last_error: Option<String>,
-}
-
-struct Shared {
-    cache: Mutex<TokenCache>,
-    /// Wakes the refresh task early (an attempt found no valid token).
-    wake: Notify,
-}
-
-impl Shared {
-    /// The cached token, unless it is about to expire.
-    fn valid_token(&self, now: Instant) -> Result<SecretValue, String> {
-        let cache = lock(&self.cache);
-        match &cache.token {
-            Some((token, usable_until)) if now < *usable_until => Ok(token.clone()),
-            _ => Err(cache
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "it has not been fetched yet".to_string())),
-        }
-    }
-
-    fn store(&self, token: &AccessToken, fetched: Instant) {
-        let mut cache = lock(&self.cache);
-        let margin = EXPIRY_MARGIN.min(token.lifetime / 4);
-        cache.token = Some((token.token.clone(), fetched + token.lifetime - margin));
-        cache.last_error = None;
-    }
-
-    fn record_error(&self, error: String) {
-        lock(&self.cache).last_error = Some(error);
-    }
-}
-
 pub struct GcpCredentials {
     /// `/v1/projects/{project}/locations/{region}`.
     path_prefix: String,
-    shared: Arc<Shared>,
-    /// The refresh task, stopped when the credential is dropped (a config reload).
-    refresher: Option<AbortHandle>,
+    token: TokenCache<SecretValue>,
 }
 
 impl fmt::Debug for GcpCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GcpCredentials")
             .field("path_prefix", &self.path_prefix)
-            .field("refreshing", &self.refresher.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for GcpCredentials {
-    fn drop(&mut self) {
-        if let Some(task) = &self.refresher {
-            task.abort();
-        }
+            .field("token", &self.token)
+            .finish()
     }
 }
 
 impl GcpCredentials {
-    /// Starts refreshing on the current tokio runtime, if there is one. (`check` returns
-    /// before its runtime polls the task, and a config that fails validation drops the
-    /// credential, which stops the task: neither fetches a token.)
-    pub fn new(exchange: TokenExchange, project: &str, region: &str) -> Self {
-        let shared = Arc::new(Shared {
-            cache: Mutex::new(TokenCache::default()),
-            wake: Notify::new(),
-        });
-        let refresher = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            runtime
-                .spawn(refresh_loop(shared.clone(), exchange))
-                .abort_handle()
-        });
+    pub fn new(token: TokenCache<SecretValue>, project: &str, region: &str) -> Self {
         GcpCredentials {
             path_prefix: format!("/v1/projects/{project}/locations/{region}"),
-            shared,
-            refresher,
+            token,
         }
     }
 }
 
 impl Credential for GcpCredentials {
     fn apply(&self, request: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
-        let token = self.shared.valid_token(Instant::now()).map_err(|reason| {
-            self.shared.wake.notify_one();
-            AuthError::TokenUnavailable {
-                policy_type: "GCPCredentials".into(),
-                reason,
-            }
-        })?;
+        let token = self.token.current()?;
         if request.path.starts_with("/publishers/") {
             request.path = format!("{}{}", self.path_prefix, request.path);
         }
@@ -228,62 +175,6 @@ impl Credential for GcpCredentials {
             .push(("authorization".into(), format!("Bearer {}", token.expose())));
         Ok(())
     }
-}
-
-/// Fetches a token, sleeps until shortly before it expires (or until woken while no
-/// valid token is cached), and again, for as long as the credential lives.
-async fn refresh_loop(shared: Arc<Shared>, exchange: TokenExchange) {
-    let mut failures: u32 = 0;
-    loop {
-        let started = Instant::now();
-        let wait = match exchange.fetch().await {
-            Ok(token) => {
-                failures = 0;
-                shared.store(&token, started);
-                refresh_after(token.lifetime)
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(error = %e, failures, "GCP access token refresh failed");
-                shared.record_error(e.to_string());
-                retry_after(failures)
-            }
-        };
-        wait_for_next_fetch(&shared, started, started + wait).await;
-    }
-}
-
-/// Sleeps until `next`, or until an attempt found no valid token; however many attempts
-/// ask, fetches are [`MIN_RETRY_INTERVAL`] apart.
-async fn wait_for_next_fetch(shared: &Shared, last_fetch: Instant, next: Instant) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => return,
-            _ = shared.wake.notified() => {
-                // A wake left from before the last fetch finished is stale.
-                if shared.valid_token(Instant::now()).is_err() {
-                    tokio::time::sleep_until((last_fetch + MIN_RETRY_INTERVAL).into()).await;
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// When to fetch the next token: [`REFRESH_AHEAD`] before expiry, or halfway through
-/// a lifetime too short for that.
-fn refresh_after(lifetime: Duration) -> Duration {
-    lifetime
-        .checked_sub(REFRESH_AHEAD)
-        .unwrap_or_default()
-        .max(lifetime / 2)
-        .max(MIN_RETRY_INTERVAL)
-}
-
-/// Exponential backoff from 1 s to [`MAX_RETRY_INTERVAL`].
-fn retry_after(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(6);
-    (MIN_RETRY_INTERVAL * 2u32.pow(exponent)).min(MAX_RETRY_INTERVAL)
 }
 
 #[cfg(test)]

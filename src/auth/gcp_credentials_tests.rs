@@ -1,90 +1,20 @@
 //! `GCPCredentials` against a fake Google token endpoint on a local port.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex as StdMutex;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::*;
 use crate::auth::google_token::tests::{key_file, verify, TEST_PRIVATE_KEY};
 use crate::auth::google_token::ServiceAccountKey;
-
-/// A token endpoint that answers each request with the next of `answers` (the last
-/// one repeats), and records the request bodies.
-struct FakeTokenEndpoint {
-    uri: String,
-    requests: Arc<AtomicUsize>,
-    bodies: Arc<StdMutex<Vec<String>>>,
-}
-
-async fn fake_token_endpoint(answers: Vec<(u16, String)>) -> FakeTokenEndpoint {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let uri = format!("http://{}/token", listener.local_addr().unwrap());
-    let requests = Arc::new(AtomicUsize::new(0));
-    let bodies = Arc::new(StdMutex::new(Vec::new()));
-    let (count, seen) = (requests.clone(), bodies.clone());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let body = read_request_body(&mut socket).await;
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            seen.lock().unwrap().push(body);
-            let (status, answer) = answers[n.min(answers.len() - 1)].clone();
-            let response = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        }
-    });
-    FakeTokenEndpoint {
-        uri,
-        requests,
-        bodies,
-    }
-}
-
-async fn read_request_body(socket: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = socket.read(&mut chunk).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            if body.len() >= length {
-                return body.to_string();
-            }
-        }
-    }
-    String::new()
-}
-
-fn token_answer(token: &str, expires_in: u64) -> (u16, String) {
-    (
-        200,
-        format!(r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#),
-    )
-}
+use crate::auth::test_support::{fake_token_endpoint, token_answer};
+use crate::auth::token_cache::{CacheKey, TokenCache};
 
 fn credential(uri: &str) -> GcpCredentials {
     let key = ServiceAccountKey::parse(&SecretValue::new(key_file(uri))).unwrap();
-    GcpCredentials::new(
-        TokenExchange::new(key).unwrap(),
-        "my-project",
-        "us-central1",
-    )
+    // One policy per fake endpoint: tests run in parallel and share the cache registry.
+    let cache_key = CacheKey::new(format!("test/{uri}"), "GCPCredentials", uri.into());
+    let token = TokenCache::start(cache_key, TokenExchange::new(key).unwrap());
+    GcpCredentials::new(token, "my-project", "us-central1")
 }
 
 fn context() -> AttemptContext<'static> {
@@ -153,7 +83,7 @@ async fn fetches_caches_and_applies_the_token() {
 
 #[tokio::test]
 async fn refreshes_ahead_of_expiry() {
-    // A 2 s token is refreshed halfway through its life.
+    // A 2 s token is refreshed 0.4 s before its end (20% of its life).
     let endpoint = fake_token_endpoint(vec![
         token_answer("ya29.short", 2),
         token_answer("ya29.next", 3600),
@@ -230,19 +160,4 @@ fn without_a_runtime_nothing_is_fetched() {
     let mut r = publisher_request();
     let e = c.apply(&mut r, &context()).unwrap_err();
     assert!(e.to_string().contains("not been fetched yet"), "{e}");
-}
-
-#[test]
-fn refresh_schedule() {
-    assert_eq!(
-        refresh_after(Duration::from_secs(3600)),
-        Duration::from_secs(3300)
-    );
-    assert_eq!(
-        refresh_after(Duration::from_secs(2)),
-        Duration::from_secs(1)
-    );
-    assert_eq!(retry_after(1), Duration::from_secs(1));
-    assert_eq!(retry_after(3), Duration::from_secs(4));
-    assert_eq!(retry_after(100), MAX_RETRY_INTERVAL);
 }

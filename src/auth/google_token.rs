@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::token_cache::{Fetched, TokenSource};
 use crate::secret::SecretValue;
 
 /// The scope Vertex AI needs.
@@ -161,6 +162,14 @@ impl TokenExchange {
         Ok(TokenExchange { key, http })
     }
 
+    pub fn client_email(&self) -> &str {
+        &self.key.client_email
+    }
+
+    pub fn token_uri(&self) -> &str {
+        &self.key.token_uri
+    }
+
     /// Asks for a fresh access token.
     pub async fn fetch(&self) -> Result<AccessToken, TokenError> {
         let assertion = self.key.assertion(SystemTime::now())?;
@@ -198,6 +207,18 @@ impl TokenExchange {
             // Google issues tokens for an hour; a larger claim is capped so that no
             // provider-sent number can overflow the refresh schedule.
             lifetime: Duration::from_secs(parsed.expires_in.unwrap_or(3600).min(MAX_LIFETIME_SECS)),
+        })
+    }
+}
+
+impl TokenSource for TokenExchange {
+    type Token = SecretValue;
+    type Error = TokenError;
+    async fn fetch(&self) -> Result<Fetched<SecretValue>, TokenError> {
+        let token = TokenExchange::fetch(self).await?;
+        Ok(Fetched {
+            token: token.token,
+            lifetime: token.lifetime,
         })
     }
 }

@@ -8,10 +8,19 @@
 pub mod anthropic_api_key;
 pub mod api_key;
 pub mod aws_credentials;
+pub mod aws_sources;
 pub mod azure_api_key;
 pub mod azure_credentials;
+pub mod bearer;
 pub mod gcp_credentials;
+pub mod gcp_federation;
 pub mod google_token;
+pub mod oauth;
+pub mod oidc;
+pub mod token_cache;
+
+#[cfg(test)]
+pub mod test_support;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,6 +52,8 @@ pub trait PolicySource {
     fn secret_text(&mut self, field: &str, secret: &ObjectRef, key: &str) -> Option<SecretValue>;
     /// `namespace/name` of a Secret reference, for messages.
     fn secret_name(&self, secret: &ObjectRef) -> String;
+    /// `namespace/name` of the policy, for its token cache, metric and log lines.
+    fn policy_name(&self) -> String;
     /// Reports what is wrong at `field` (`spec.…`) and how to fix it.
     fn problem(&mut self, field: &str, message: String, fix: String);
 }
@@ -76,8 +87,6 @@ pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("its {policy_type} credential is not supported by this build of llm-extproc yet")]
-    NotSupported { policy_type: String },
     /// Signing failed (a malformed header or URI; never a key).
     #[error("the request could not be signed: {0}")]
     Signing(String),
@@ -118,19 +127,5 @@ pub struct NoCredential;
 impl Credential for NoCredential {
     fn apply(&self, _: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
         Ok(())
-    }
-}
-
-/// A policy type that is validated but not served yet: every attempt fails with 503.
-#[derive(Debug)]
-pub struct NotYetSupported {
-    pub policy_type: String,
-}
-
-impl Credential for NotYetSupported {
-    fn apply(&self, _: &mut UpstreamRequest, _: &AttemptContext) -> Result<(), AuthError> {
-        Err(AuthError::NotSupported {
-            policy_type: self.policy_type.clone(),
-        })
     }
 }

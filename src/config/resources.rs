@@ -243,7 +243,7 @@ pub struct AwsCredentials {
     pub region: String,
     #[serde(default)]
     pub credentials_file: Option<AwsCredentialsFile>,
-    /// OIDC exchange settings; validated for shape only until the rotating-credentials issue.
+    /// OIDC exchange settings, read by `auth::oidc` (which refuses the fields it does not use).
     #[serde(default)]
     pub oidc_exchange_token: Option<Value>,
 }

@@ -153,6 +153,11 @@ impl Default for Metrics {
             "Client requests whose per-request state is held by the sidecar",
             in_flight.clone(),
         );
+        registry.register(
+            "llm_extproc_credential_refresh_failures",
+            "Failed fetches of a policy's short-lived provider credential (the token is kept while valid)",
+            crate::auth::token_cache::refresh_failures().clone(),
+        );
         Metrics {
             registry,
             token_usage,

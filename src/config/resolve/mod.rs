@@ -346,11 +346,16 @@ mod tests {
             p[0].contains("credentialsFile") && p[0].contains("missing"),
             "{p:?}"
         );
-        assert!(problems(&gcp_policy(
+        let p = problems(&gcp_policy(
             "{projectName: p, region: r, workloadIdentityFederationConfig: {projectID: x}}",
-            None
-        ))
-        .is_empty());
+            None,
+        ));
+        let p = p.join("\n");
+        assert!(
+            p.contains("workloadIdentityFederationConfig.workloadIdentityPoolName")
+                && p.contains("workloadIdentityFederationConfig.oidcExchangeToken"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -148,6 +148,10 @@ impl auth::PolicySource for Policy<'_> {
         format!("{ns}/{}", secret.name)
     }
 
+    fn policy_name(&self) -> String {
+        format!("{}/{}", self.doc.namespace(), self.doc.meta.name)
+    }
+
     fn problem(&mut self, field: &str, message: String, fix: String) {
         self.problems
             .push(Problem::new(&self.doc.file, self.what, field, message, fix));
