@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::quota::envoy::{rate_limit_cluster, rate_limit_filter, RateLimitService};
+
 use super::resources::{
     circuit_breakers, ext_proc_filter, EXTPROC_CLUSTER, ROUTE_CONFIG_NAME, SIDECAR_MAX_STREAMS,
 };
@@ -55,6 +57,8 @@ pub struct BootstrapOptions {
     /// The directory holding `routes.json` and `clusters.json`.
     pub xds_dir: PathBuf,
     pub max_body_bytes: u64,
+    /// Where the rate-limit filter checks and charges quotas.
+    pub rate_limit: RateLimitService,
 }
 
 /// The node metadata key holding [`BootstrapOptions::run_token`].
@@ -90,7 +94,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
     if let Some(token) = &o.run_token {
         node["metadata"] = json!({RUN_TOKEN_METADATA: token});
     }
-    json!({
+    let mut bootstrap = json!({
         "node": node,
         "admin": {"address": admin_address},
         "dynamic_resources": {"cds_config": file_source("clusters.json")},
@@ -107,6 +111,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
                         "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": file_source("routes.json")},
                         "http_filters": [
                             ext_proc_filter(false),
+                            rate_limit_filter(&o.rate_limit, EXTPROC_CLUSTER),
                             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ],
                         "local_reply_config": local_reply_config(),
@@ -131,7 +136,14 @@ pub fn render(o: &BootstrapOptions) -> Value {
                 "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sidecar_address}}]}]}
             }]
         }
-    })
+    });
+    if let (Some(cluster), Some(Value::Array(clusters))) = (
+        rate_limit_cluster(&o.rate_limit),
+        bootstrap.pointer_mut("/static_resources/clusters"),
+    ) {
+        clusters.push(cluster);
+    }
+    bootstrap
 }
 
 /// Envoy's own error replies as OpenAI-style JSON. Each mapper picks replies by their
@@ -169,7 +181,8 @@ fn local_reply_config() -> Value {
         "(metadata.filter_metadata['io.envoy.ai_gateway']['client_api'] == 'messages' \
         || (!('io.envoy.ai_gateway' in metadata.filter_metadata) \
             && (request.path.startsWith('/v1/messages') || request.path.startsWith('/anthropic/'))))";
-    json!({"mappers": [
+    let mut mappers = crate::quota::envoy::reply_mappers(messages);
+    let rest = json!([
         {
             "filter": cel(&format!("response.code_details.startsWith('ext_proc_error') && {messages}")),
             "status_code": 503,
@@ -201,7 +214,11 @@ fn local_reply_config() -> Value {
             "filter": cel("!response.code_details.startsWith('llm_extproc') && !response.code_details.startsWith('ext_proc')"),
             "body_format_override": error("%LOCAL_REPLY_BODY%", "gateway_error", "%RESPONSE_CODE_DETAILS%")
         }
-    ]})
+    ]);
+    if let Value::Array(rest) = rest {
+        mappers.extend(rest);
+    }
+    json!({"mappers": mappers})
 }
 
 /// One line per request on stdout, with what the sidecar metered.
@@ -220,7 +237,9 @@ fn access_log() -> Value {
         "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
         "input_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_input_token)%",
         "output_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_output_token)%",
-        "total_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
+        "total_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%",
+        // Everything the sidecar set: every llmRequestCosts key, the quota charges.
+        "ai_gateway": "%DYNAMIC_METADATA(io.envoy.ai_gateway)%"
     });
     json!([{
         "name": "envoy.access_loggers.stdout",

@@ -299,11 +299,29 @@ impl RouteDoc<'_> {
                 "OutputToken" => CostKind::Output,
                 "TotalToken" => CostKind::Total,
                 "ReasoningToken" => CostKind::Reasoning,
+                "CEL" => {
+                    let field = format!("spec.llmRequestCosts[{ci}].cel");
+                    let Some(text) = c.cel.as_deref() else {
+                        self.problem(
+                            &field,
+                            "missing".into(),
+                            "write the cost in CEL, e.g. input_tokens + output_tokens * 4",
+                        );
+                        continue;
+                    };
+                    match crate::quota::cost::Cost::compile(text) {
+                        Ok(cost) => CostKind::Cel(Arc::new(cost)),
+                        Err(e) => {
+                            self.problem(&field, format!("`{text}`: {e}"), "write CEL over input_tokens, cached_input_tokens, cache_creation_input_tokens, output_tokens, reasoning_tokens, total_tokens, model and backend");
+                            continue;
+                        }
+                    }
+                }
                 other => {
                     self.problem(
                         &format!("spec.llmRequestCosts[{ci}].type"),
                         format!("cost type `{other}` is not supported by this build"),
-                        "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken or ReasoningToken",
+                        "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken, ReasoningToken or CEL",
                     );
                     continue;
                 }

@@ -35,6 +35,7 @@ use crate::usage::Usage;
 
 mod answers;
 mod metering;
+mod quota;
 mod response;
 
 use answers::*;
@@ -63,6 +64,7 @@ pub struct RouterStream {
     response: Option<ResponseState>,
     /// The response was metered (its end seen, or it was answered whole).
     finished: bool,
+    quota: quota::QuotaState,
 }
 
 impl RouterStream {
@@ -80,6 +82,7 @@ impl RouterStream {
             _guard: None,
             response: None,
             finished: false,
+            quota: Default::default(),
         }
     }
 
@@ -87,6 +90,14 @@ impl RouterStream {
     /// thread whatever its compressed size).
     pub fn decodes_request(&self) -> bool {
         self.request_encoding.is_some()
+    }
+
+    /// Metadata Envoy forwarded with the request headers, for the consumer's identity.
+    pub fn forwarded_metadata(
+        &mut self,
+        metadata: Option<envoy_types::pb::envoy::config::core::v3::Metadata>,
+    ) {
+        self.quota.forwarded = metadata;
     }
 
     /// Request headers. They must be sent (not skipped) even though the body carries what
@@ -182,6 +193,7 @@ impl RouterStream {
             .router_targets
             .get(&model)
             .and_then(|key| state.config.backend_refs.get(key).cloned());
+        let checks = self.quota_checks(&state, target.as_ref());
         let mut reply = match target {
             // One backend serves this rule: build its request now; its cluster has no
             // upstream-level filter.
@@ -226,6 +238,7 @@ impl RouterStream {
         if let Some(route) = route_name {
             meta.push(("route_name".to_string(), Kind::StringValue(route)));
         }
+        meta.extend(checks);
         reply.metadata = messages::metadata(meta);
         self.state = Some(state);
         self._guard = Some(guard);

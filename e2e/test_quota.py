@@ -1,0 +1,217 @@
+"""QuotaPolicy token budgets, enforced by the real Envoy's rate-limit filter against the
+sidecar's embedded rate-limit service: per consumer (`--consumer-header`), with a CEL
+cost charged when the answer ends (unary and streamed), shadow mode, and the costs in
+Envoy's access log. The fake OpenAI answers with 8 input and 377 output tokens (385 in
+all) unary, 12 and 100 (112) streamed."""
+
+import json
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from harness import BIN, backend_yaml, route_yaml
+
+CEL = "input_tokens + output_tokens * 2"
+UNARY_COST = 8 + 377 * 2  # 762
+STREAM_COST = 12 + 100 * 2  # 212
+
+QUOTA = f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {{name: budget, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: openai}}]
+  perModelQuotas:
+    - modelName: gpt-q
+      quota:
+        costExpression: {CEL}
+        bucketRules:
+          - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
+            quota: {{limit: 1000, duration: 1m}}
+          - clientSelectors: [{{headers: [{{name: x-tier, type: Exact, value: trial}}]}}]
+            quota: {{limit: 1, duration: 1m}}
+            shadowMode: true
+    - modelName: gpt-s
+      quota:
+        defaultBucket: {{limit: 100, duration: 1s}}
+"""
+
+
+def route():
+    text = route_yaml("r", [("gpt-q", [("openai", 0, None)]), ("gpt-s", [("openai", 0, None)])])
+    return text.replace("      type: TotalToken\n",
+                        f"      type: TotalToken\n    - metadataKey: llm_cel_cost\n      type: CEL\n      cel: {CEL}\n", 1)
+
+
+@pytest.fixture
+def gateway(gateway_factory, openai_fake):
+    return gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route(), QUOTA,
+        extra_args=["--consumer-header", "x-user"])
+
+
+def fresh_minute():
+    """Waits out the last seconds of a minute, so a test's requests share a 1m window."""
+    into = time.time() % 60
+    if into > 52:
+        time.sleep(60.2 - into)
+
+
+def access_log(gateway):
+    """Envoy's access-log lines (JSON, on the gateway's output). Envoy flushes its stdout
+    every 10 s (`--file-flush-interval-msec`) and when it stops: stop the gateway first."""
+    lines = []
+    for line in gateway.read_log().splitlines():
+        if line.startswith("{") and '"ai_gateway"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+def chat(gateway, user, stream=False, **headers):
+    headers = dict(headers, **({"x-user": user} if user else {}))
+    body = {"model": "gpt-q", "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+    # The charge is sent when the stream is done, just after the client has the answer.
+    time.sleep(0.2)
+    return r
+
+
+def assert_refused(r):
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "tokens"
+    assert "quota" in error["message"]
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+
+
+def test_a_consumer_is_refused_once_its_cel_cost_is_spent_and_others_are_not(gateway, openai_fake):
+    fresh_minute()
+    first = chat(gateway, "alice")
+    assert first.status_code == 200, first.text
+    # 762 of 1000 spent: still admitted, and charged again when it ends.
+    assert chat(gateway, "alice").status_code == 200
+    seen = len(openai_fake.requests)
+    refused = chat(gateway, "alice")
+    assert_refused(refused)
+    assert len(openai_fake.requests) == seen, "a refused request never reaches the provider"
+    # Anthropic SDK clients get Anthropic's shape for the same refusal.
+    messages = httpx.post(gateway.url + "/v1/messages", headers={"x-user": "alice", "anthropic-version": "2023-06-01"},
+                          json={"model": "gpt-q", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    assert messages.status_code == 429, messages.text
+    assert messages.json()["type"] == "error" and messages.json()["error"]["type"] == "rate_limit_error"
+    assert "retry-after" in messages.headers
+    # Another consumer has a budget of its own.
+    assert chat(gateway, "bob").status_code == 200
+    # The costs, as Envoy's access log has them from the sidecar's metadata.
+    gateway.stop()
+    lines = access_log(gateway)
+    served = [line for line in lines if line["status"] == 200 and line["path"] == "/v1/chat/completions"]
+    assert len(served) == 3
+    for line in served:
+        meta = line["ai_gateway"]
+        assert meta["llm_cel_cost"] == UNARY_COST and meta["llm_total_token"] == 385
+        assert meta["backend_name"] == "openai.default" and meta["route_name"] == "default/r"
+        assert meta["response_model"] == "gpt-5-nano-2025-08-07"
+        assert [v for k, v in meta.items() if k.startswith("quota_cost_")] == [UNARY_COST]
+    clients = [[v for k, v in line["ai_gateway"].items() if k.startswith("quota_client_")] for line in served]
+    assert clients == [["alice"], ["alice"], ["bob"]]
+    # Both refusals (chat completions and Messages) are logged, and charged nothing.
+    refused = [line for line in lines if line["status"] == 429]
+    assert len(refused) == 2 and all(line["details"] == "request_rate_limited" for line in refused)
+    assert all(line["ai_gateway"]["llm_cel_cost"] == 0 for line in refused)
+    assert "Invalid hits_addend" not in gateway.read_log()
+
+
+def test_streamed_answers_are_charged_when_the_stream_ends(gateway):
+    fresh_minute()
+    admitted = 0
+    for _ in range(8):
+        r = chat(gateway, "carol", stream=True)
+        if r.status_code == 429:
+            break
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]"), r.text
+        admitted += 1
+    # 212 a stream: after five (1060 > 1000) the sixth is refused, before it starts.
+    assert admitted == 5
+    assert_refused(r)
+    gateway.stop()
+    lines = [line for line in access_log(gateway) if (line["ai_gateway"] or {}).get("llm_cel_cost") == STREAM_COST]
+    assert len(lines) == 5
+
+
+def test_shadow_mode_counts_but_never_refuses(gateway):
+    fresh_minute()
+    for _ in range(3):
+        # Only the shadow rule (limit 1) selects a trial request without a user.
+        r = chat(gateway, None, **{"x-tier": "trial"})
+        assert r.status_code == 200, r.text
+    # Counted: the rate-limit headers show it spent, and the sidecar says what it spared.
+    assert r.headers["x-ratelimit-remaining"] == "0"
+    assert "quota exceeded in shadow mode (not refused)" in gateway.read_log()
+    assert "default/budget/openai.default/gpt-q/rule-1" in gateway.read_log()
+
+
+def test_a_default_bucket_of_one_second_refuses_then_comes_back(gateway):
+    """No costExpression: total_tokens (385) against 100 a second."""
+    body = {"model": "gpt-s", "messages": [{"role": "user", "content": "hi"}]}
+    deadline = time.time() + 10
+    while True:
+        # Both requests in one second: start early in a second.
+        while time.time() % 1 > 0.3:
+            time.sleep(0.02)
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=body).status_code == 200
+        time.sleep(0.1)
+        r = httpx.post(gateway.url + "/v1/chat/completions", json=body)
+        if r.status_code == 429 or time.time() > deadline:
+            break
+    assert r.status_code == 429, r.text
+    assert r.headers["retry-after"] == "1"
+    time.sleep(1.1)
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=body).status_code == 200
+
+
+def test_render_ratelimit_config_names_every_bucket(tmp_path, openai_fake):
+    from harness import write_config
+    path = write_config(tmp_path, backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey"), route(), QUOTA)
+    r = subprocess.run([str(BIN), "render", "ratelimit-config", "--config", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "domain: ai-gateway-quota" in r.stdout
+    for bucket in ("gpt-q/rule-0", "gpt-q/rule-1", "gpt-s/default"):
+        assert f"value: default/budget/openai.default/{bucket}" in r.stdout
+    assert "shadow_mode: true" in r.stdout and "unit: second" in r.stdout
+
+
+def check(path):
+    return subprocess.run([str(BIN), "check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+
+
+def test_check_and_run_name_what_is_read_but_not_enforced(tmp_path, gateway_factory, openai_fake):
+    gateway_kind = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec: {gatewayClassName: x}"
+    docs = (backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey"), route(), QUOTA, gateway_kind)
+    from harness import write_config
+    r = check(write_config(tmp_path, *docs))
+    assert r.returncode == 0, r.stderr
+    assert "not enforced: " in r.stdout
+    assert "AIGatewayRoute default/r: spec.parentRefs: is read but not enforced" in r.stdout
+    assert "Gateway default/g: kind: `Gateway` is read but not enforced" in r.stdout
+    gw = gateway_factory(*docs)
+    assert "not enforced: " in gw.read_log() and "spec.parentRefs" in gw.read_log()
+
+
+@pytest.mark.parametrize("selector,field", [
+    ("{methods: [{value: POST}]}", "clientSelectors[0].methods"),
+    ("{path: {value: /v1}}", "clientSelectors[0].path"),
+    ("{headers: [{name: x-user, type: Distinct, value: a}]}", "clientSelectors[0].headers[0]"),
+])
+def test_selectors_the_gateway_cannot_enforce_are_refused(tmp_path, openai_fake, selector, field):
+    quota = QUOTA.replace("[{headers: [{name: x-user, type: Distinct}]}]", f"[{selector}]")
+    from harness import write_config
+    r = check(write_config(tmp_path, backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey"), route(), quota))
+    assert r.returncode == 1, r.stdout
+    assert "QuotaPolicy default/budget" in r.stderr and field in r.stderr, r.stderr

@@ -1,0 +1,323 @@
+//! QuotaPolicies: their budgets, per backend and model, as quota buckets. Everything
+//! the gateway cannot enforce is refused by name; a budget another policy overrides is
+//! named as not enforced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::super::load::{Document, Resources};
+use super::super::model::Backend;
+use super::super::problem::Problem;
+use super::super::resources::{
+    BucketRule, ClientSelector, QuotaPolicySpec, QuotaValue, SelectorMatchType,
+};
+use super::{full_name, what};
+use crate::quota::cost::Cost;
+use crate::quota::{metadata_keys, Bucket, HeaderSelector, HeaderTest, Quotas, Window};
+
+pub(super) fn resolve_quotas(
+    res: &Resources,
+    backends: &BTreeMap<String, Arc<Backend>>,
+    problems: &mut Vec<Problem>,
+    notices: &mut Vec<Problem>,
+) -> Quotas {
+    // The CRD: where policies overlap, the one whose namespace/name sorts first wins.
+    let mut docs: Vec<&Document<QuotaPolicySpec>> = res.quota_policies.iter().collect();
+    docs.sort_by(|a, b| (a.namespace(), &a.meta.name).cmp(&(b.namespace(), &b.meta.name)));
+    let mut taken: BTreeMap<(String, Option<String>), String> = BTreeMap::new();
+    let mut buckets = Vec::new();
+    for doc in docs {
+        let mut policy = PolicyDoc {
+            doc,
+            what: what("QuotaPolicy", doc),
+            problems: &mut *problems,
+        };
+        let targets = policy.targets(backends);
+        let name = format!("{}/{}", doc.namespace(), doc.meta.name);
+        for (mi, m) in doc.spec.per_model_quotas.iter().enumerate() {
+            let at = format!("spec.perModelQuotas[{mi}].quota");
+            let Some(cost) = policy.cost(&at, m.quota.cost_expression.as_deref()) else {
+                continue;
+            };
+            if let Some(mode) = m.quota.mode.as_deref().filter(|m| *m != "Shared") {
+                let fix = "remove it, or write Shared (the only mode)";
+                policy.problem(&format!("{at}.mode"), format!("unknown mode `{mode}`"), fix);
+                continue;
+            }
+            if m.quota.default_bucket.is_none() && m.quota.bucket_rules.is_empty() {
+                let fix = "add a defaultBucket or bucketRules, or remove the entry";
+                policy.problem(
+                    &at,
+                    "has no defaultBucket and no bucketRules: it limits nothing".into(),
+                    fix,
+                );
+                continue;
+            }
+            let mut parts = Vec::new();
+            if let Some(q) = &m.quota.default_bucket {
+                if let Some(limit) = policy.limit(&format!("{at}.defaultBucket"), q) {
+                    parts.push(("default".to_string(), limit, false, Vec::new()));
+                }
+            }
+            for (ri, rule) in m.quota.bucket_rules.iter().enumerate() {
+                let field = format!("{at}.bucketRules[{ri}]");
+                if let Some(part) = policy.bucket_rule(&field, ri, rule) {
+                    parts.push(part);
+                }
+            }
+            for backend in &targets {
+                let key = (backend.clone(), Some(m.model_name.clone()));
+                if let Some(first) = taken.get(&key) {
+                    notices.push(overridden(
+                        doc,
+                        &format!("spec.perModelQuotas[{mi}]"),
+                        first,
+                        backend,
+                    ));
+                    continue;
+                }
+                taken.insert(key, name.clone());
+                for (label, (limit, window), shadow, selectors) in &parts {
+                    buckets.push(bucket(
+                        format!("{name}/{backend}/{}/{label}", m.model_name),
+                        backend,
+                        Some(m.model_name.clone()),
+                        (*limit, *window, *shadow),
+                        selectors.clone(),
+                        cost.clone(),
+                    ));
+                }
+            }
+        }
+        if let Some(service) = &doc.spec.service_quota {
+            let at = "spec.serviceQuota";
+            let cost = policy.cost(at, service.cost_expression.as_deref());
+            let limit = policy.limit(&format!("{at}.quota"), &service.quota);
+            if let (Some(cost), Some((limit, window))) = (cost, limit) {
+                for backend in &targets {
+                    let key = (backend.clone(), None);
+                    if let Some(first) = taken.get(&key) {
+                        notices.push(overridden(doc, at, first, backend));
+                        continue;
+                    }
+                    taken.insert(key, name.clone());
+                    buckets.push(bucket(
+                        format!("{name}/{backend}/*/service"),
+                        backend,
+                        None,
+                        (limit, window, false),
+                        Vec::new(),
+                        cost.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    Quotas::new(buckets)
+}
+
+type Part = (String, (u64, Window), bool, Vec<HeaderSelector>);
+
+fn bucket(
+    id: String,
+    backend: &str,
+    model: Option<String>,
+    (limit, window, shadow): (u64, Window, bool),
+    selectors: Vec<HeaderSelector>,
+    cost: Arc<Cost>,
+) -> Bucket {
+    let (client_key, cost_key) = metadata_keys(&id);
+    Bucket {
+        id,
+        client_key,
+        cost_key,
+        backend: backend.to_string(),
+        model,
+        limit,
+        window,
+        shadow,
+        selectors,
+        cost,
+    }
+}
+
+fn overridden(doc: &Document<QuotaPolicySpec>, field: &str, first: &str, backend: &str) -> Problem {
+    Problem::new(
+        &doc.file,
+        &what("QuotaPolicy", doc),
+        field,
+        format!("not enforced for AIServiceBackend `{backend}`: QuotaPolicy `{first}` sorts first and sets this quota"),
+        "give each backend and model one policy".into(),
+    )
+}
+
+struct PolicyDoc<'a> {
+    doc: &'a Document<QuotaPolicySpec>,
+    what: String,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl PolicyDoc<'_> {
+    fn problem(&mut self, field: &str, message: String, fix: &str) {
+        let p = Problem::new(&self.doc.file, &self.what, field, message, fix.into());
+        self.problems.push(p);
+    }
+
+    /// The backends (`name.namespace`) the policy targets.
+    fn targets(&mut self, backends: &BTreeMap<String, Arc<Backend>>) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        if self.doc.spec.target_refs.is_empty() {
+            let fix = "name the AIServiceBackends it limits in targetRefs";
+            self.problem(
+                "spec.targetRefs",
+                "is empty: the policy would limit nothing".into(),
+                fix,
+            );
+        }
+        for (ti, t) in self.doc.spec.target_refs.iter().enumerate() {
+            let field = format!("spec.targetRefs[{ti}]");
+            if let Some(kind) = t.kind.as_deref().filter(|k| *k != "AIServiceBackend") {
+                let fix = "target an AIServiceBackend";
+                self.problem(
+                    &format!("{field}.kind"),
+                    format!("kind `{kind}` cannot have a QuotaPolicy"),
+                    fix,
+                );
+                continue;
+            }
+            let namespace = t
+                .namespace
+                .as_deref()
+                .unwrap_or(self.doc.namespace())
+                .to_string();
+            let full = full_name(&t.name, &namespace);
+            if backends.contains_key(&full) {
+                found.insert(full);
+            } else {
+                let fix = format!("define an AIServiceBackend named `{}`", t.name);
+                let message = format!(
+                    "AIServiceBackend `{namespace}/{}` does not exist (or is invalid, see above)",
+                    t.name
+                );
+                self.problem(&format!("{field}.name"), message, &fix);
+            }
+        }
+        found
+    }
+
+    fn cost(&mut self, at: &str, expression: Option<&str>) -> Option<Arc<Cost>> {
+        match expression {
+            None => Some(Arc::new(Cost::total_tokens())),
+            Some(text) => match Cost::compile(text) {
+                Ok(cost) => Some(Arc::new(cost)),
+                Err(e) => {
+                    let fix = "write CEL over input_tokens, cached_input_tokens, cache_creation_input_tokens, output_tokens, reasoning_tokens, total_tokens, model and backend";
+                    self.problem(
+                        &format!("{at}.costExpression"),
+                        format!("`{text}`: {e}"),
+                        fix,
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn limit(&mut self, at: &str, q: &QuotaValue) -> Option<(u64, Window)> {
+        let Some(window) = Window::parse(&q.duration) else {
+            let fix = "use 1s, 1m, 1h or 1d";
+            self.problem(
+                &format!("{at}.duration"),
+                format!("`{}` is not a quota window", q.duration),
+                fix,
+            );
+            return None;
+        };
+        if q.limit > u64::from(u32::MAX) {
+            let fix = "use a longer window with a smaller limit";
+            self.problem(
+                &format!("{at}.limit"),
+                format!("{} is above the rate-limit service's 4294967295", q.limit),
+                fix,
+            );
+            return None;
+        }
+        Some((q.limit, window))
+    }
+
+    fn bucket_rule(&mut self, at: &str, ri: usize, rule: &BucketRule) -> Option<Part> {
+        let limit = self.limit(&format!("{at}.quota"), &rule.quota)?;
+        let mut selectors = Vec::new();
+        for (si, s) in rule.client_selectors.iter().enumerate() {
+            selectors.extend(self.selector(&format!("{at}.clientSelectors[{si}]"), s)?);
+        }
+        Some((format!("rule-{ri}"), limit, rule.shadow_mode, selectors))
+    }
+
+    fn selector(&mut self, at: &str, s: &ClientSelector) -> Option<Vec<HeaderSelector>> {
+        let unserved = [
+            ("methods", s.methods.is_some()),
+            ("path", s.path.is_some()),
+            ("sourceCIDR", s.source_cidr.is_some()),
+            ("queryParams", s.query_params.is_some()),
+        ];
+        if let Some((field, _)) = unserved.iter().find(|(_, set)| *set) {
+            // Refused, never ignored: ignoring it would widen the rule to every client.
+            let fix = "select clients by headers (the only selector QuotaPolicy honours)";
+            self.problem(&format!("{at}.{field}"), "is not served".into(), fix);
+            return None;
+        }
+        if s.headers.is_empty() {
+            self.problem(
+                &format!("{at}.headers"),
+                "is empty".into(),
+                "add a header condition, or remove the selector",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for (hi, h) in s.headers.iter().enumerate() {
+            let field = format!("{at}.headers[{hi}]");
+            let test = match (h.match_type, h.value.as_deref()) {
+                (SelectorMatchType::Distinct, None) if !h.invert => HeaderTest::Distinct,
+                (SelectorMatchType::Distinct, _) => {
+                    let fix = "remove `value` and `invert`: Distinct counts every value apart";
+                    self.problem(
+                        &field,
+                        "a Distinct header takes no value and no invert".into(),
+                        fix,
+                    );
+                    return None;
+                }
+                (_, None) => {
+                    self.problem(
+                        &format!("{field}.value"),
+                        "missing".into(),
+                        "add the value to match",
+                    );
+                    return None;
+                }
+                (SelectorMatchType::Exact, Some(v)) => HeaderTest::Exact(v.to_string()),
+                (SelectorMatchType::RegularExpression, Some(v)) => {
+                    match regex::Regex::new(&format!("^(?:{v})$")) {
+                        Ok(re) => HeaderTest::Regex(re),
+                        Err(e) => {
+                            self.problem(
+                                &format!("{field}.value"),
+                                format!("not a regular expression: {e}"),
+                                "fix the pattern",
+                            );
+                            return None;
+                        }
+                    }
+                }
+            };
+            out.push(HeaderSelector {
+                name: h.name.to_ascii_lowercase(),
+                test,
+                invert: h.invert,
+            });
+        }
+        Some(out)
+    }
+}

@@ -1,0 +1,120 @@
+//! Quota buckets at the router level: which buckets a request is checked against (set
+//! in the request-body answer, read by Envoy's rate-limit filter before the request goes
+//! upstream) and what the answer costs each (set in the last response answer, charged by
+//! the filter when the stream is done). See [`crate::quota`].
+
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+
+use super::*;
+use crate::quota::Selected;
+
+/// What the router level keeps for quotas between the request and its answer.
+#[derive(Default)]
+pub(super) struct QuotaState {
+    /// Metadata Envoy forwarded with the request headers (`jwt_authn`'s claims).
+    pub(super) forwarded: Option<Metadata>,
+    /// The cost keys of the buckets the request was checked against.
+    checked: Vec<String>,
+}
+
+impl RouterStream {
+    /// The buckets `target` (the backend that serves the request, as far as the router
+    /// level knows it) puts the request in.
+    pub(super) fn quota_checks(
+        &mut self,
+        state: &RequestState,
+        target: Option<&BackendRefTarget>,
+    ) -> Vec<(String, Kind)> {
+        if state.config.quotas.is_empty() {
+            return Vec::new();
+        }
+        let Some(target) = target.or_else(|| primary_target(&state.config, &state.request.model))
+        else {
+            return Vec::new();
+        };
+        let selected = self.select(state, target);
+        let quotas = &state.config.quotas;
+        let mut entries = Vec::with_capacity(selected.len());
+        for s in selected {
+            let bucket = &quotas.buckets[s.index];
+            self.quota.checked.push(bucket.cost_key.clone());
+            entries.push((bucket.client_key.clone(), Kind::StringValue(s.client)));
+        }
+        entries
+    }
+
+    /// The charges of an answer from `target` with `usage`: its buckets' costs, and 0 for
+    /// buckets the request was checked against that another backend's answer spares.
+    pub(super) fn quota_charges(
+        &self,
+        state: &RequestState,
+        target: &BackendRefTarget,
+        usage: &Usage,
+    ) -> Vec<(String, Kind)> {
+        let quotas = &state.config.quotas;
+        if quotas.is_empty() {
+            return Vec::new();
+        }
+        let model = target
+            .model_name_override
+            .as_deref()
+            .unwrap_or(&state.request.model);
+        let mut entries = Vec::new();
+        let mut charged = Vec::new();
+        for s in self.select(state, target) {
+            let bucket = &quotas.buckets[s.index];
+            let cost = bucket
+                .cost
+                .evaluate(usage, model, &target.backend.name)
+                .unwrap_or_else(|e| {
+                    // Logged, and the answer's total charged rather than nothing.
+                    tracing::warn!(request_id = %self.request_id, bucket = %bucket.id, "{e}; charged total_tokens");
+                    usage.total
+                });
+            charged.push(bucket.cost_key.as_str());
+            // Envoy 1.40 reads a number's text (`762`) as hits; a string would do too.
+            entries.push((bucket.cost_key.clone(), Kind::NumberValue(cost as f64)));
+            entries.push((bucket.client_key.clone(), Kind::StringValue(s.client)));
+        }
+        for key in &self.quota.checked {
+            if !charged.contains(&key.as_str()) {
+                entries.push((key.clone(), Kind::NumberValue(0.0)));
+            }
+        }
+        entries
+    }
+
+    fn select(&self, state: &RequestState, target: &BackendRefTarget) -> Vec<Selected> {
+        let identity = &self.shared.identity;
+        let headers = Some(&state.client_headers);
+        let consumer =
+            identity.consumer(|name| header(headers, name), self.quota.forwarded.as_ref());
+        let model = target
+            .model_name_override
+            .as_deref()
+            .unwrap_or(&state.request.model);
+        state
+            .config
+            .quotas
+            .select(&target.backend.name, model, |name| {
+                if identity.header.as_deref() == Some(name) {
+                    consumer
+                } else {
+                    header(headers, name)
+                }
+            })
+    }
+}
+
+/// The first backend of the first rule that names `model` exactly: the one Envoy sends
+/// the first attempt to when the rule has several.
+fn primary_target<'c>(config: &'c GatewayConfig, model: &str) -> Option<&'c BackendRefTarget> {
+    let rule = config.routes.iter().flat_map(|r| &r.rules).find(|rule| {
+        rule.matches
+            .iter()
+            .flatten()
+            .any(|c| !c.regex && c.name == MODEL_HEADER && c.value == model)
+    })?;
+    let primary = rule.backend_refs.iter().min_by_key(|r| r.priority)?;
+    config.backend_refs.get(&primary.ref_key)
+}
