@@ -215,3 +215,41 @@ def test_selectors_the_gateway_cannot_enforce_are_refused(tmp_path, openai_fake,
     r = check(write_config(tmp_path, backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey"), route(), quota))
     assert r.returncode == 1, r.stdout
     assert "QuotaPolicy default/budget" in r.stderr and field in r.stderr, r.stderr
+
+
+def test_replicas_share_one_budget_through_a_rate_limit_service(tmp_path, gateway_factory, openai_fake):
+    """`--rate-limit-service` points each Envoy at one service over gRPC (here another
+    sidecar's embedded service, which speaks the same API as envoyproxy/ratelimit): what
+    one replica charges, the other refuses."""
+    import signal
+    from fakes import free_port
+    from harness import write_config
+    docs = (backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"), route(), QUOTA)
+    shared_dir = tmp_path / "shared"
+    shared_dir.mkdir()
+    config = write_config(shared_dir, *docs)
+    rls_port, admin_port = free_port(), free_port()
+    service = subprocess.Popen([str(BIN), "serve", "--config", str(config), "--listen", f"127.0.0.1:{rls_port}",
+                                "--admin", f"127.0.0.1:{admin_port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        args = ["--consumer-header", "x-user", "--rate-limit-service", f"127.0.0.1:{rls_port}"]
+        one = gateway_factory(*docs, extra_args=args)
+        two = gateway_factory(config, extra_args=args)
+        fresh_minute()
+        first = chat(one, "alice")
+        assert first.status_code == 200, first.text
+        assert chat(two, "alice").status_code == 200
+        assert_refused(chat(one, "alice"))
+        assert_refused(chat(two, "alice"))
+        assert chat(two, "bob").status_code == 200
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(10)

@@ -66,9 +66,12 @@ pub fn rate_limit_filter(service: &RateLimitService, sidecar_cluster: &str) -> V
             "failure_mode_deny": true,
             // x-ratelimit-limit, -remaining and -reset on answers, as providers send.
             "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+            // The filter's own timeout bounds each call (default 20 ms, which a first call
+            // to a remote service exceeded, answering 500); the gRPC service's is unused.
+            "timeout": "1s",
             "rate_limit_service": {
                 "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": "1s"}
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}}
             }
         }
     })
@@ -139,9 +142,16 @@ pub fn reply_mappers(messages: &str) -> Vec<Value> {
     };
     let limited = "response.code_details == 'request_rate_limited'";
     let message = "token quota exceeded: this request's quota is spent until its window resets (see retry-after)";
+    // The filter's x-ratelimit-reset (DRAFT_VERSION_03, from the service's
+    // duration_until_reset) is the window's rest: the retry-after the SDKs honour.
+    let retry_after = json!([{
+        "header": {"key": "retry-after", "value": "%RESP(X-RATELIMIT-RESET)%"},
+        "append_action": "ADD_IF_ABSENT"
+    }]);
     vec![
         json!({
             "filter": cel(format!("{limited} && {messages}")),
+            "headers_to_add": retry_after,
             "body_format_override": {
                 "json_format": {"type": "error", "error": {"type": "rate_limit_error", "message": message}},
                 "content_type": "application/json"
@@ -149,6 +159,7 @@ pub fn reply_mappers(messages: &str) -> Vec<Value> {
         }),
         json!({
             "filter": cel(limited.to_string()),
+            "headers_to_add": retry_after,
             "body_format_override": {
                 "json_format": {"error": {"message": message, "type": "tokens", "param": null, "code": "rate_limit_exceeded"}},
                 "content_type": "application/json"

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit::Unit, Code, DescriptorStatus, RateLimit,
@@ -57,7 +56,6 @@ impl EmbeddedRateLimit {
             return response; // no limits of ours
         }
         let config = self.config.load();
-        let mut retry_after: Option<u64> = None;
         let mut counters = lock(&self.counters);
         if counters.len() > PRUNE_ABOVE {
             let quotas = &config.quotas;
@@ -119,17 +117,8 @@ impl EmbeddedRateLimit {
             let reset = (window + 1) * b.window.seconds() - now;
             if over && !b.shadow {
                 response.overall_code = Code::OverLimit as i32;
-                retry_after = Some(retry_after.map_or(reset, |r| r.max(reset)));
             }
             response.statuses.push(status(b, over, counter.used, reset));
-        }
-        if let Some(seconds) = retry_after {
-            // Envoy adds these to its 429: the SDKs wait this long before retrying.
-            response.response_headers_to_add.push(HeaderValue {
-                key: "retry-after".into(),
-                value: seconds.to_string(),
-                ..Default::default()
-            });
         }
         response
     }
@@ -258,8 +247,12 @@ mod tests {
         s.answer(&request("alice", Some(12)), now + 1);
         let refused = s.answer(&request("alice", Some(0)), now + 2);
         assert!(over(&refused));
-        assert_eq!(refused.response_headers_to_add[0].key, "retry-after");
-        assert_eq!(refused.response_headers_to_add[0].value, "58");
+        // Envoy's x-ratelimit-reset, which its 429 turns into retry-after.
+        let reset = refused.statuses[0]
+            .duration_until_reset
+            .as_ref()
+            .map(|d| d.seconds);
+        assert_eq!(reset, Some(58));
         // Another client has a counter of its own; the next window starts afresh.
         assert!(!over(&s.answer(&request("bob", Some(0)), now + 2)));
         assert!(!over(&s.answer(&request("alice", Some(0)), now + 60)));

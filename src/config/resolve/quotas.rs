@@ -321,3 +321,154 @@ impl PolicyDoc<'_> {
         Some(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::super::load::{parse_text, Resources};
+    use super::super::resolve;
+    use crate::config::GatewayConfig;
+
+    const BASE: &str = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b}\nspec: {endpoints: [{ip: {address: 127.0.0.1, port: 1}}]}\n---\n\
+        apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b}\nspec: {schema: {name: OpenAI}, backendRef: {name: b}}\n---\n\
+        apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\n\
+        spec: {rules: [{matches: [{headers: [{name: x-ai-eg-model, value: m}]}], backendRefs: [{name: b}]}]}\n---\n";
+
+    fn policy(name: &str, spec: &str) -> String {
+        format!("apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: QuotaPolicy\nmetadata: {{name: {name}}}\nspec:\n  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: b}}]\n{spec}---\n")
+    }
+
+    fn resolved(yaml: &str) -> Result<GatewayConfig, Vec<String>> {
+        let mut res = Resources::default();
+        let mut problems = Vec::new();
+        parse_text(yaml, Path::new("t.yaml"), &mut res, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        resolve(&res, None).map_err(|p| p.iter().map(|p| p.to_string()).collect())
+    }
+
+    const PER_MODEL: &str = "  perModelQuotas:\n  - modelName: m\n    quota:\n      costExpression: input_tokens + output_tokens * 4\n      defaultBucket: {limit: 5000, duration: 1h}\n      bucketRules:\n      - clientSelectors: [{headers: [{name: x-user, type: Distinct}, {name: x-tier, type: RegularExpression, value: \"gold|silver\"}]}]\n        quota: {limit: 1000, duration: 1m}\n      - clientSelectors: [{headers: [{name: x-tier, value: trial}]}]\n        quota: {limit: 10, duration: 1s}\n        shadowMode: true\n";
+    const SERVICE: &str = "  serviceQuota:\n    quota: {limit: 100000, duration: 1d}\n";
+
+    #[test]
+    fn render_ratelimit_config_golden() {
+        let config = resolved(&format!(
+            "{BASE}{}",
+            policy("budget", &format!("{PER_MODEL}{SERVICE}"))
+        ))
+        .expect("valid");
+        let text = crate::quota::ratelimit_config::render(&config.quotas);
+        let mut settings = insta::Settings::clone_current();
+        settings
+            .set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/quota/snapshots"));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.bind(|| insta::assert_snapshot!("ratelimit-config", text));
+    }
+
+    #[test]
+    fn a_per_model_quota_overrides_the_service_quota_and_the_first_policy_wins() {
+        let yaml = format!(
+            "{BASE}{}{}",
+            policy("b-second", SERVICE),
+            policy("a-first", &format!("{PER_MODEL}{SERVICE}"))
+        );
+        let config = resolved(&yaml).expect("valid");
+        let ids: Vec<&str> = config
+            .quotas
+            .buckets
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "default/a-first/b.default/m/default",
+                "default/a-first/b.default/m/rule-0",
+                "default/a-first/b.default/m/rule-1",
+                "default/a-first/b.default/*/service"
+            ]
+        );
+        let notices: Vec<String> = config.not_enforced.iter().map(|n| n.to_string()).collect();
+        assert!(
+            notices.iter().any(|n| n
+                .contains("QuotaPolicy default/b-second: spec.serviceQuota: not enforced")
+                && n.contains("`default/a-first` sorts first")),
+            "{notices:?}"
+        );
+        let none = |_: &str| None;
+        // Model m: its own buckets (only the default one without headers), not the service's.
+        let m: Vec<usize> = config
+            .quotas
+            .select("b.default", "m", none)
+            .iter()
+            .map(|s| s.index)
+            .collect();
+        assert_eq!(m, [0]);
+        let other: Vec<usize> = config
+            .quotas
+            .select("b.default", "other", none)
+            .iter()
+            .map(|s| s.index)
+            .collect();
+        assert_eq!(other, [3]);
+        let gold = |n: &str| match n {
+            "x-user" => Some("u1"),
+            "x-tier" => Some("gold"),
+            _ => None,
+        };
+        let clients: Vec<String> = config
+            .quotas
+            .select("b.default", "m", gold)
+            .into_iter()
+            .map(|s| s.client)
+            .collect();
+        assert_eq!(clients, ["all", "u1"]);
+    }
+
+    #[test]
+    fn what_cannot_be_enforced_is_refused_by_name() {
+        let cases = [
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {costExpression: \"prompt_tokens\", defaultBucket: {limit: 1, duration: 1m}}\n", "costExpression: `prompt_tokens`: reads `prompt_tokens`"),
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {defaultBucket: {limit: 1, duration: 5m}}\n", "defaultBucket.duration: `5m` is not a quota window"),
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {mode: Exclusive, defaultBucket: {limit: 1, duration: 1m}}\n", "unknown mode `Exclusive`"),
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {}\n", "it limits nothing"),
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {bucketRules: [{clientSelectors: [{sourceCIDR: {value: 10.0.0.0/8}}], quota: {limit: 1, duration: 1m}}]}\n", "clientSelectors[0].sourceCIDR: is not served"),
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {bucketRules: [{clientSelectors: [{headers: [{name: x, type: RegularExpression, value: \"(\"}]}], quota: {limit: 1, duration: 1m}}]}\n", "not a regular expression"),
+            ("  serviceQuota: {quota: {limit: 5000000000, duration: 1d}}\n", "above the rate-limit service's 4294967295"),
+        ];
+        for (spec, expected) in cases {
+            let problems = resolved(&format!("{BASE}{}", policy("p", spec))).expect_err(expected);
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        let untargeted = policy("p", SERVICE).replace("name: b}]", "name: nope}]");
+        let problems = resolved(&format!("{BASE}{untargeted}")).expect_err("dangling");
+        assert!(
+            problems[0].contains("AIServiceBackend `default/nope` does not exist"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_cel_llm_request_cost_is_compiled_and_checked() {
+        let route = |cel: &str| {
+            BASE.replace(
+                "spec: {rules:",
+                &format!("spec: {{llmRequestCosts: [{{metadataKey: k, type: CEL, cel: \"{cel}\"}}], rules:"),
+            )
+        };
+        let config = resolved(&route("input_tokens + output_tokens * 2")).expect("valid");
+        assert!(matches!(
+            config.routes[0].costs[0].kind,
+            crate::config::CostKind::Cel(_)
+        ));
+        let problems = resolved(&route("input_tokens +")).expect_err("syntax");
+        assert!(
+            problems[0].contains("spec.llmRequestCosts[0].cel"),
+            "{problems:?}"
+        );
+    }
+}
