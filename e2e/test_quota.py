@@ -80,13 +80,14 @@ def chat(gateway, user, stream=False, **headers):
     return r
 
 
-def assert_refused(r):
+def assert_refused(r, window=60):
     assert r.status_code == 429, r.text
     assert r.headers["content-type"] == "application/json"
     error = r.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and error["type"] == "tokens"
     assert "quota" in error["message"]
-    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # What is left of the window.
+    assert 1 <= int(r.headers["retry-after"]) <= window
 
 
 def test_a_consumer_is_refused_once_its_cel_cost_is_spent_and_others_are_not(gateway, openai_fake):
@@ -253,3 +254,34 @@ def test_replicas_share_one_budget_through_a_rate_limit_service(tmp_path, gatewa
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(10)
+
+
+def test_rules_envoy_picks_are_checked_too(gateway_factory, openai_fake, azure_fake):
+    """A regular-expression rule and a rule with a backup: the sidecar foresees the rule
+    Envoy picks (and its first backend) and checks the budget before the request goes."""
+    route_text = route_yaml("r", [("gpt-f", [("openai", 0, None), ("azure", 1, "my-deployment")])]) + """
+    - matches:
+        - headers:
+            - type: RegularExpression
+              name: x-ai-eg-model
+              value: gpt-r.*
+      backendRefs:
+        - name: openai"""
+    quota = """apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {name: budget, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: openai}]
+  perModelQuotas:
+    - {modelName: gpt-f, quota: {defaultBucket: {limit: 100, duration: 1h}}}
+    - {modelName: gpt-r1, quota: {defaultBucket: {limit: 100, duration: 1h}}}
+"""
+    gateway = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        backend_yaml("azure", "AzureOpenAI", azure_fake.port, policy="AzureAPIKey", key="azure-secret-key",
+                     version="2025-01-01-preview"),
+        route_text, quota)
+    for model in ("gpt-f", "gpt-r1"):
+        assert gateway.chat(model).status_code == 200
+        time.sleep(0.2)
+        assert_refused(gateway.chat(model), window=3600)

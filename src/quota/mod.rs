@@ -132,10 +132,21 @@ pub struct Selected {
     pub client: String,
 }
 
+/// One AIGatewayRoute rule as the sidecar foresees Envoy's choice of it, before Envoy
+/// routes: its alternatives (OR) of header conditions (AND), and the backend reference
+/// of its first priority.
+#[derive(Debug)]
+pub struct RuleChoice {
+    pub alternatives: Vec<Vec<(String, HeaderTest)>>,
+    pub primary_ref: String,
+}
+
 /// Every bucket of the configuration.
 #[derive(Debug, Default)]
 pub struct Quotas {
     pub buckets: Vec<Bucket>,
+    /// The rules in Envoy's order, when there are buckets.
+    rules: Vec<RuleChoice>,
     /// Bucket indexes by backend.
     by_backend: BTreeMap<String, Vec<usize>>,
     /// `(backend, model)` pairs that have a per-model quota: their service quota is
@@ -166,6 +177,28 @@ impl Quotas {
 
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+
+    pub fn set_rules(&mut self, rules: Vec<RuleChoice>) {
+        self.rules = rules;
+    }
+
+    /// The backend reference Envoy's first attempt goes to: that of the first rule whose
+    /// conditions hold (`header` reads the request headers, the model header included).
+    pub fn primary_ref<'h>(&self, header: impl Fn(&str) -> Option<&'h str>) -> Option<&str> {
+        let holds = |(name, test): &(String, HeaderTest)| match (test, header(name)) {
+            (HeaderTest::Exact(want), Some(v)) => want == v,
+            (HeaderTest::Regex(re), Some(v)) => re.is_match(v),
+            _ => false,
+        };
+        self.rules
+            .iter()
+            .find(|rule| {
+                rule.alternatives
+                    .iter()
+                    .any(|conds| conds.iter().all(holds))
+            })
+            .map(|rule| rule.primary_ref.as_str())
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Bucket> {

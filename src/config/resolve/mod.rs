@@ -39,12 +39,11 @@ pub fn resolve(res: &Resources, secrets_dir: Option<&Path>) -> Result<GatewayCon
     mark_router_resolved(&mut config);
     name_clusters(&mut config);
     let mut notices = res.not_enforced.clone();
-    config.quotas = Arc::new(quotas::resolve_quotas(
-        res,
-        &backends,
-        &mut problems,
-        &mut notices,
-    ));
+    let mut quotas = quotas::resolve_quotas(res, &backends, &mut problems, &mut notices);
+    if !quotas.is_empty() {
+        quotas.set_rules(quotas::rule_choices(&config, &mut notices));
+    }
+    config.quotas = Arc::new(quotas);
     notices::route_fields(res, &mut notices);
     config.not_enforced = notices;
     if problems.is_empty() {

@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::super::load::{Document, Resources};
-use super::super::model::Backend;
+use super::super::model::{Backend, GatewayConfig};
 use super::super::problem::Problem;
 use super::super::resources::{
     BucketRule, ClientSelector, QuotaPolicySpec, QuotaValue, SelectorMatchType,
 };
 use super::{full_name, what};
 use crate::quota::cost::Cost;
-use crate::quota::{metadata_keys, Bucket, HeaderSelector, HeaderTest, Quotas, Window};
+use crate::quota::{metadata_keys, Bucket, HeaderSelector, HeaderTest, Quotas, RuleChoice, Window};
 
 pub(super) fn resolve_quotas(
     res: &Resources,
@@ -114,6 +114,52 @@ pub(super) fn resolve_quotas(
         }
     }
     Quotas::new(buckets)
+}
+
+/// The rules in Envoy's order, for the sidecar to foresee which backend a request goes
+/// to first, and so which buckets it is checked against.
+pub(super) fn rule_choices(config: &GatewayConfig, notices: &mut Vec<Problem>) -> Vec<RuleChoice> {
+    let mut rules = Vec::new();
+    for route in &config.routes {
+        for (ri, rule) in route.rules.iter().enumerate() {
+            let Some(primary) = rule.backend_refs.iter().min_by_key(|r| r.priority) else {
+                continue;
+            };
+            let mut alternatives = Vec::new();
+            for conds in &rule.matches {
+                let mut tests = Vec::new();
+                for c in conds {
+                    let test = if c.regex {
+                        match regex::Regex::new(&format!("^(?:{})$", c.value)) {
+                            Ok(re) => HeaderTest::Regex(re),
+                            Err(_) => {
+                                notices.push(Problem {
+                                    file: String::new(),
+                                    resource: format!("AIGatewayRoute {}", route.name),
+                                    field: format!("spec.rules[{ri}].matches"),
+                                    message: format!("quotas are charged but not checked before the request for this rule: the sidecar cannot read the pattern `{}` as Envoy does", c.value),
+                                    fix: "write the pattern in the RE2 syntax both understand".into(),
+                                });
+                                break;
+                            }
+                        }
+                    } else {
+                        HeaderTest::Exact(c.value.clone())
+                    };
+                    tests.push((c.name.clone(), test));
+                }
+                // A condition the sidecar cannot read: it never foresees this alternative.
+                if tests.len() == conds.len() {
+                    alternatives.push(tests);
+                }
+            }
+            rules.push(RuleChoice {
+                alternatives,
+                primary_ref: primary.ref_key.clone(),
+            });
+        }
+    }
+    rules
 }
 
 type Part = (String, (u64, Window), bool, Vec<HeaderSelector>);

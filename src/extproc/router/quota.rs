@@ -28,8 +28,7 @@ impl RouterStream {
         if state.config.quotas.is_empty() {
             return Vec::new();
         }
-        let Some(target) = target.or_else(|| primary_target(&state.config, &state.request.model))
-        else {
+        let Some(target) = target.or_else(|| self.primary_target(state)) else {
             return Vec::new();
         };
         let selected = self.select(state, target);
@@ -84,6 +83,21 @@ impl RouterStream {
         entries
     }
 
+    /// The backend reference of Envoy's first attempt, foreseen from the rules (the model
+    /// header is not set yet: it is the request's model).
+    fn primary_target<'s>(&self, state: &'s RequestState) -> Option<&'s BackendRefTarget> {
+        let headers = Some(&state.client_headers);
+        let model = state.request.model.as_str();
+        let key = state.config.quotas.primary_ref(|name| {
+            if name == MODEL_HEADER {
+                Some(model)
+            } else {
+                header(headers, name)
+            }
+        })?;
+        state.config.backend_refs.get(key)
+    }
+
     fn select(&self, state: &RequestState, target: &BackendRefTarget) -> Vec<Selected> {
         let identity = &self.shared.identity;
         let headers = Some(&state.client_headers);
@@ -104,17 +118,4 @@ impl RouterStream {
                 }
             })
     }
-}
-
-/// The first backend of the first rule that names `model` exactly: the one Envoy sends
-/// the first attempt to when the rule has several.
-fn primary_target<'c>(config: &'c GatewayConfig, model: &str) -> Option<&'c BackendRefTarget> {
-    let rule = config.routes.iter().flat_map(|r| &r.rules).find(|rule| {
-        rule.matches
-            .iter()
-            .flatten()
-            .any(|c| !c.regex && c.name == MODEL_HEADER && c.value == model)
-    })?;
-    let primary = rule.backend_refs.iter().min_by_key(|r| r.priority)?;
-    config.backend_refs.get(&primary.ref_key)
 }
