@@ -22,13 +22,25 @@ use super::{Bucket, Window, BUCKET_KEY, CLIENT_KEY, DOMAIN};
 use crate::config::watch::SharedConfig;
 use crate::sync::lock;
 
-/// Above this many counters, those of past windows are dropped. Distinct header values
-/// are the client's to choose, so the map must not keep every one it ever saw.
+/// Above this many counters, those of past windows are dropped (at most once a second).
+/// Distinct header values are the client's to choose, so the map must not keep every
+/// one it ever saw.
 const PRUNE_ABOVE: usize = 100_000;
+/// The most counters held: a client value that would need a new one past it is refused
+/// (never silently let through), and logged.
+const MAX_COUNTERS: usize = 1_000_000;
 
 pub struct EmbeddedRateLimit {
     config: SharedConfig,
-    counters: Mutex<HashMap<(String, String), Counter>>,
+    counters: Mutex<Counters>,
+    max_counters: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    by_client: HashMap<(String, String), Counter>,
+    /// When past windows were last dropped (seconds since the epoch).
+    pruned_at: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +54,8 @@ impl EmbeddedRateLimit {
     pub fn new(config: SharedConfig) -> Arc<EmbeddedRateLimit> {
         Arc::new(EmbeddedRateLimit {
             config,
-            counters: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Counters::default()),
+            max_counters: MAX_COUNTERS,
         })
     }
 
@@ -57,9 +70,10 @@ impl EmbeddedRateLimit {
         }
         let config = self.config.load();
         let mut counters = lock(&self.counters);
-        if counters.len() > PRUNE_ABOVE {
+        if counters.by_client.len() > PRUNE_ABOVE && counters.pruned_at != now {
+            counters.pruned_at = now;
             let quotas = &config.quotas;
-            counters.retain(|(id, _), c| {
+            counters.by_client.retain(|(id, _), c| {
                 quotas
                     .by_id(id)
                     .is_some_and(|b| c.window == now / b.window.seconds())
@@ -88,8 +102,20 @@ impl EmbeddedRateLimit {
                 },
             );
             let window = now / b.window.seconds();
+            let key = (bucket.to_string(), client.to_string());
+            if counters.by_client.len() >= self.max_counters
+                && !counters.by_client.contains_key(&key)
+            {
+                tracing::warn!(bucket, "{MAX_COUNTERS} quota counters in use: a new client is refused until a window ends");
+                response.overall_code = Code::OverLimit as i32;
+                response
+                    .statuses
+                    .push(status(b, true, b.limit, b.window.seconds()));
+                continue;
+            }
             let counter = counters
-                .entry((bucket.to_string(), client.to_string()))
+                .by_client
+                .entry(key)
                 .or_insert(Counter { window, used: 0 });
             if counter.window != window {
                 *counter = Counter { window, used: 0 };
@@ -265,6 +291,19 @@ mod tests {
         let r = s.answer(&request("alice", Some(0)), 1);
         assert!(!over(&r));
         assert_eq!(r.statuses[0].limit_remaining, 0);
+    }
+
+    #[test]
+    fn past_the_counter_cap_a_new_client_is_refused_not_let_through() {
+        let mut s = service(false);
+        Arc::get_mut(&mut s).expect("one owner").max_counters = 2;
+        assert!(!over(&s.answer(&request("a", Some(0)), 0)));
+        assert!(!over(&s.answer(&request("b", Some(0)), 0)));
+        assert!(over(&s.answer(&request("c", Some(0)), 0)));
+        assert!(
+            !over(&s.answer(&request("a", Some(0)), 0)),
+            "known clients go on"
+        );
     }
 
     #[test]
