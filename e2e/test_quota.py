@@ -285,3 +285,87 @@ spec:
         assert gateway.chat(model).status_code == 200
         time.sleep(0.2)
         assert_refused(gateway.chat(model), window=3600)
+
+
+def jwt(secret, claims):
+    """An HS256 JWT, signed as any issuer would."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(signature)
+
+
+def test_the_consumer_is_a_verified_jwt_claim_under_serve(tmp_path, openai_fake):
+    """`serve --consumer-claim jwt_payload.sub` behind an Envoy whose jwt_authn filter
+    verifies the token and forwards its payload: buckets follow the claim, and a client
+    naming another consumer in the header is not believed."""
+    import base64
+    import signal
+    from fakes import free_port
+    from harness import ROOT, write_config
+    quota = QUOTA.replace("{name: x-user, type: Distinct}", "{name: x-ai-eg-consumer, type: Distinct}")
+    config = write_config(tmp_path, backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey",
+                                                 key="sk-openai-secret"), route(), quota)
+    socket_path, port = tmp_path / "extproc.sock", free_port()
+    bootstrap = json.loads(subprocess.run(
+        [str(BIN), "render", "envoy", "--config", str(config), "--xds-dir", str(tmp_path / "xds"),
+         "--sidecar", str(socket_path), "--port", str(port), "--envoy-admin-port", str(free_port())],
+        capture_output=True, text=True, timeout=30, check=True).stdout)
+    secret = b"a-test-signing-key-of-32-bytes!!"
+    jwks = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}]})
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext_proc = hcm["http_filters"][0]["typed_config"]
+    ext_proc["metadata_options"]["forwarding_namespaces"] = {"untyped": ["envoy.filters.http.jwt_authn"]}
+    hcm["http_filters"].insert(0, {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"test": {"issuer": "https://issuer.test", "local_jwks": {"inline_string": jwks},
+                               "payload_in_metadata": "jwt_payload"}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"allow_missing": {}}}]}})
+    (tmp_path / "envoy.json").write_text(json.dumps(bootstrap))
+    log = open(tmp_path / "serve.log", "wb")
+    sidecar = subprocess.Popen([str(BIN), "serve", "--config", str(config), "--listen", str(socket_path),
+                                "--admin", f"127.0.0.1:{free_port()}", "--consumer-claim", "jwt_payload.sub"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    envoy = subprocess.Popen([str(ROOT / ".venv" / "bin" / "envoy"), "-c", str(tmp_path / "envoy.json"),
+                              "--disable-hot-restart", "-l", "error"], stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = {"model": "gpt-q", "messages": [{"role": "user", "content": "hi"}]}
+
+    def ask(sub, claimed=None):
+        headers = {"authorization": "Bearer " + jwt(secret, {"iss": "https://issuer.test", "sub": sub})} if sub else {}
+        if claimed:
+            headers["x-ai-eg-consumer"] = claimed
+        r = httpx.post(url, json=body, headers=headers, timeout=30)
+        time.sleep(0.2)
+        return r
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        fresh_minute()
+        assert ask("alice", claimed="bob").status_code == 200
+        assert ask("alice").status_code == 200
+        # Alice's 1524 of 1000 are spent, whatever header she sends.
+        assert_refused(ask("alice", claimed="bob"))
+        # Bob's own budget is untouched, even when he names Alice.
+        assert ask("bob", claimed="alice").status_code == 200
+        # Without a verified token there is no consumer: the header is not believed.
+        for _ in range(3):
+            assert ask(None, claimed="mallory").status_code == 200
+    finally:
+        envoy.send_signal(signal.SIGTERM)
+        sidecar.send_signal(signal.SIGTERM)
+        envoy.wait(10)
+        sidecar.wait(10)
+        log.close()
