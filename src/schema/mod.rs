@@ -101,6 +101,11 @@ pub trait BackendSchema: Send + Sync + fmt::Debug {
         request: &ClientRequest,
         usage_injected: bool,
     ) -> Box<dyn ResponseTranslator>;
+
+    /// The schema's name when this build reads it but does not serve it yet.
+    fn not_served(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;
@@ -163,6 +168,9 @@ impl BackendSchema for NotYetServed {
     }
     fn response_translator(&self, request: &ClientRequest, _: bool) -> Box<dyn ResponseTranslator> {
         Box::new(openai::response::OpenAiResponse::new(request, false))
+    }
+    fn not_served(&self) -> Option<&'static str> {
+        Some(self.name)
     }
 }
 

@@ -45,6 +45,7 @@ pub fn resolve(res: &Resources, secrets_dir: Option<&Path>) -> Result<GatewayCon
     }
     config.quotas = Arc::new(quotas);
     notices::route_fields(res, &mut notices);
+    notices::unserved_backends(res, &backends, &mut notices);
     config.not_enforced = notices;
     if problems.is_empty() {
         Ok(config)
