@@ -373,3 +373,32 @@ def test_the_consumer_is_a_verified_jwt_claim_under_serve(tmp_path, openai_fake)
         envoy.wait(10)
         sidecar.wait(10)
         log.close()
+
+
+@pytest.mark.parametrize("model,stream", [("claude-q", False), ("claude-q", True), ("converse-q", False), ("converse-q", True)])
+def test_translated_schemas_are_charged_and_refused_in_the_clients_shape(gateway_factory, anthropic_fake, bedrock_fake, model, stream):
+    """OpenAI clients of Anthropic and Bedrock Converse, unary and streamed: the budget
+    is charged from the translated usage, and the refusal is the OpenAI error, not a
+    provider error translated."""
+    from harness import aws_credentials_file
+    quota = """apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {name: budget, namespace: default}
+spec:
+  targetRefs:
+    - {group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: anthropic}
+    - {group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: converse}
+  serviceQuota: {costExpression: output_tokens, quota: {limit: 1, duration: 1h}}
+"""
+    gateway = gateway_factory(
+        backend_yaml("anthropic", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
+        backend_yaml("converse", "AWSBedrock", bedrock_fake.port, policy="AWSCredentials", key=aws_credentials_file()),
+        route_yaml("r", [("claude-q", [("anthropic", 0, "claude-sonnet-4-5")]),
+                         ("converse-q", [("converse", 0, "anthropic.claude-3-haiku-20240307-v1:0")])]),
+        quota)
+    extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    first = gateway.chat(model, **extra)
+    assert first.status_code == 200, first.text
+    time.sleep(0.2)
+    refused = gateway.chat(model, **extra)
+    assert_refused(refused, window=3600)

@@ -8,6 +8,13 @@ use envoy_types::pb::envoy::config::core::v3::Metadata;
 use super::*;
 use crate::quota::Selected;
 
+/// Whether an answer is the rate-limit filter's own 429 (a spent quota), which Envoy
+/// marks with `x-envoy-ratelimited` and its local-reply mappers already wrote in the
+/// client's API shape, rather than a provider's answer.
+pub(super) fn is_quota_refusal(head: &ResponseHead, headers: Option<&HeaderMap>) -> bool {
+    head.status == 429 && header(headers, "x-envoy-ratelimited").is_some()
+}
+
 /// What the router level keeps for quotas between the request and its answer.
 #[derive(Default)]
 pub(super) struct QuotaState {
