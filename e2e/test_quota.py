@@ -304,10 +304,12 @@ def jwt(secret, claims):
     return signing_input + "." + b64(signature)
 
 
-def test_the_consumer_is_a_verified_jwt_claim_under_serve(tmp_path, openai_fake):
+@pytest.mark.parametrize("forwarded", [True, False], ids=["forwarded", "not-forwarded"])
+def test_the_consumer_is_a_verified_jwt_claim_under_serve(tmp_path, openai_fake, forwarded):
     """`serve --consumer-claim jwt_payload.sub` behind an Envoy whose jwt_authn filter
     verifies the token and forwards its payload: buckets follow the claim, and a client
-    naming another consumer in the header is not believed."""
+    naming another consumer in the header is not believed. `serve` says at start what
+    Envoy must forward; without it no request has a consumer."""
     import base64
     import signal
     from fakes import free_port
@@ -324,7 +326,8 @@ def test_the_consumer_is_a_verified_jwt_claim_under_serve(tmp_path, openai_fake)
     jwks = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}]})
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     ext_proc = hcm["http_filters"][0]["typed_config"]
-    ext_proc["metadata_options"]["forwarding_namespaces"] = {"untyped": ["envoy.filters.http.jwt_authn"]}
+    if forwarded:
+        ext_proc["metadata_options"]["forwarding_namespaces"] = {"untyped": ["envoy.filters.http.jwt_authn"]}
     hcm["http_filters"].insert(0, {"name": "envoy.filters.http.jwt_authn", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": {"test": {"issuer": "https://issuer.test", "local_jwks": {"inline_string": jwks},
@@ -358,6 +361,13 @@ def test_the_consumer_is_a_verified_jwt_claim_under_serve(tmp_path, openai_fake)
             assert time.time() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.1)
         fresh_minute()
+        said = "ext_proc must forward `envoy.filters.http.jwt_authn`"
+        assert said in (tmp_path / "serve.log").read_text()
+        if not forwarded:
+            # What the start message warns of: no consumer, so no per-consumer limit.
+            for _ in range(3):
+                assert ask("alice").status_code == 200
+            return
         assert ask("alice", claimed="bob").status_code == 200
         assert ask("alice").status_code == 200
         # Alice's 1524 of 1000 are spent, whatever header she sends.
@@ -402,3 +412,18 @@ spec:
     time.sleep(0.2)
     refused = gateway.chat(model, **extra)
     assert_refused(refused, window=3600)
+
+
+def test_a_cost_above_what_envoy_takes_is_charged_at_its_most(gateway_factory, openai_fake):
+    """Envoy 1.40 drops a descriptor whose hits_addend is above 10^9 (charging nothing):
+    a larger cost is charged as 10^9."""
+    quota = QUOTA.split("  perModelQuotas:")[0] + """  serviceQuota:
+    costExpression: total_tokens * 10000000
+    quota: {limit: 4294967295, duration: 1h}
+"""
+    gateway = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"), route(), quota)
+    for _ in range(5):  # 5 * 10^9 > 4294967295
+        assert gateway.chat("gpt-s").status_code == 200
+        time.sleep(0.2)
+    assert_refused(gateway.chat("gpt-s"), window=3600)

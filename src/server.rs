@@ -42,6 +42,9 @@ pub fn prepare(
     for notice in &config.not_enforced {
         tracing::warn!("not enforced: {notice}");
     }
+    if let Some(text) = identity.describe() {
+        tracing::info!("{text}");
+    }
     Ok(Arc::new(Shared {
         config: Arc::new(ArcSwap::from_pointee(config)),
         store: RequestStore::new(DEFAULT_MAX_IN_FLIGHT),

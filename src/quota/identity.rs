@@ -44,6 +44,19 @@ impl Identity {
         Ok(Identity { header, claim })
     }
 
+    /// What `serve` says at start: where the consumer comes from and what Envoy must do
+    /// for it (no request can tell a missing forwarding from a missing token: jwt_authn
+    /// removes the token it verified).
+    pub fn describe(&self) -> Option<String> {
+        let header = self.header.as_deref()?;
+        Some(match &self.claim {
+            Some((key, claim)) => format!(
+                "the consumer is the JWT claim `{claim}` of jwt_authn's `{key}` metadata, seen by client selectors as `{header}`; Envoy must run jwt_authn (payload_in_metadata: {key}) before ext_proc, and ext_proc must forward `{JWT_AUTHN_NAMESPACE}` (metadata_options.forwarding_namespaces.untyped), or no request has a consumer"
+            ),
+            None => format!("the consumer is the request header `{header}`"),
+        })
+    }
+
     /// The consumer of a request: the claim when one is configured (absent when the
     /// request carried no verified JWT), else the header's value.
     pub fn consumer<'a>(

@@ -8,6 +8,9 @@ use envoy_types::pb::envoy::config::core::v3::Metadata;
 use super::*;
 use crate::quota::Selected;
 
+/// The largest `hits_addend` Envoy 1.40 accepts from a format.
+const MAX_HITS: u64 = 1_000_000_000;
+
 /// Whether an answer is the rate-limit filter's own 429 (a spent quota), which Envoy
 /// marks with `x-envoy-ratelimited` and its local-reply mappers already wrote in the
 /// client's API shape, rather than a provider's answer.
@@ -79,6 +82,8 @@ impl RouterStream {
                 });
             charged.push(bucket.cost_key.as_str());
             // Envoy 1.40 reads a number's text (`762`) as hits; a string would do too.
+            // Above 10^9 it drops the descriptor (charging nothing): charge the most it takes.
+            let cost = cost.min(MAX_HITS);
             entries.push((bucket.cost_key.clone(), Kind::NumberValue(cost as f64)));
             entries.push((bucket.client_key.clone(), Kind::StringValue(s.client)));
         }
@@ -108,8 +113,8 @@ impl RouterStream {
     fn select(&self, state: &RequestState, target: &BackendRefTarget) -> Vec<Selected> {
         let identity = &self.shared.identity;
         let headers = Some(&state.client_headers);
-        let consumer =
-            identity.consumer(|name| header(headers, name), self.quota.forwarded.as_ref());
+        let forwarded = self.quota.forwarded.as_ref();
+        let consumer = identity.consumer(|name| header(headers, name), forwarded);
         let model = target
             .model_name_override
             .as_deref()
