@@ -427,3 +427,20 @@ def test_a_cost_above_what_envoy_takes_is_charged_at_its_most(gateway_factory, o
         assert gateway.chat("gpt-s").status_code == 200
         time.sleep(0.2)
     assert_refused(gateway.chat("gpt-s"), window=3600)
+
+
+def test_a_quota_policy_added_by_a_reload_is_enforced(gateway_factory, openai_fake, tmp_path):
+    """The rate-limit filter is in every gateway's chain, so a QuotaPolicy that a reload
+    brings (Envoy gets its rate limits by file-based xDS) is enforced without a restart."""
+    from harness import write_config
+    backend = backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret")
+    gateway = gateway_factory(backend, route())
+    for _ in range(3):
+        assert gateway.chat("gpt-s").status_code == 200
+    pid = gateway.proc.pid
+    write_config(tmp_path, backend, route(), QUOTA.replace("limit: 100, duration: 1s", "limit: 100, duration: 1h"))
+    deadline = time.time() + 15
+    while gateway.chat("gpt-s").status_code != 429:
+        assert time.time() < deadline, gateway.read_log()[-3000:]
+        time.sleep(0.2)
+    assert gateway.proc.pid == pid and gateway.proc.poll() is None
