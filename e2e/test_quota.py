@@ -412,6 +412,15 @@ spec:
     time.sleep(0.2)
     refused = gateway.chat(model, **extra)
     assert_refused(refused, window=3600)
+    # Every cost, with the override and the provider's model, in Envoy's access log.
+    gateway.stop()
+    served = [line["ai_gateway"] for line in access_log(gateway) if line["status"] == 200 and line["model"] == model]
+    assert len(served) == 1
+    meta = served[0]
+    assert meta["model_name_override"] in ("claude-sonnet-4-5", "anthropic.claude-3-haiku-20240307-v1:0")
+    assert meta["response_model"] and meta["route_name"] == "default/r"
+    assert meta["llm_output_token"] > 0 and meta["llm_total_token"] == meta["llm_input_token"] + meta["llm_output_token"]
+    assert [v for k, v in meta.items() if k.startswith("quota_cost_")] == [meta["llm_output_token"]]
 
 
 def test_a_cost_above_what_envoy_takes_is_charged_at_its_most(gateway_factory, openai_fake):
