@@ -453,3 +453,5 @@ def test_a_quota_policy_added_by_a_reload_is_enforced(gateway_factory, openai_fa
         assert time.time() < deadline, gateway.read_log()[-3000:]
         time.sleep(0.2)
     assert gateway.proc.pid == pid and gateway.proc.poll() is None
+    # What the new configuration reads but does not enforce is named on reload too.
+    assert "not enforced: " in gateway.read_log().split("configuration reloaded", 1)[1]
