@@ -59,11 +59,26 @@ pub(super) fn resolve_quotas(
                     parts.push(("default".to_string(), limit, false, Vec::new()));
                 }
             }
+            // The CRD: rules selecting the same clients combine, the first limit winning.
+            let mut seen: Vec<(String, usize)> = Vec::new();
             for (ri, rule) in m.quota.bucket_rules.iter().enumerate() {
                 let field = format!("{at}.bucketRules[{ri}]");
-                if let Some(part) = policy.bucket_rule(&field, ri, rule) {
-                    parts.push(part);
+                let Some(part) = policy.bucket_rule(&field, ri, rule) else {
+                    continue;
+                };
+                let clients = signature(&part.3);
+                if let Some((_, first)) = seen.iter().find(|(s, _)| *s == clients) {
+                    notices.push(Problem::new(
+                        &doc.file,
+                        &what("QuotaPolicy", doc),
+                        &field,
+                        format!("not enforced: it selects the same clients as bucketRules[{first}], whose limit takes precedence"),
+                        "merge the two rules".into(),
+                    ));
+                    continue;
                 }
+                seen.push((clients, ri));
+                parts.push(part);
             }
             for backend in &targets {
                 let key = (backend.clone(), Some(m.model_name.clone()));
@@ -163,6 +178,24 @@ pub(super) fn rule_choices(config: &GatewayConfig, notices: &mut Vec<Problem>) -
 }
 
 type Part = (String, (u64, Window), bool, Vec<HeaderSelector>);
+
+/// Which clients selectors select, comparable: conditions in a stable order.
+fn signature(selectors: &[HeaderSelector]) -> String {
+    let mut conditions: Vec<String> = selectors
+        .iter()
+        .map(|s| {
+            let test = match &s.test {
+                HeaderTest::Exact(v) => format!("= {v}"),
+                HeaderTest::Regex(re) => format!("~ {}", re.as_str()),
+                HeaderTest::Distinct => "distinct".to_string(),
+            };
+            format!("{} {}{test}", s.name, if s.invert { "!" } else { "" })
+        })
+        .collect();
+    conditions.sort();
+    conditions.dedup();
+    conditions.join("\n")
+}
 
 fn bucket(
     id: String,
@@ -470,6 +503,24 @@ mod tests {
             .map(|s| s.client)
             .collect();
         assert_eq!(clients, ["all", "u1"]);
+    }
+
+    #[test]
+    fn rules_selecting_the_same_clients_combine_with_the_first_limit() {
+        let spec = "  perModelQuotas:\n  - modelName: m\n    quota:\n      bucketRules:\n\
+                    \x20     - {clientSelectors: [{headers: [{name: X-User, type: Distinct}]}], quota: {limit: 10, duration: 1m}}\n\
+                    \x20     - {clientSelectors: [{headers: [{name: x-tier, value: gold}]}], quota: {limit: 20, duration: 1m}}\n\
+                    \x20     - {clientSelectors: [{headers: [{name: x-user, type: Distinct}]}], quota: {limit: 99, duration: 1h}}\n";
+        let config = resolved(&format!("{BASE}{}", policy("p", spec))).expect("valid");
+        let limits: Vec<u64> = config.quotas.buckets.iter().map(|b| b.limit).collect();
+        assert_eq!(limits, [10, 20]);
+        let notices: Vec<String> = config.not_enforced.iter().map(|n| n.to_string()).collect();
+        assert!(
+            notices.iter().any(|n| n.contains(
+                "bucketRules[2]: not enforced: it selects the same clients as bucketRules[0]"
+            )),
+            "{notices:?}"
+        );
     }
 
     #[test]
