@@ -49,7 +49,7 @@ def gateway(gateway_factory, openai_fake):
     return gateway_factory(
         backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
         route(), QUOTA,
-        extra_args=["--consumer-header", "x-user"])
+        extra_args=["--consumer-header", "x-user", "--consumer-metric-attribute"])
 
 
 def fresh_minute():
@@ -108,6 +108,10 @@ def test_a_consumer_is_refused_once_its_cel_cost_is_spent_and_others_are_not(gat
     assert "retry-after" in messages.headers
     # Another consumer has a budget of its own.
     assert chat(gateway, "bob").status_code == 200
+    # The consumer labels the metrics (asked for with --consumer-metric-attribute).
+    assert gateway.metric("gen_ai_client_token_usage_sum", gen_ai_token_type="output", user_id="alice") == 2 * 377
+    assert gateway.metric("gen_ai_server_request_duration_seconds_count", error_type="429", user_id="alice") == 2
+    assert gateway.metric("gen_ai_client_token_usage_sum", gen_ai_token_type="output", user_id="bob") == 377
     # The costs, as Envoy's access log has them from the sidecar's metadata.
     gateway.stop()
     lines = access_log(gateway)
@@ -289,6 +293,8 @@ spec:
         assert gateway.chat(model).status_code == 200
         time.sleep(0.2)
         assert_refused(gateway.chat(model), window=3600)
+    # Without --consumer-metric-attribute the metrics have no consumer.
+    assert "user_id" not in httpx.get(gateway.admin + "/metrics").text
 
 
 def jwt(secret, claims):

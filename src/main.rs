@@ -108,6 +108,19 @@ struct IdentityArgs {
     /// client selectors on this header see the consumer.
     #[arg(long, value_name = "HEADER")]
     consumer_header: Option<String>,
+    /// Label the gen_ai metrics with the consumer (`user_id`; the first 1000 consumers,
+    /// later ones as `other`). Off by default: every consumer adds series.
+    #[arg(long)]
+    consumer_metric_attribute: bool,
+}
+
+impl IdentityArgs {
+    fn identity(&self, claim: Option<&str>) -> Result<quota::identity::Identity, String> {
+        let mut identity = quota::identity::Identity::new(self.consumer_header.as_deref(), claim)
+            .map_err(|e| e.to_string())?;
+        identity.metric_attribute = self.consumer_metric_attribute;
+        Ok(identity)
+    }
 }
 
 /// Where Envoy checks and charges quotas.
@@ -319,11 +332,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
         },
         envoy: None,
-        identity: quota::identity::Identity::new(
-            args.identity.consumer_header.as_deref(),
-            args.consumer_claim.as_deref(),
-        )
-        .map_err(|e| e.to_string())?,
+        identity: args.identity.identity(args.consumer_claim.as_deref())?,
     };
     if options.source.paths.is_empty() {
         let demo = echo::start()
@@ -355,11 +364,7 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
                 max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
             },
             envoy: None,
-            identity: quota::identity::Identity::new(
-                args.identity.consumer_header.as_deref(),
-                None,
-            )
-            .map_err(|e| e.to_string())?,
+            identity: args.identity.identity(None)?,
         },
         rate_limit: args.rate_limit.service()?,
         listen_address: args.listener.address,

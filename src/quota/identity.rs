@@ -19,6 +19,9 @@ pub struct Identity {
     /// `payload_in_metadata` key and claim name: the consumer is that claim, and the
     /// header above shows it (whatever the client sent in it).
     pub claim: Option<(String, String)>,
+    /// The consumer labels the gen_ai metrics (`user_id`): off by default, since every
+    /// consumer makes series of its own (capped, see `metrics::MAX_CONSUMERS`).
+    pub metric_attribute: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +44,11 @@ impl Identity {
             (None, Some(_)) => Some(DEFAULT_CONSUMER_HEADER.to_string()),
             (None, None) => None,
         };
-        Ok(Identity { header, claim })
+        Ok(Identity {
+            header,
+            claim,
+            metric_attribute: false,
+        })
     }
 
     /// What `serve` says at start: where the consumer comes from and what Envoy must do

@@ -58,6 +58,7 @@ impl RouterStream {
             duration: self.started.elapsed(),
             time_to_first_token: resp.first_output.map(|t| t - self.started),
             error_type,
+            consumer: self.quota.metric_consumer(),
         });
         let mut entries: Vec<(String, Kind)> = Vec::new();
         if let Some(a) = &attempt {
@@ -134,6 +135,7 @@ impl RouterStream {
             duration: self.started.elapsed(),
             time_to_first_token: None,
             error_type: error.status().to_string(),
+            consumer: self.quota.metric_consumer(),
         });
         immediate_error_for(&error, self.api.or(self.error_shape))
     }

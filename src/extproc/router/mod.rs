@@ -193,6 +193,7 @@ impl RouterStream {
             .router_targets
             .get(&model)
             .and_then(|key| state.config.backend_refs.get(key).cloned());
+        self.note_consumer(&state);
         let checks = self.quota_checks(&state, target.as_ref());
         let mut reply = match target {
             // One backend serves this rule: build its request now; its cluster has no

@@ -25,9 +25,28 @@ pub(super) struct QuotaState {
     pub(super) forwarded: Option<Metadata>,
     /// The cost keys of the buckets the request was checked against.
     checked: Vec<String>,
+    /// The consumer, when it is a metric attribute.
+    consumer: Option<String>,
+}
+
+impl QuotaState {
+    pub(super) fn metric_consumer(&self) -> Option<String> {
+        self.consumer.clone()
+    }
 }
 
 impl RouterStream {
+    /// Notes the consumer for the metrics, when it is a metric attribute.
+    pub(super) fn note_consumer(&mut self, state: &RequestState) {
+        let identity = &self.shared.identity;
+        if identity.metric_attribute {
+            let headers = Some(&state.client_headers);
+            let consumer =
+                identity.consumer(|name| header(headers, name), self.quota.forwarded.as_ref());
+            self.quota.consumer = consumer.map(str::to_string);
+        }
+    }
+
     /// The buckets `target` (the backend that serves the request, as far as the router
     /// level knows it) puts the request in.
     pub(super) fn quota_checks(
