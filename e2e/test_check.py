@@ -119,6 +119,5 @@ def test_check_names_the_fields_it_accepts_but_does_not_act_on(tmp_path):
     path = write_config(tmp_path, backend_yaml("openai", "OpenAI", 9, policy="APIKey"), route)
     r = check(path)
     assert r.returncode == 0, r.stderr
-    assert "accepted but not acted on:" in r.stdout
-    assert "AIGatewayRoute default/r: spec.parentRefs: Kubernetes attaches" in r.stdout
-    assert "spec.filterConfig: deprecated" in r.stdout
+    assert "AIGatewayRoute default/r: spec.parentRefs: is read but not enforced" in r.stdout
+    assert "spec.filterConfig: is read but not enforced" in r.stdout

@@ -12,6 +12,7 @@ mod framing;
 mod memory;
 mod metrics;
 mod ports;
+mod quota;
 mod run;
 mod schema;
 mod secret;
@@ -92,6 +93,52 @@ enum RenderCommand {
         after_help = "EXAMPLE:\n  llm-extproc render envoy --config ./config --xds-dir /tmp/llm > envoy.json"
     )]
     Envoy(RenderEnvoyArgs),
+    /// Print the configuration of an envoyproxy/ratelimit deployment for the
+    /// QuotaPolicies (for `run --rate-limit-service`, or Envoy Gateway's rate limiting).
+    #[command(
+        after_help = "EXAMPLE:\n  llm-extproc render ratelimit-config --config ./config > ratelimit/config/ai-gateway.yaml"
+    )]
+    RatelimitConfig(ConfigArgs),
+}
+
+/// Who the consumer is, for QuotaPolicy client selectors.
+#[derive(Args)]
+struct IdentityArgs {
+    /// The request header naming the consumer (set by whatever authenticated the client);
+    /// client selectors on this header see the consumer.
+    #[arg(long, value_name = "HEADER")]
+    consumer_header: Option<String>,
+    /// Label the gen_ai metrics with the consumer (`user_id`; the first 1000 consumers,
+    /// later ones as `other`). Off by default: every consumer adds series.
+    #[arg(long)]
+    consumer_metric_attribute: bool,
+}
+
+impl IdentityArgs {
+    fn identity(&self, claim: Option<&str>) -> Result<quota::identity::Identity, String> {
+        let mut identity = quota::identity::Identity::new(self.consumer_header.as_deref(), claim)
+            .map_err(|e| e.to_string())?;
+        identity.metric_attribute = self.consumer_metric_attribute;
+        Ok(identity)
+    }
+}
+
+/// Where Envoy checks and charges quotas.
+#[derive(Args)]
+struct RateLimitArgs {
+    /// An envoyproxy/ratelimit gRPC service (host:port) that replicas share; by default
+    /// the sidecar counts in memory (one machine). Its configuration: `render ratelimit-config`.
+    #[arg(long, value_name = "HOST:PORT")]
+    rate_limit_service: Option<String>,
+}
+
+impl RateLimitArgs {
+    fn service(&self) -> Result<quota::envoy::RateLimitService, String> {
+        match &self.rate_limit_service {
+            None => Ok(quota::envoy::RateLimitService::Embedded),
+            Some(text) => quota::envoy::RateLimitService::parse(text),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -128,6 +175,14 @@ struct ServeArgs {
     max_body_bytes: u64,
     #[command(flatten)]
     memory: MemoryArgs,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// The consumer is this claim of the JWT that Envoy's jwt_authn filter verified, as
+    /// <payload_in_metadata>.<claim> (e.g. jwt_payload.sub). Envoy's ext_proc filter must
+    /// forward the `envoy.filters.http.jwt_authn` metadata namespace. Client selectors see
+    /// it in --consumer-header (default x-ai-eg-consumer), never what the client sent there.
+    #[arg(long, value_name = "KEY.CLAIM")]
+    consumer_claim: Option<String>,
 }
 
 /// How much memory request bodies may take.
@@ -177,6 +232,10 @@ struct RunArgs {
     /// Directory for the socket, bootstrap and route files (default: a new temp directory).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    #[command(flatten)]
+    rate_limit: RateLimitArgs,
 }
 
 #[derive(Args)]
@@ -191,6 +250,8 @@ struct RenderEnvoyArgs {
     /// Directory holding routes.json and clusters.json (written too).
     #[arg(long, default_value = "/tmp/llm-extproc")]
     xds_dir: PathBuf,
+    #[command(flatten)]
+    rate_limit: RateLimitArgs,
 }
 
 fn main() -> ExitCode {
@@ -219,6 +280,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Run(args) => run_standalone(args).await,
             Command::Render(RenderCommand::Envoy(args)) => render_envoy(args),
+            Command::Render(RenderCommand::RatelimitConfig(args)) => render_ratelimit_config(&args),
         }
     });
     match result {
@@ -248,18 +310,15 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 
 fn check(args: &ConfigArgs) -> Result<(), String> {
     let config = config::load(&args.source()).map_err(|p| config::problem::report(&p))?;
+    for notice in &config.not_enforced {
+        println!("not enforced: {notice}");
+    }
     println!(
         "configuration is valid: {} model(s), {} backend(s), {} route(s)",
         config.models.len(),
         config.backends.len(),
         config.routes.len()
     );
-    if !config.not_acted_on.is_empty() {
-        println!("accepted but not acted on:");
-        for note in &config.not_acted_on {
-            println!("  - {note}");
-        }
-    }
     Ok(())
 }
 
@@ -273,6 +332,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
         },
         envoy: None,
+        identity: args.identity.identity(args.consumer_claim.as_deref())?,
     };
     if options.source.paths.is_empty() {
         let demo = echo::start()
@@ -280,7 +340,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot start the demo backend: {e}"))?;
         config::default::set_demo_port(demo.port());
     }
-    let shared = server::prepare(&options.source, options.limits)?;
+    let shared = server::prepare(&options.source, options.limits, options.identity.clone())?;
     server::start(&options, shared, Box::new(|_| {})).await?;
     tracing::info!(listen = %args.listen, admin = %args.admin, "llm-extproc serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -304,7 +364,9 @@ async fn run_standalone(args: RunArgs) -> Result<(), String> {
                 max_body_bytes_in_flight: args.memory.max_body_bytes_in_flight,
             },
             envoy: None,
+            identity: args.identity.identity(None)?,
         },
+        rate_limit: args.rate_limit.service()?,
         listen_address: args.listener.address,
         port: args.listener.port,
         envoy_admin_port: args.listener.envoy_admin_port,
@@ -333,10 +395,21 @@ fn render_envoy(args: RenderEnvoyArgs) -> Result<(), String> {
         sidecar: SidecarAddress::parse(&args.sidecar),
         xds_dir: args.xds_dir,
         max_body_bytes: args.listener.max_body_bytes,
+        rate_limit: args.rate_limit.service()?,
     });
     println!(
         "{}",
         serde_json::to_string_pretty(&bootstrap).map_err(|e| e.to_string())?
     );
+    Ok(())
+}
+
+fn render_ratelimit_config(args: &ConfigArgs) -> Result<(), String> {
+    let source = args.source();
+    if source.paths.is_empty() {
+        config::default::set_demo_port(0);
+    }
+    let config = config::load(&source).map_err(|p| config::problem::report(&p))?;
+    print!("{}", quota::ratelimit_config::render(&config.quotas));
     Ok(())
 }

@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub envoy_log_level: String,
     pub envoy_concurrency: Option<u32>,
     pub run_dir: Option<PathBuf>,
+    /// Where Envoy checks and charges quotas.
+    pub rate_limit: crate::quota::envoy::RateLimitService,
 }
 
 const INSTALL_HINT: &str =
@@ -114,7 +116,11 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot start the demo backend: {e}"))?;
         crate::config::default::set_demo_port(demo.port());
     }
-    let shared = server::prepare(&options.serve.source, options.serve.limits)?;
+    let shared = server::prepare(
+        &options.serve.source,
+        options.serve.limits,
+        options.serve.identity.clone(),
+    )?;
     // Envoy watches this directory: keep nothing else in it (a log file there would wake
     // Envoy's watcher on every line).
     let xds_dir = run_dir.join("xds");
@@ -137,6 +143,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), String> {
             sidecar: options.serve.listen.clone(),
             xds_dir: xds_dir.clone(),
             max_body_bytes: options.serve.limits.max_body_bytes,
+            rate_limit: options.rate_limit.clone(),
         },
         &bootstrap_path,
     )

@@ -18,6 +18,8 @@ use crate::extproc::store::{RequestStore, DEFAULT_MAX_IN_FLIGHT};
 use crate::extproc::{Limits, Service, Shared};
 use crate::metrics::Metrics;
 use crate::ports;
+use crate::quota::service::EmbeddedRateLimit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 pub struct ServeOptions {
     pub source: Source,
@@ -26,17 +28,30 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// `run`: the Envoy it started, whose circuit-breaker overflows `/metrics` shows.
     pub envoy: Option<EnvoyAdminClient>,
+    /// Who the consumer is, for quota buckets.
+    pub identity: crate::quota::identity::Identity,
 }
 
 /// Validates the configuration and builds the shared state, or reports every problem.
-pub fn prepare(source: &Source, limits: Limits) -> Result<Arc<Shared>, String> {
+pub fn prepare(
+    source: &Source,
+    limits: Limits,
+    identity: crate::quota::identity::Identity,
+) -> Result<Arc<Shared>, String> {
     let config: GatewayConfig = config::load(source).map_err(|p| config::problem::report(&p))?;
+    for notice in &config.not_enforced {
+        tracing::warn!("not enforced: {notice}");
+    }
+    if let Some(text) = identity.describe() {
+        tracing::info!("{text}");
+    }
     Ok(Arc::new(Shared {
         config: Arc::new(ArcSwap::from_pointee(config)),
         store: RequestStore::new(DEFAULT_MAX_IN_FLIGHT),
         metrics: Arc::new(Metrics::default()),
         limits,
         body_budget: crate::extproc::budget::BodyBudget::new(limits.max_body_bytes_in_flight),
+        identity,
     }))
 }
 
@@ -80,9 +95,13 @@ pub async fn start(
     let ext_proc = ExternalProcessorServer::new(Service::new(shared.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    // Envoy's rate-limit filter asks the same socket (the embedded quota counters).
+    let rate_limit =
+        RateLimitServiceServer::from_arc(EmbeddedRateLimit::new(shared.config.clone()));
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(ext_proc);
+        .add_service(ext_proc)
+        .add_service(rate_limit);
     match &options.listen {
         SidecarAddress::Unix(path) => {
             remove_stale_socket(path)?;

@@ -118,6 +118,12 @@ pub trait Credential: Send + Sync + fmt::Debug {
         request: &mut UpstreamRequest,
         context: &AttemptContext,
     ) -> Result<(), AuthError>;
+
+    /// What this credential reads but does not serve yet, for `check`, `serve` and `run`
+    /// to name at start.
+    fn not_served(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A backend with no `BackendSecurityPolicy`: nothing is added.

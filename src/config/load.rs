@@ -38,6 +38,10 @@ pub struct Resources {
     pub secrets: Vec<Document<SecretBody>>,
     /// `BackendTLSPolicy` targets: (namespace, Backend name, SNI hostname).
     pub tls_policies: Vec<(String, String, Option<String>)>,
+    pub quota_policies: Vec<Document<QuotaPolicySpec>>,
+    /// What was read but is not enforced here (Kubernetes-only kinds), to be named by
+    /// `check`, `serve` and `run`.
+    pub not_enforced: Vec<Problem>,
 }
 
 /// Kinds that belong to a Kubernetes install and mean nothing standalone.
@@ -58,7 +62,6 @@ const IGNORED_KINDS: &[&str] = &[
     "ServiceAccount",
     "Service",
     "Deployment",
-    "QuotaPolicy",
     "MCPRoute",
 ];
 
@@ -69,6 +72,7 @@ const KNOWN_KINDS: &[&str] = &[
     "Backend",
     "Secret",
     "BackendTLSPolicy",
+    "QuotaPolicy",
 ];
 
 /// The list of files named by `--config` arguments, in a stable order.
@@ -170,7 +174,13 @@ fn add_document(value: Value, file: &Path, resources: &mut Resources, problems: 
     }
     if !KNOWN_KINDS.contains(&kind.as_str()) {
         if IGNORED_KINDS.contains(&kind.as_str()) {
-            tracing::debug!(kind, file = %file.display(), "ignoring a Kubernetes-only resource");
+            resources.not_enforced.push(Problem::new(
+                file,
+                &what,
+                "kind",
+                format!("`{kind}` is read but not enforced: it belongs to a Kubernetes install"),
+                "apply it to the cluster's controllers, or remove it here".into(),
+            ));
         } else {
             let hint = super::problem::did_you_mean(&kind, KNOWN_KINDS.iter().copied());
             problems.push(Problem::new(
@@ -279,6 +289,14 @@ fn add_spec_document(
         "AIGatewayRoute" => push(&mut resources.routes, spec, meta, file, what, problems),
         "AIServiceBackend" => push(&mut resources.backends, spec, meta, file, what, problems),
         "BackendSecurityPolicy" => push(&mut resources.policies, spec, meta, file, what, problems),
+        "QuotaPolicy" => push(
+            &mut resources.quota_policies,
+            spec,
+            meta,
+            file,
+            what,
+            problems,
+        ),
         _ => push(
             &mut resources.envoy_backends,
             spec,

@@ -41,9 +41,11 @@ pub struct GatewayConfig {
     pub routes_any_model: bool,
     /// Models whose rule is `router_resolved`, with that rule's backend reference key.
     pub router_targets: BTreeMap<String, String>,
-    /// Fields the configuration sets that the gateway accepts but does not act on
-    /// (Kubernetes-only or deprecated), each with where it is and why: `check` names them.
-    pub not_acted_on: Vec<String>,
+    /// The QuotaPolicies' buckets.
+    pub quotas: Arc<crate::quota::Quotas>,
+    /// What the configuration holds that the gateway reads but does not enforce: `check`
+    /// lists it and `serve` and `run` log it at start.
+    pub not_enforced: Vec<super::Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +201,7 @@ pub struct RequestCost {
     pub kind: CostKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum CostKind {
     Input,
     CachedInput,
@@ -207,6 +209,8 @@ pub enum CostKind {
     Output,
     Total,
     Reasoning,
+    /// `type: CEL`, over the same variables as a QuotaPolicy's `costExpression`.
+    Cel(Arc<crate::quota::cost::Cost>),
 }
 
 impl GatewayConfig {

@@ -372,3 +372,99 @@ pub struct SecretBody {
     #[serde(default)]
     pub immutable: Option<bool>,
 }
+
+// ---------------------------------------------------------------- QuotaPolicy
+
+/// `QuotaPolicy` (aigateway.envoyproxy.io/v1alpha1): token budgets for AIServiceBackends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<ObjectRef>,
+    #[serde(default)]
+    pub per_model_quotas: Vec<PerModelQuota>,
+    #[serde(default)]
+    pub service_quota: Option<ServiceQuota>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerModelQuota {
+    pub model_name: String,
+    pub quota: ModelQuota,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelQuota {
+    #[serde(default)]
+    pub cost_expression: Option<String>,
+    #[serde(default)]
+    pub default_bucket: Option<QuotaValue>,
+    #[serde(default)]
+    pub bucket_rules: Vec<BucketRule>,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceQuota {
+    #[serde(default)]
+    pub cost_expression: Option<String>,
+    pub quota: QuotaValue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaValue {
+    pub duration: String,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BucketRule {
+    #[serde(default)]
+    pub client_selectors: Vec<ClientSelector>,
+    pub quota: QuotaValue,
+    #[serde(default)]
+    pub shadow_mode: bool,
+}
+
+/// Envoy Gateway's `RateLimitSelectCondition`; only `headers` are served (as the CRD
+/// says of QuotaPolicy), the rest is refused by name at load.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientSelector {
+    #[serde(default)]
+    pub headers: Vec<SelectorHeader>,
+    #[serde(default)]
+    pub methods: Option<Value>,
+    #[serde(default)]
+    pub path: Option<Value>,
+    #[serde(default, rename = "sourceCIDR")]
+    pub source_cidr: Option<Value>,
+    #[serde(default)]
+    pub query_params: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelectorHeader {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default, rename = "type")]
+    pub match_type: SelectorMatchType,
+    #[serde(default)]
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum SelectorMatchType {
+    #[default]
+    Exact,
+    RegularExpression,
+    Distinct,
+}

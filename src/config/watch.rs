@@ -138,6 +138,9 @@ pub fn reload(source: &Source, shared: &SharedConfig, on_reload: &OnReload) {
                 backends = config.backends.len(),
                 "configuration reloaded"
             );
+            for notice in &config.not_enforced {
+                tracing::warn!("not enforced: {notice}");
+            }
             on_reload(&config);
         }
         Err(problems) => {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::quota::envoy::{rate_limit_cluster, rate_limit_filter, RateLimitService};
+
 use super::resources::{
     circuit_breakers, ext_proc_filter, EXTPROC_CLUSTER, ROUTE_CONFIG_NAME, SIDECAR_MAX_STREAMS,
 };
@@ -55,6 +57,8 @@ pub struct BootstrapOptions {
     /// The directory holding `routes.json` and `clusters.json`.
     pub xds_dir: PathBuf,
     pub max_body_bytes: u64,
+    /// Where the rate-limit filter checks and charges quotas.
+    pub rate_limit: RateLimitService,
 }
 
 /// The node metadata key holding [`BootstrapOptions::run_token`].
@@ -90,7 +94,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
     if let Some(token) = &o.run_token {
         node["metadata"] = json!({RUN_TOKEN_METADATA: token});
     }
-    json!({
+    let mut bootstrap = json!({
         "node": node,
         "admin": {"address": admin_address},
         "dynamic_resources": {"cds_config": file_source("clusters.json")},
@@ -108,6 +112,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
                         "http_filters": [
                             ext_proc_filter(false),
                             restore_request_length(),
+                            rate_limit_filter(&o.rate_limit, EXTPROC_CLUSTER),
                             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ],
                         "local_reply_config": local_reply_config(),
@@ -132,7 +137,14 @@ pub fn render(o: &BootstrapOptions) -> Value {
                 "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sidecar_address}}]}]}
             }]
         }
-    })
+    });
+    if let (Some(cluster), Some(Value::Array(clusters))) = (
+        rate_limit_cluster(&o.rate_limit),
+        bootstrap.pointer_mut("/static_resources/clusters"),
+    ) {
+        clusters.push(cluster);
+    }
+    bootstrap
 }
 
 /// The router-level ext_proc replaces the request body in its header phase, and Envoy
@@ -191,7 +203,8 @@ fn local_reply_config() -> Value {
         "(metadata.filter_metadata['io.envoy.ai_gateway']['client_api'] == 'messages' \
         || (!('io.envoy.ai_gateway' in metadata.filter_metadata) \
             && (request.path.startsWith('/v1/messages') || request.path.startsWith('/anthropic/'))))";
-    json!({"mappers": [
+    let mut mappers = crate::quota::envoy::reply_mappers(messages);
+    let rest = json!([
         {
             "filter": cel(&format!("response.code_details.startsWith('ext_proc_error') && {messages}")),
             "status_code": 503,
@@ -223,7 +236,11 @@ fn local_reply_config() -> Value {
             "filter": cel("!response.code_details.startsWith('llm_extproc') && !response.code_details.startsWith('ext_proc')"),
             "body_format_override": error("%LOCAL_REPLY_BODY%", "gateway_error", "%RESPONSE_CODE_DETAILS%")
         }
-    ]})
+    ]);
+    if let Value::Array(rest) = rest {
+        mappers.extend(rest);
+    }
+    json!({"mappers": mappers})
 }
 
 /// One line per request on stdout, with what the sidecar metered.
@@ -247,7 +264,9 @@ fn access_log() -> Value {
         // (each phase is answered once, at its headers, when its body has been read).
         "ext_proc_request_us": "%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:request_header_latency_us)%",
         "ext_proc_response_us": "%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:response_header_latency_us)%",
-        "upstream_ms": "%RESPONSE_DURATION%"
+        "upstream_ms": "%RESPONSE_DURATION%",
+        // Everything the sidecar set: every llmRequestCosts key, the quota charges.
+        "ai_gateway": "%DYNAMIC_METADATA(io.envoy.ai_gateway)%"
     });
     json!([{
         "name": "envoy.access_loggers.stdout",

@@ -148,10 +148,15 @@ pub fn route_configuration(config: &GatewayConfig) -> Value {
         "direct_response": {"status": 404, "body": {"inline_string": format!(
             "known models: {}", known.join(", "))}}
     }));
+    let mut virtual_host = json!({"name": "llm", "domains": ["*"], "routes": routes});
+    if !config.quotas.is_empty() {
+        virtual_host["typed_per_filter_config"] =
+            crate::quota::envoy::virtual_host_config(&config.quotas);
+    }
     json!({
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_CONFIG_NAME,
-        "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]
+        "virtual_hosts": [virtual_host]
     })
 }
 

@@ -79,6 +79,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub body_budget: budget::BodyBudget,
+    /// Who the consumer is, for quota buckets.
+    pub identity: crate::quota::identity::Identity,
 }
 
 #[derive(Clone)]
@@ -138,7 +140,14 @@ impl ExternalProcessor for Service {
                     // What to do with the message, and how large a body it completes.
                     let (size, work): (usize, Work) = match m.request {
                         Some(Msg::RequestHeaders(h)) => {
-                            (0, Box::new(move |r| r.request_headers(h)))
+                            let forwarded = m.metadata_context;
+                            (
+                                0,
+                                Box::new(move |r| {
+                                    r.forwarded_metadata(forwarded);
+                                    r.request_headers(h)
+                                }),
+                            )
                         }
                         Some(Msg::RequestBody(b)) => {
                             let size = match (b.end_of_stream, router.decodes_request()) {

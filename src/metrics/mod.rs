@@ -23,6 +23,9 @@ pub struct TokenLabels {
     pub gen_ai_response_model: String,
     pub gen_ai_original_model: String,
     pub gen_ai_token_type: &'static str,
+    /// Empty unless the consumer is a metric attribute.
+    #[prometheus(flatten)]
+    pub consumer: Vec<(&'static str, String)>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +36,8 @@ pub struct RequestLabels {
     pub gen_ai_response_model: String,
     pub gen_ai_original_model: String,
     pub error_type: String,
+    #[prometheus(flatten)]
+    pub consumer: Vec<(&'static str, String)>,
 }
 
 /// What one finished request reports.
@@ -48,6 +53,8 @@ pub struct Completed {
     pub time_to_first_token: Option<Duration>,
     /// Empty when the request succeeded, else the error kind (e.g. the HTTP status).
     pub error_type: String,
+    /// The consumer, when it is a metric attribute (`--consumer-metric-attribute`).
+    pub consumer: Option<String>,
 }
 
 pub struct Metrics {
@@ -58,12 +65,17 @@ pub struct Metrics {
     time_per_output_token: Family<RequestLabels, Histogram>,
     in_flight: Gauge<i64, AtomicI64>,
     response_models: BoundedValues,
+    consumers: BoundedValues,
 }
 
 /// Most distinct `gen_ai.response.model` values reported; later ones are `other`. The
 /// provider chooses them (a dated version per model, or an echo of any name a regular
 /// expression let through), so only a cap keeps the series bounded.
 pub const MAX_RESPONSE_MODELS: usize = 100;
+
+/// Most distinct consumers reported (OpenTelemetry's `user.id`); later ones are `other`.
+pub const MAX_CONSUMERS: usize = 1000;
+const CONSUMER_LABEL: &str = "user_id";
 
 /// A label whose values come from outside the configuration: the first `cap` distinct
 /// values are kept, the rest reported as `other`.
@@ -166,6 +178,7 @@ impl Default for Metrics {
             time_per_output_token,
             in_flight,
             response_models: BoundedValues::new(MAX_RESPONSE_MODELS),
+            consumers: BoundedValues::new(MAX_CONSUMERS),
         }
     }
 }
@@ -176,6 +189,11 @@ impl Metrics {
     /// is capped here.
     pub fn record(&self, c: &Completed) {
         let response_model = self.response_models.label(&c.response_model);
+        let consumer: Vec<(&'static str, String)> = c
+            .consumer
+            .as_deref()
+            .map(|v| vec![(CONSUMER_LABEL, self.consumers.label(v))])
+            .unwrap_or_default();
         let request = RequestLabels {
             gen_ai_operation_name: c.operation,
             gen_ai_provider_name: c.provider.clone(),
@@ -183,6 +201,7 @@ impl Metrics {
             gen_ai_response_model: response_model.clone(),
             gen_ai_original_model: c.original_model.clone(),
             error_type: c.error_type.clone(),
+            consumer: consumer.clone(),
         };
         self.request_duration
             .get_or_create(&request)
@@ -220,6 +239,7 @@ impl Metrics {
                 gen_ai_response_model: response_model.clone(),
                 gen_ai_original_model: c.original_model.clone(),
                 gen_ai_token_type: kind,
+                consumer: consumer.clone(),
             };
             self.token_usage
                 .get_or_create(&labels)
@@ -253,7 +273,24 @@ mod tests {
             duration: Duration::from_millis(5),
             time_to_first_token: None,
             error_type: String::new(),
+            consumer: None,
         }
+    }
+
+    #[test]
+    fn the_consumer_is_a_label_only_when_given() {
+        let metrics = Metrics::default();
+        metrics.record(&completed("r".into()));
+        assert!(!metrics.encode(0).contains("user_id"));
+        metrics.record(&Completed {
+            consumer: Some("alice".into()),
+            ..completed("r".into())
+        });
+        let text = metrics.encode(0);
+        assert!(
+            text.contains("gen_ai_token_type=\"input\",user_id=\"alice\"}"),
+            "{text}"
+        );
     }
 
     #[test]

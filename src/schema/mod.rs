@@ -108,6 +108,11 @@ pub trait BackendSchema: Send + Sync + fmt::Debug {
         request: &ClientRequest,
         usage_injected: bool,
     ) -> Box<dyn ResponseTranslator>;
+
+    /// The schema's name when this build reads it but does not serve it yet.
+    fn not_served(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 type Constructor = fn(&SchemaSpec) -> Result<Arc<dyn BackendSchema>, String>;

@@ -4,10 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod backends;
+mod notices;
 mod policies;
+mod quotas;
 mod routes;
 
 use backends::resolve_backends;
@@ -35,6 +38,15 @@ pub fn resolve(res: &Resources, secrets_dir: Option<&Path>) -> Result<GatewayCon
     }
     mark_router_resolved(&mut config);
     name_clusters(&mut config);
+    let mut notices = res.not_enforced.clone();
+    let mut quotas = quotas::resolve_quotas(res, &backends, &mut problems, &mut notices);
+    if !quotas.is_empty() {
+        quotas.set_rules(quotas::rule_choices(&config, &mut notices));
+    }
+    config.quotas = Arc::new(quotas);
+    notices::route_fields(res, &mut notices);
+    notices::unserved_backends(res, &backends, &mut notices);
+    config.not_enforced = notices;
     if problems.is_empty() {
         Ok(config)
     } else {

@@ -28,7 +28,6 @@ pub(super) fn resolve_route(
         problems,
     };
     let hosts = route.hostnames();
-    route.note_unacted(config);
     let mut rules = Vec::new();
     for (ri, rule) in doc.spec.rules.iter().enumerate() {
         let mut matches = route.matches(ri, rule, hosts.as_ref(), config);
@@ -154,43 +153,6 @@ impl RouteDoc<'_> {
             matches.push(Vec::new());
         }
         matches
-    }
-
-    /// What `/v1/models` says of the rule's models.
-    /// Records the fields the route sets that only Kubernetes or an older Envoy AI
-    /// Gateway act on.
-    fn note_unacted(&self, config: &mut GatewayConfig) {
-        let spec = &self.doc.spec;
-        for (field, set, why) in [
-            (
-                "spec.parentRefs",
-                spec.parent_refs.is_some(),
-                "Kubernetes attaches the route to its Gateway; here the gateway serves every route",
-            ),
-            (
-                "spec.targetRefs",
-                spec.target_refs.is_some(),
-                "deprecated attachment to a Gateway (Kubernetes-only)",
-            ),
-            (
-                "spec.filterConfig",
-                spec.filter_config.is_some(),
-                "deprecated settings of Envoy AI Gateway's own external processor deployment",
-            ),
-            (
-                "spec.schema",
-                spec.schema.is_some(),
-                "deprecated: the client's API is read from the request path",
-            ),
-        ] {
-            if set {
-                config.not_acted_on.push(format!(
-                    "{}: {}: {field}: {why}",
-                    self.doc.file.display(),
-                    self.what
-                ));
-            }
-        }
     }
 
     /// `spec.hostnames`, checked; None when the route serves every host.
@@ -407,11 +369,29 @@ impl RouteDoc<'_> {
                 "OutputToken" => CostKind::Output,
                 "TotalToken" => CostKind::Total,
                 "ReasoningToken" => CostKind::Reasoning,
+                "CEL" => {
+                    let field = format!("spec.llmRequestCosts[{ci}].cel");
+                    let Some(text) = c.cel.as_deref() else {
+                        self.problem(
+                            &field,
+                            "missing".into(),
+                            "write the cost in CEL, e.g. input_tokens + output_tokens * 4",
+                        );
+                        continue;
+                    };
+                    match crate::quota::cost::Cost::compile(text) {
+                        Ok(cost) => CostKind::Cel(Arc::new(cost)),
+                        Err(e) => {
+                            self.problem(&field, format!("`{text}`: {e}"), "write CEL over input_tokens, cached_input_tokens, cache_creation_input_tokens, output_tokens, reasoning_tokens, total_tokens, model and backend");
+                            continue;
+                        }
+                    }
+                }
                 other => {
                     self.problem(
                         &format!("spec.llmRequestCosts[{ci}].type"),
                         format!("cost type `{other}` is not supported by this build"),
-                        "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken or ReasoningToken",
+                        "use InputToken, CachedInputToken, CacheCreationInputToken, OutputToken, TotalToken, ReasoningToken or CEL",
                     );
                     continue;
                 }

@@ -58,6 +58,7 @@ impl RouterStream {
             duration: self.started.elapsed(),
             time_to_first_token: resp.first_output.map(|t| t - self.started),
             error_type,
+            consumer: self.quota.metric_consumer(),
         });
         let mut entries: Vec<(String, Kind)> = Vec::new();
         if let Some(a) = &attempt {
@@ -74,12 +75,20 @@ impl RouterStream {
                 .iter()
                 .find(|r| r.name == a.target.route)
             {
+                let model = a
+                    .target
+                    .model_name_override
+                    .as_deref()
+                    .unwrap_or(&state.request.model);
                 for cost in &route.costs {
-                    entries.push((
-                        cost.metadata_key.clone(),
-                        Kind::NumberValue(cost_value(cost.kind, &usage) as f64),
-                    ));
+                    let value = cost_value(&cost.kind, &usage, model, &a.target.backend.name)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(request_id = %self.request_id, key = %cost.metadata_key, "{e}; reported as 0");
+                            0
+                        });
+                    entries.push((cost.metadata_key.clone(), Kind::NumberValue(value as f64)));
                 }
+                entries.extend(self.quota_charges(state, &a.target, &usage));
             }
         }
         entries.push(("response_model".into(), Kind::StringValue(response_model)));
@@ -126,6 +135,7 @@ impl RouterStream {
             duration: self.started.elapsed(),
             time_to_first_token: None,
             error_type: error.status().to_string(),
+            consumer: self.quota.metric_consumer(),
         });
         immediate_error_for(&error, self.api.or(self.error_shape))
     }
@@ -143,13 +153,19 @@ pub(super) struct Refused<'a> {
     pub(super) target: Option<&'a BackendRefTarget>,
 }
 
-fn cost_value(kind: CostKind, u: &Usage) -> u64 {
-    match kind {
+fn cost_value(
+    kind: &CostKind,
+    u: &Usage,
+    model: &str,
+    backend: &str,
+) -> Result<u64, crate::quota::cost::CostError> {
+    Ok(match kind {
         CostKind::Input => u.input,
         CostKind::CachedInput => u.cached_input,
         CostKind::CacheCreationInput => u.cache_creation_input,
         CostKind::Output => u.output,
         CostKind::Total => u.total,
         CostKind::Reasoning => u.reasoning,
-    }
+        CostKind::Cel(cost) => return cost.evaluate(u, model, backend),
+    })
 }

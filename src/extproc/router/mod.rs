@@ -35,6 +35,7 @@ use crate::usage::Usage;
 
 mod answers;
 mod metering;
+mod quota;
 mod response;
 
 use answers::*;
@@ -86,6 +87,7 @@ pub struct RouterStream {
     request_header_edits: Mutations,
     /// Header edits decided at a unary answer's headers, sent with its one answer.
     response_header_edits: Mutations,
+    quota: quota::QuotaState,
 }
 
 impl RouterStream {
@@ -103,6 +105,7 @@ impl RouterStream {
             _guard: None,
             response: None,
             finished: false,
+            quota: Default::default(),
             held_body: Vec::new(),
             request_header_edits: Mutations::default(),
             response_header_edits: Mutations::default(),
@@ -144,6 +147,14 @@ impl RouterStream {
         self.request_encoding.is_some()
     }
 
+    /// Metadata Envoy forwarded with the request headers, for the consumer's identity.
+    pub fn forwarded_metadata(
+        &mut self,
+        metadata: Option<envoy_types::pb::envoy::config::core::v3::Metadata>,
+    ) {
+        self.quota.forwarded = metadata;
+    }
+
     /// Request headers. They must be sent (not skipped) even though the body carries what
     /// matters: with headers skipped, Envoy hands them to the router, which picks the route
     /// before the body has set `x-ai-eg-model` (seen on Envoy 1.40).
@@ -157,7 +168,11 @@ impl RouterStream {
             Ok(ApiKind::Models) => {
                 let config = self.shared.config.load();
                 let host = header(map, ":authority").unwrap_or("");
-                return vec![immediate(200, api::models::list_body(&config, host), "models")];
+                return vec![immediate(
+                    200,
+                    api::models::list_body(&config, host),
+                    "models",
+                )];
             }
             Ok(ApiKind::AnthropicModels) => {
                 let config = self.shared.config.load();
@@ -265,6 +280,8 @@ impl RouterStream {
             .router_targets
             .get(&model)
             .and_then(|key| state.config.backend_refs.get(key).cloned());
+        self.note_consumer(&state);
+        let checks = self.quota_checks(&state, target.as_ref());
         let mut reply = match target {
             // One backend serves this rule: build its request now; its cluster has no
             // upstream-level filter.
@@ -322,6 +339,7 @@ impl RouterStream {
         if let Some(route) = route_name {
             meta.push(("route_name".to_string(), Kind::StringValue(route)));
         }
+        meta.extend(checks);
         reply.metadata = messages::metadata(meta);
         self.state = Some(state);
         self._guard = Some(guard);

@@ -56,6 +56,8 @@ impl RouterStream {
             .unwrap_or_default();
         // The schema of the backend that answered translates its success or its error.
         let translator = match (&self.state, &attempt) {
+            // Already in the client's shape (a local reply): no backend's error to translate.
+            _ if quota::is_quota_refusal(&head, map) => None,
             (Some(state), Some(attempt)) => Some(
                 attempt
                     .target
