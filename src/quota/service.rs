@@ -103,11 +103,23 @@ impl EmbeddedRateLimit {
             );
             let window = now / b.window.seconds();
             let key = (bucket.to_string(), client.to_string());
-            if counters.by_client.len() >= self.max_counters
-                && !counters.by_client.contains_key(&key)
-            {
+            let known = counters.by_client.contains_key(&key);
+            if hits == 0 && !known && counters.by_client.len() < self.max_counters {
+                // The check before a request of a client with nothing counted yet: nothing
+                // is used, and nothing is stored, so only charged requests fill the table
+                // (not a client sending random values).
+                let reset = (window + 1) * b.window.seconds() - now;
+                response.statuses.push(status(b, b.limit == 0, 0, reset));
+                if b.limit == 0 && !b.shadow {
+                    response.overall_code = Code::OverLimit as i32;
+                }
+                continue;
+            }
+            if counters.by_client.len() >= self.max_counters && !known {
                 tracing::warn!(bucket, "{MAX_COUNTERS} quota counters in use: a new client is refused until a window ends");
-                response.overall_code = Code::OverLimit as i32;
+                if !b.shadow {
+                    response.overall_code = Code::OverLimit as i32;
+                }
                 response
                     .statuses
                     .push(status(b, true, b.limit, b.window.seconds()));
@@ -297,13 +309,26 @@ mod tests {
     fn past_the_counter_cap_a_new_client_is_refused_not_let_through() {
         let mut s = service(false);
         Arc::get_mut(&mut s).expect("one owner").max_counters = 2;
-        assert!(!over(&s.answer(&request("a", Some(0)), 0)));
-        assert!(!over(&s.answer(&request("b", Some(0)), 0)));
+        // Checks of new clients store nothing: random values cannot fill the table.
+        for client in ["x", "y", "z"] {
+            assert!(!over(&s.answer(&request(client, Some(0)), 0)));
+        }
+        // Charges do; once it is full, a new client is refused.
+        s.answer(&request("a", Some(1)), 0);
+        s.answer(&request("b", Some(1)), 0);
         assert!(over(&s.answer(&request("c", Some(0)), 0)));
         assert!(
             !over(&s.answer(&request("a", Some(0)), 0)),
             "known clients go on"
         );
+    }
+
+    #[test]
+    fn shadow_buckets_never_refuse_even_past_the_counter_cap() {
+        let mut s = service(true);
+        Arc::get_mut(&mut s).expect("one owner").max_counters = 1;
+        s.answer(&request("a", Some(1)), 0);
+        assert!(!over(&s.answer(&request("c", Some(0)), 0)));
     }
 
     #[test]

@@ -357,6 +357,22 @@ impl PolicyDoc<'_> {
         let mut out = Vec::new();
         for (hi, h) in s.headers.iter().enumerate() {
             let field = format!("{at}.headers[{hi}]");
+            if crate::auth::CLIENT_CREDENTIAL_HEADERS
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&h.name))
+            {
+                // Its values would become bucket names: in metadata, access logs and the
+                // rate-limit service's logs.
+                self.problem(
+                    &format!("{field}.name"),
+                    format!(
+                        "`{}` carries the client's credential, which never becomes a quota client",
+                        h.name
+                    ),
+                    "select clients by a consumer header (--consumer-header) or a JWT claim",
+                );
+                return None;
+            }
             let test = match (h.match_type, h.value.as_deref()) {
                 (SelectorMatchType::Distinct, None) if !h.invert => HeaderTest::Distinct,
                 (SelectorMatchType::Distinct, _) => {
@@ -533,6 +549,7 @@ mod tests {
             ("  perModelQuotas:\n  - modelName: m\n    quota: {bucketRules: [{clientSelectors: [{sourceCIDR: {value: 10.0.0.0/8}}], quota: {limit: 1, duration: 1m}}]}\n", "clientSelectors[0].sourceCIDR: is not served"),
             ("  perModelQuotas:\n  - modelName: m\n    quota: {bucketRules: [{clientSelectors: [{headers: [{name: x, type: RegularExpression, value: \"(\"}]}], quota: {limit: 1, duration: 1m}}]}\n", "not a regular expression"),
             ("  serviceQuota: {quota: {limit: 5000000000, duration: 1d}}\n", "above the rate-limit service's 4294967295"),
+            ("  perModelQuotas:\n  - modelName: m\n    quota: {bucketRules: [{clientSelectors: [{headers: [{name: Authorization, type: Distinct}]}], quota: {limit: 1, duration: 1m}}]}\n", "`Authorization` carries the client's credential"),
         ];
         for (spec, expected) in cases {
             let problems = resolved(&format!("{BASE}{}", policy("p", spec))).expect_err(expected);

@@ -233,8 +233,9 @@ impl RouterStream {
     pub fn request_body(&mut self, b: HttpBody) -> Answers {
         let limit = self.shared.limits.max_body_bytes;
         let size = (self.held_body.len() + b.body.len()) as u64;
-        if size > limit && self.request_encoding.is_none() {
-            // Chunked, so no content-length refused it: refused as soon as it is too large.
+        if size > limit {
+            // Chunked, so no content-length refused it: refused as soon as it is too large
+            // (compressed or not: the decoded body is held to the same limit).
             return vec![self.reject(ApiError::BodyTooLarge { size, limit })];
         }
         self.hold(b.body);

@@ -24,6 +24,11 @@ pub struct Cohere {
 
 impl Cohere {
     pub fn build(spec: &SchemaSpec) -> Result<Arc<dyn BackendSchema>, String> {
+        if spec.prefix.as_deref().is_some_and(|p| !p.trim().is_empty()) {
+            // Cohere's prefixed path (`/compatibility/v1`) is its OpenAI-compatible API,
+            // which the OpenAI schema serves.
+            return Err("`prefix` is not supported by the Cohere schema (it serves rerank at /{version}/rerank); for Cohere's OpenAI-compatible API use the OpenAI schema with that prefix".into());
+        }
         let version = spec
             .version
             .clone()
@@ -111,7 +116,7 @@ impl ResponseTranslator for RerankMeter {
             self.usage = Usage {
                 input,
                 output,
-                total: input + output,
+                total: input.saturating_add(output),
                 ..Usage::default()
             };
         }

@@ -81,7 +81,7 @@ impl UsageMeter {
             return;
         };
         if let Some(n) = event.sequence_number {
-            self.next_sequence = self.next_sequence.max(n + 1);
+            self.next_sequence = self.next_sequence.max(n.saturating_add(1));
         }
         if let Some(response) = &event.response {
             self.observe_response(response);
