@@ -181,19 +181,6 @@ def children(pid):
     return found
 
 
-def envoy_stats(run_dir):
-    """Envoy's counters over its admin socket (`run`'s default admin address)."""
-    transport = httpx.HTTPTransport(uds=str(pathlib.Path(run_dir) / "envoy-admin.sock"))
-    with httpx.Client(transport=transport) as client:
-        text = client.get("http://envoy/stats?usedonly").text
-    stats = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        if value.isdigit():
-            stats[name] = int(value)
-    return stats
-
-
 def measured(pids, run):
     """Runs `run` and returns its result with the CPU seconds each of `pids` spent meanwhile."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -228,7 +215,7 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
         (gateway_envoy,) = children(gateway.proc.pid)
         side_pids = {"gateway": {"sidecar": gateway.proc.pid, "envoy": gateway_envoy, "upstream": pids["upstream"]},
                      "direct": {"envoy": pids["direct_envoy"], "upstream": pids["upstream"]}}
-        stats_before = envoy_stats(gateway.run_dir)
+        stats_before = gateway.envoy_stats("http.llm.ext_proc.")
         gateway_requests = 0
         for _ in range(args.rounds):
             for connections in (16, 1):
@@ -237,7 +224,7 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
                     results[side][connections].append(result)
                     if side == "gateway":
                         gateway_requests += result["requests"]
-        stats_after = envoy_stats(gateway.run_dir)
+        stats_after = gateway.envoy_stats("http.llm.ext_proc.")
         memory = rss_kib(gateway.proc.pid)
     finally:
         gateway.stop()

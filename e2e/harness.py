@@ -111,6 +111,18 @@ class Gateway:
                 total += float(value)
         return total
 
+    def envoy_stats(self, prefix=""):
+        """Envoy's counters whose names start with `prefix` (over `run`'s admin socket)."""
+        transport = httpx.HTTPTransport(uds=str(pathlib.Path(self.run_dir) / "envoy-admin.sock"))
+        with httpx.Client(transport=transport) as client:
+            text = client.get("http://envoy/stats", params={"usedonly": "", "filter": f"^{prefix}"}).text
+        stats = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                stats[name] = int(value)
+        return stats
+
     def in_flight(self):
         return self.metric("llm_extproc_requests_in_flight")
 

@@ -2,23 +2,14 @@
 phase is answered once, at its headers, after its body was read (see
 src/envoy/resources.rs). These pin the Envoy 1.40 behaviour the hot path relies on."""
 
-import pathlib
-
 import httpx
 
 from harness import backend_yaml, route_yaml
 
 
 def ext_proc_stats(gw):
-    transport = httpx.HTTPTransport(uds=str(pathlib.Path(gw.run_dir) / "envoy-admin.sock"))
-    with httpx.Client(transport=transport) as client:
-        text = client.get("http://envoy/stats?filter=http.llm.ext_proc").text
-    stats = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        if value.isdigit():
-            stats[name.removeprefix("http.llm.ext_proc.")] = int(value)
-    return stats
+    prefix = "http.llm.ext_proc."
+    return {k.removeprefix(prefix): v for k, v in gw.envoy_stats(prefix).items()}
 
 
 def delta(before, after):
