@@ -6,6 +6,7 @@
 //! abort, upstream reset, timeout, sidecar error). The store is bounded.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3::HeaderMap;
@@ -51,6 +52,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 pub struct RequestStore {
     entries: Mutex<HashMap<u64, Arc<RequestState>>>,
     capacity: usize,
+    /// The next key. Keys only travel in Envoy's dynamic metadata, which clients cannot
+    /// set, so they need to be unique, not unguessable: a counter (from a random start,
+    /// so that a restarted sidecar does not reuse the last one's), not a random draw per
+    /// request.
+    next_key: AtomicU64,
 }
 
 /// Removes its entry from the store when dropped.
@@ -77,6 +83,7 @@ impl RequestStore {
         Arc::new(RequestStore {
             entries: Mutex::new(HashMap::new()),
             capacity,
+            next_key: AtomicU64::new(rand_key()),
         })
     }
 
@@ -90,9 +97,9 @@ impl RequestStore {
         if entries.len() >= self.capacity {
             return None;
         }
-        let mut key = rand_key();
+        let mut key = self.next_key.fetch_add(1, Ordering::Relaxed);
         while entries.contains_key(&key) {
-            key = rand_key();
+            key = self.next_key.fetch_add(1, Ordering::Relaxed);
         }
         entries.insert(key, state);
         Some(StoreGuard {
