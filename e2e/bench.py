@@ -15,9 +15,21 @@ straight to the upstream path the gateway hits (`/v1/messages`, `/model/{id}/con
 so both sides cost the upstream the same work. Each scenario gets its own gateway, and one
 request through it is checked before timing. Run it with `scripts/bench.sh` (which builds
 the release binaries and installs wrk when missing).
+
+`--pin` runs the same on fixed CPUs (with `taskset`): the gateway (sidecar and its Envoy)
+and the direct Envoy on CPU 0, which they never use at the same time, wrk and the upstream
+on CPU 1, so that the load generator does not take the gateway's CPU and the ratio shows
+what the gateway costs in CPU.
+
+`--scale` measures the scale figures instead of the scenarios, each printed with what it
+measured: the sidecar's RSS idle and with 1,000 concurrent open streams against a slow
+upstream (all complete, and `llm_extproc_requests_in_flight` returns to 0), the CPU per
+request for 1, 5 and 10 MiB request bodies, and the time-to-first-token the gateway adds
+on a stream.
 """
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
@@ -41,6 +53,28 @@ TEXT = "Hello! How can I help you today?"  # every answer of examples/bench_upst
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 # The path the gateway sends Converse to: the model id as one encoded segment.
 BEDROCK_PATH = "/model/" + urllib.parse.quote(BEDROCK_MODEL, safe="") + "/converse"
+
+# --pin's layout on 2 cores, the CPU of each role. The gateway and the direct Envoy share
+# CPU 0 (they are never timed at once); wrk and the upstream, the load, get CPU 1.
+PINNED_LAYOUT = {"gateway": 0, "direct": 0, "wrk": 1, "upstream": 1}
+LAYOUT = {}  # the role -> CPU map in use: PINNED_LAYOUT with --pin, else empty
+
+
+def pinned(role, command):
+    """`command` run on its role's CPU when the layout pins it."""
+    cpu = LAYOUT.get(role)
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+class BenchGateway(Gateway):
+    """The harness's gateway, started on the gateway's CPU (Envoy, its child, inherits it)."""
+
+    def command(self):
+        return pinned("gateway", super().command())
+
+
+def allowed_cpus(pid):
+    return re.search(r"Cpus_allowed_list:\s+(\S+)", pathlib.Path(f"/proc/{pid}/status").read_text()).group(1)
 
 
 def body(model, stream=False):
@@ -110,8 +144,8 @@ def wrk_script(path, request_body):
 
 
 def wrk(url, connections, seconds, script):
-    out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-                          "-s", script, url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(pinned("wrk", ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+                          "-s", script, url]), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -137,6 +171,21 @@ def wait_ok(url, request_body):
     raise RuntimeError(f"{url} did not answer")
 
 
+def chunk_content(chunk):
+    return (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
+
+
+def openai_stream_problem(text):
+    """What is wrong with an OpenAI SSE stream that should say TEXT, or None."""
+    lines = [line for line in text.splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(line[6:]) for line in lines[:-1]] if lines else []
+    if not lines or lines[-1] != "data: [DONE]":
+        return "the stream does not end with data: [DONE]"
+    if any(c.get("object") != "chat.completion.chunk" for c in chunks) or "".join(map(chunk_content, chunks)) != TEXT:
+        return f"not chat.completion.chunks saying {TEXT!r}"
+    return None
+
+
 def check_answer(name, url, request_body, stream):
     """One request through the gateway must be a real chat completion (or a whole SSE stream),
     so a broken path cannot make a fast but meaningless number."""
@@ -146,13 +195,7 @@ def check_answer(name, url, request_body, stream):
     if r.status_code != 200:
         problem = f"status {r.status_code}"
     elif stream:
-        lines = [line for line in r.text.splitlines() if line.startswith("data: ")]
-        chunks = [json.loads(line[6:]) for line in lines[:-1]] if lines else []
-        text = "".join((c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks)
-        if not lines or lines[-1] != "data: [DONE]":
-            problem = "the stream does not end with data: [DONE]"
-        elif any(c.get("object") != "chat.completion.chunk" for c in chunks) or text != TEXT:
-            problem = f"not chat.completion.chunks saying {TEXT!r}"
+        problem = openai_stream_problem(r.text)
     else:
         try:
             answer = r.json()
@@ -214,7 +257,7 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
     config_dir.mkdir()
     config = write_config(config_dir, *spec["config"](upstream_port))
     # Both Envoys get one worker thread, so the comparison is like for like on 2 cores.
-    gateway = Gateway([config], extra_args=["--envoy-concurrency", "1"], env={"RUST_LOG": "warn"})
+    gateway = BenchGateway([config], extra_args=["--envoy-concurrency", "1"], env={"RUST_LOG": "warn"})
     direct_url = direct_base + spec["upstream_path"]
     try:
         gateway.start()
@@ -228,6 +271,9 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
         (gateway_envoy,) = children(gateway.proc.pid)
         side_pids = {"gateway": {"sidecar": gateway.proc.pid, "envoy": gateway_envoy, "upstream": pids["upstream"]},
                      "direct": {"envoy": pids["direct_envoy"], "upstream": pids["upstream"]}}
+        cpus = {name: allowed_cpus(pid) for name, pid in
+                (("sidecar", gateway.proc.pid), ("gateway_envoy", gateway_envoy),
+                 ("direct_envoy", pids["direct_envoy"]), ("upstream", pids["upstream"]))} if LAYOUT else None
         stats_before = envoy_stats(gateway.run_dir)
         gateway_requests = 0
         for _ in range(args.rounds):
@@ -256,7 +302,9 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
         return (stats_after.get(stat, 0) - stats_before.get(stat, 0)) / max(gateway_requests, 1)
     ext_proc = {stat: round(per_request(f"http.llm.ext_proc.{stat}"), 2)
                 for stat in ("streams_started", "stream_msgs_sent", "stream_msgs_received")}
+    pinning = {"cpus_allowed": cpus} if cpus else {}
     return {
+        **pinning,
         "cpu_us_per_request_16": {
             "gateway": {p: round(cpu_per_request("gateway", p)) for p in ("envoy", "sidecar")},
             "direct": {"envoy": round(cpu_per_request("direct", "envoy"))},
@@ -278,28 +326,225 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
     }
 
 
+# --scale: how many streams are open at once, and how slowly the upstream sends them (one
+# event per interval after the first token, 5 events: each stream stays open about 5 s,
+# longer than it takes to open them all).
+SCALE_STREAMS = 1000
+SLOW_INTERVAL_MS = 1000
+BODY_MIB = (1, 5, 10)
+# Each size sends this many MiB in all, one request at a time, so each size's CPU spans
+# about 100 of /proc's 10 ms clock ticks.
+BODY_MIB_PER_SIZE = 200
+TTFT_STREAMS = 100  # per side, interleaved
+TTFT_INTERVAL_MS = 10  # short: only the first token is timed
+CLIENT_HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer client-key"}
+
+
+def scale_config(upstream_port):
+    """OpenAI (for the body sizes) and Anthropic (for the translated streams) on one gateway."""
+    return [backend_yaml("bench-openai", "OpenAI", upstream_port, policy="APIKey", key="sk-bench"),
+            backend_yaml("bench-anthropic", "Anthropic", upstream_port, policy="AnthropicAPIKey", key="sk-ant-bench"),
+            route_yaml("bench", [("gpt-4o-mini", [("bench-openai", 0, None)]),
+                                 ("claude", [("bench-anthropic", 0, "claude-3-5-haiku-20241022")])])]
+
+
+def slow_headers(interval_ms):
+    # bench_upstream's slow mode: the events up to the first text delta at once, then one per interval.
+    return {**CLIENT_HEADERS, "x-bench-event-interval-ms": str(interval_ms)}
+
+
+async def one_stream(client, url, request_body, headers):
+    """One whole stream through the gateway: what is wrong with it, or None."""
+    try:
+        async with client.stream("POST", url, content=request_body, headers=headers) as r:
+            text = (await r.aread()).decode()
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    return f"status {r.status_code}" if r.status_code != 200 else openai_stream_problem(text)
+
+
+async def concurrent_streams(gateway, n):
+    """Runs n slow streams at once. Returns their problems and, sampled while they run,
+    the most requests the sidecar had in flight and its RSS at that moment."""
+    url, request_body = gateway.url + CHAT_PATH, body("claude", stream=True)
+    peak = {"in_flight": 0, "rss_kib": 0}
+    done = asyncio.Event()
+
+    async def sample():
+        while not done.is_set():
+            in_flight = await asyncio.to_thread(gateway.in_flight)
+            if in_flight >= peak["in_flight"]:
+                peak.update(in_flight=int(in_flight), rss_kib=rss_kib(gateway.proc.pid)["VmRSS"])
+            await asyncio.sleep(0.2)
+
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        sampler = asyncio.create_task(sample())
+        problems = await asyncio.gather(*(one_stream(client, url, request_body, slow_headers(SLOW_INTERVAL_MS))
+                                          for _ in range(n)))
+        done.set()
+        await sampler
+    return [p for p in problems if p], peak
+
+
+def sized_body(mib):
+    """An OpenAI chat request of exactly `mib` MiB, nearly all of it the user's message."""
+    frame = body("gpt-4o-mini").replace('"Hello!"', '"{}"')
+    return frame.replace("{}", "a" * (mib * 2**20 - len(frame) + 2))
+
+
+def cpu_by_body_size(gateway, pids):
+    """CPU microseconds per request of each of `pids`, per request body size in MiB."""
+    url, rows = gateway.url + CHAT_PATH, {}
+    with httpx.Client(timeout=60, headers=CLIENT_HEADERS) as client:
+        for mib in BODY_MIB:
+            request_body, requests = sized_body(mib), BODY_MIB_PER_SIZE // mib
+            assert len(request_body) == mib * 2**20
+            client.post(url, content=request_body).raise_for_status()  # warm up
+
+            def run():
+                for _ in range(requests):
+                    r = client.post(url, content=request_body)
+                    if r.status_code != 200 or r.json().get("object") != "chat.completion":
+                        raise RuntimeError(f"{mib} MiB body: status {r.status_code}: {r.text[:500]}")
+                return {}
+            cpu = measured(pids, run)["cpu_s"]
+            rows[mib] = {name: round(seconds * 1e6 / requests) for name, seconds in cpu.items()}
+    return rows
+
+
+def first_token_seconds(client, url, request_body, is_token):
+    """Seconds from sending a stream request to the first line that `is_token` accepts;
+    the rest is read, so the connection is kept for the next one."""
+    start = time.perf_counter()
+    first = None
+    with client.stream("POST", url, content=request_body) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if first is None and is_token(line):
+                first = time.perf_counter() - start
+    if first is None:
+        raise RuntimeError(f"{url}: no token in the stream")
+    return first
+
+
+def is_openai_token(line):
+    return line.startswith("data: {") and chunk_content(json.loads(line[6:])) != ""
+
+
+def is_anthropic_token(line):
+    return line.startswith("data: ") and '"text_delta"' in line
+
+
+def ttft(gateway, direct_base):
+    """Time to first token (µs) through the gateway (OpenAI SSE translated from Anthropic)
+    and through the direct Envoy (the Anthropic SSE itself), the same slow upstream stream."""
+    request_body = body("claude", stream=True)
+    sides = {"gateway": (gateway.url + CHAT_PATH, is_openai_token),
+             "direct": (direct_base + "/v1/messages", is_anthropic_token)}
+    times = {side: [] for side in sides}
+    with httpx.Client(timeout=30, headers=slow_headers(TTFT_INTERVAL_MS)) as client:
+        for i in range(TTFT_STREAMS + 5):
+            for side, (url, is_token) in sides.items():
+                seconds = first_token_seconds(client, url, request_body, is_token)
+                if i >= 5:  # the first ones warm up
+                    times[side].append(seconds * 1e6)
+    return times
+
+
+def percentile(values, p):
+    return statistics.quantiles(values, n=100)[p - 1]
+
+
+def run_scale(tmp, upstream_port, direct_base):
+    config_dir = tmp / "scale"
+    config_dir.mkdir()
+    config = write_config(config_dir, *scale_config(upstream_port))
+    gateway = BenchGateway([config], extra_args=["--envoy-concurrency", "1"], env={"RUST_LOG": "warn"})
+    try:
+        gateway.start()
+        time.sleep(1)  # settled after start
+        idle = rss_kib(gateway.proc.pid)["VmRSS"]
+        check_answer("scale", gateway.url + CHAT_PATH, body("claude", stream=True), stream=True)
+        problems, peak = asyncio.run(concurrent_streams(gateway, SCALE_STREAMS))
+        drained = gateway.wait_in_flight_zero(timeout=10)
+        after = {"in_flight": gateway.in_flight(), **rss_kib(gateway.proc.pid)}
+        (envoy,) = children(gateway.proc.pid)
+        cpu = cpu_by_body_size(gateway, {"sidecar": gateway.proc.pid, "envoy": envoy})
+        times = ttft(gateway, direct_base)
+    finally:
+        gateway.stop()
+    return {
+        "sidecar_rss_idle_kib": idle,
+        "streams": {"opened": SCALE_STREAMS, "failed": len(problems), "problems": sorted(set(problems))[:5],
+                    "event_interval_ms": SLOW_INTERVAL_MS, "most_in_flight": peak["in_flight"],
+                    "sidecar_rss_kib_at_most_in_flight": peak["rss_kib"], "sidecar_peak_rss_kib": after["VmHWM"],
+                    "in_flight_after": after["in_flight"], "drained": drained, "sidecar_rss_kib_after": after["VmRSS"]},
+        "cpu_us_per_request_by_body_mib": cpu,
+        "ttft_us": {side: {"p50": round(percentile(t, 50)), "p90": round(percentile(t, 90))} for side, t in times.items()},
+        "ttft_added_us": {p: round(percentile(times["gateway"], n) - percentile(times["direct"], n))
+                          for p, n in (("p50", 50), ("p90", 90))},
+    }
+
+
+def print_scale(s):
+    mib = 1024
+    st = s["streams"]
+    print(f"\nSidecar RSS idle (started, no request yet): {s['sidecar_rss_idle_kib'] / mib:.1f} MiB")
+    print(f"{st['opened']} concurrent streams (OpenAI chat stream translated from Anthropic Messages, the upstream "
+          f"sending one event per {st['event_interval_ms']} ms after the first token): "
+          f"{st['opened'] - st['failed']} complete and correct, at most {st['most_in_flight']} in flight at once; "
+          f"sidecar RSS then {st['sidecar_rss_kib_at_most_in_flight'] / mib:.1f} MiB, peak "
+          f"{st['sidecar_peak_rss_kib'] / mib:.1f} MiB; afterwards llm_extproc_requests_in_flight "
+          f"{st['in_flight_after']:.0f}, RSS {st['sidecar_rss_kib_after'] / mib:.1f} MiB")
+    cpu = s["cpu_us_per_request_by_body_mib"]
+    print(f"CPU per request by request body size (OpenAI, {BODY_MIB_PER_SIZE} MiB of requests per size, "
+          "one at a time):")
+    for size, row in cpu.items():
+        print(f"  {size:>2} MiB: sidecar {row['sidecar']} us ({row['sidecar'] / size:.0f} us/MiB), "
+              f"gateway Envoy {row['envoy']} us ({row['envoy'] / size:.0f} us/MiB)")
+    sizes = list(cpu)
+    for a, b in zip(sizes, sizes[1:]):
+        print(f"  each MiB from {a} to {b} MiB adds: sidecar {(cpu[b]['sidecar'] - cpu[a]['sidecar']) / (b - a):.0f} us, "
+              f"gateway Envoy {(cpu[b]['envoy'] - cpu[a]['envoy']) / (b - a):.0f} us")
+    t, added = s["ttft_us"], s["ttft_added_us"]
+    print(f"Time to first token added by the gateway (Anthropic stream translated to OpenAI SSE, first token sent at "
+          f"once, {TTFT_STREAMS} streams per side, one at a time): p50 {added['p50']:+d} us, p90 {added['p90']:+d} us "
+          f"(gateway p50 {t['gateway']['p50']} us, direct p50 {t['direct']['p50']} us)")
+    return st["failed"] == 0 and st["drained"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin with taskset: the gateway and the direct Envoy on CPU 0, wrk and the upstream on CPU 1")
+    parser.add_argument("--scale", action="store_true", help="measure the scale figures instead of the scenarios")
     args = parser.parse_args()
+    if args.pin:
+        LAYOUT.update(PINNED_LAYOUT)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="llm-bench-"))
     upstream_port = free_port()
-    upstream = subprocess.Popen([str(RELEASE / "examples" / "bench_upstream"), str(upstream_port)])
+    upstream = subprocess.Popen(pinned("upstream", [str(RELEASE / "examples" / "bench_upstream"), str(upstream_port)]))
     direct_port, direct_admin = free_port(), free_port()
     (tmp / "direct.json").write_text(json.dumps(direct_bootstrap(direct_port, direct_admin, upstream_port)))
     envoy_bin = os.environ.get("ENVOY_BIN", str(ROOT / ".venv" / "bin" / "envoy"))
-    direct = subprocess.Popen([envoy_bin, "-c", str(tmp / "direct.json"), "--disable-hot-restart", "-l", "error",
-                               "--concurrency", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    direct = subprocess.Popen(pinned("direct", [envoy_bin, "-c", str(tmp / "direct.json"), "--disable-hot-restart",
+                                                "-l", "error", "--concurrency", "1"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ["LLM_EXTPROC_BIN"] = str(RELEASE / "llm-extproc")
     import harness
     harness.BIN = RELEASE / "llm-extproc"
     summaries = {}
     pids = {"direct_envoy": direct.pid, "upstream": upstream.pid}
     try:
+        if args.scale:
+            scale = run_scale(tmp, upstream_port, f"http://127.0.0.1:{direct_port}")
+            print(json.dumps(scale, indent=2), flush=True)
+            names = []
         for name in names:
             summary = run_scenario(name, SCENARIOS[name], args, tmp, upstream_port, f"http://127.0.0.1:{direct_port}",
                                    pids)
@@ -311,6 +556,11 @@ def main():
         for p in (direct, upstream):
             p.terminate()
             p.wait()
+
+    if LAYOUT:
+        print("\nPinned with taskset: " + ", ".join(f"{role} on CPU {cpu}" for role, cpu in LAYOUT.items()))
+    if args.scale:
+        sys.exit(0 if print_scale(scale) else 1)
 
     if "openai" in summaries:
         s = summaries["openai"]
