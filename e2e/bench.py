@@ -144,8 +144,9 @@ def wrk_script(path, request_body):
 
 
 def wrk(url, connections, seconds, script):
-    out = subprocess.run(pinned("wrk", ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-                          "-s", script, url]), capture_output=True, text=True, check=True).stdout
+    command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+               "-s", script, url]
+    out = subprocess.run(pinned("wrk", command), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -178,7 +179,10 @@ def chunk_content(chunk):
 def openai_stream_problem(text):
     """What is wrong with an OpenAI SSE stream that should say TEXT, or None."""
     lines = [line for line in text.splitlines() if line.startswith("data: ")]
-    chunks = [json.loads(line[6:]) for line in lines[:-1]] if lines else []
+    try:
+        chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    except ValueError:
+        return "a data line is not JSON"
     if not lines or lines[-1] != "data: [DONE]":
         return "the stream does not end with data: [DONE]"
     if any(c.get("object") != "chat.completion.chunk" for c in chunks) or "".join(map(chunk_content, chunks)) != TEXT:
@@ -414,18 +418,20 @@ def cpu_by_body_size(gateway, pids):
 
 
 def first_token_seconds(client, url, request_body, is_token):
-    """Seconds from sending a stream request to the first line that `is_token` accepts;
-    the rest is read, so the connection is kept for the next one."""
+    """Seconds from sending a stream request to its response headers and to the first line
+    that `is_token` accepts (the headers split the time between the request's processing
+    and the response's). The rest is read, so the connection is kept for the next one."""
     start = time.perf_counter()
     first = None
     with client.stream("POST", url, content=request_body) as r:
+        headers = time.perf_counter() - start
         r.raise_for_status()
         for line in r.iter_lines():
             if first is None and is_token(line):
                 first = time.perf_counter() - start
     if first is None:
         raise RuntimeError(f"{url}: no token in the stream")
-    return first
+    return {"headers": headers, "token": first}
 
 
 def is_openai_token(line):
@@ -442,13 +448,14 @@ def ttft(gateway, direct_base):
     request_body = body("claude", stream=True)
     sides = {"gateway": (gateway.url + CHAT_PATH, is_openai_token),
              "direct": (direct_base + "/v1/messages", is_anthropic_token)}
-    times = {side: [] for side in sides}
+    times = {side: {"headers": [], "token": []} for side in sides}
     with httpx.Client(timeout=30, headers=slow_headers(TTFT_INTERVAL_MS)) as client:
         for i in range(TTFT_STREAMS + 5):
             for side, (url, is_token) in sides.items():
                 seconds = first_token_seconds(client, url, request_body, is_token)
                 if i >= 5:  # the first ones warm up
-                    times[side].append(seconds * 1e6)
+                    for moment, value in seconds.items():
+                        times[side][moment].append(value * 1e6)
     return times
 
 
@@ -481,9 +488,12 @@ def run_scale(tmp, upstream_port, direct_base):
                     "sidecar_rss_kib_at_most_in_flight": peak["rss_kib"], "sidecar_peak_rss_kib": after["VmHWM"],
                     "in_flight_after": after["in_flight"], "drained": drained, "sidecar_rss_kib_after": after["VmRSS"]},
         "cpu_us_per_request_by_body_mib": cpu,
-        "ttft_us": {side: {"p50": round(percentile(t, 50)), "p90": round(percentile(t, 90))} for side, t in times.items()},
-        "ttft_added_us": {p: round(percentile(times["gateway"], n) - percentile(times["direct"], n))
+        "ttft_us": {side: {"p50": round(percentile(t["token"], 50)), "p90": round(percentile(t["token"], 90))}
+                    for side, t in times.items()},
+        "ttft_added_us": {p: round(percentile(times["gateway"]["token"], n) - percentile(times["direct"]["token"], n))
                           for p, n in (("p50", 50), ("p90", 90))},
+        "response_headers_added_us_p50": round(percentile(times["gateway"]["headers"], 50)
+                                               - percentile(times["direct"]["headers"], 50)),
     }
 
 
@@ -510,7 +520,8 @@ def print_scale(s):
     t, added = s["ttft_us"], s["ttft_added_us"]
     print(f"Time to first token added by the gateway (Anthropic stream translated to OpenAI SSE, first token sent at "
           f"once, {TTFT_STREAMS} streams per side, one at a time): p50 {added['p50']:+d} us, p90 {added['p90']:+d} us "
-          f"(gateway p50 {t['gateway']['p50']} us, direct p50 {t['direct']['p50']} us)")
+          f"(gateway p50 {t['gateway']['p50']} us, direct p50 {t['direct']['p50']} us); of it, by the response "
+          f"headers: p50 {s['response_headers_added_us_p50']:+d} us")
     return st["failed"] == 0 and st["drained"]
 
 
