@@ -543,8 +543,9 @@ def print_scale(s):
     t, added = s["ttft_us"], s["ttft_added_us"]
     print(f"Time to first token added by the gateway (Anthropic stream translated to OpenAI SSE, first token sent at "
           f"once, {TTFT_STREAMS} streams per side, one at a time on a raw keep-alive connection): "
-          f"p50 {added['p50']:+d} us, p90 {added['p90']:+d} us (gateway p50 {t['gateway']['p50']} us, direct p50 {t['direct']['p50']} us); of it, by the response "
-          f"headers: p50 {s['response_headers_added_us_p50']:+d} us")
+          f"p50 {added['p50']:+d} us, p90 {added['p90']:+d} us (gateway p50 {t['gateway']['p50']} us, "
+          f"direct p50 {t['direct']['p50']} us); of it, by the response headers: "
+          f"p50 {s['response_headers_added_us_p50']:+d} us")
     # Other work on the machine moves the latencies most: its load says how much to trust them.
     print("Load average (1, 5, 15 min) at the end: " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
     return st["failed"] == 0 and st["drained"]
