@@ -30,6 +30,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use std::convert::Infallible;
 use std::sync::OnceLock;
@@ -204,6 +205,12 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .fallback(post(answer))
         .layer(DefaultBodyLimit::disable());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // No Nagle: a slow stream's headers and first events are separate writes, and Nagle
+    // held the second for Envoy's delayed ACK (40 ms) once the connection was busy.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await
 }
