@@ -395,7 +395,7 @@ async def concurrent_streams(gateway, n):
 def sized_body(mib):
     """An OpenAI chat request of exactly `mib` MiB, nearly all of it the user's message."""
     frame = body("gpt-4o-mini").replace('"Hello!"', '"{}"')
-    return frame.replace("{}", "a" * (mib * 2**20 - len(frame) + 2))
+    return frame.replace("{}", "a" * (mib * 2**20 - len(frame) + len("{}")))
 
 
 def cpu_by_body_size(gateway, pids):
@@ -421,7 +421,7 @@ def cpu_by_body_size(gateway, pids):
 class RawStreamClient:
     """One keep-alive HTTP/1.1 connection that writes each request at once and only scans
     the bytes it reads, so the client adds as little as it can to the times measured (httpx
-    added over 1 ms, and more through the gateway than direct: its figures were noise)."""
+    added over 1 ms of its own, more through the gateway than direct)."""
 
     def __init__(self, url, headers):
         parts = urllib.parse.urlsplit(url)
@@ -475,8 +475,8 @@ def ttft(gateway, direct_base):
     and through the direct Envoy (the Anthropic SSE itself), the same slow upstream stream,
     in two states: "idle", after the side sat idle through the other side's stream (about
     50 ms), and "busy", right after a fast stream on the same side. They differ by far more
-    than noise on this VM (waking idle processes and CPUs costs each hop), and the gateway
-    has more hops."""
+    than noise on this VM, the gateway's most (presumably waking idle processes and CPUs
+    costs each hop, and the gateway has more hops)."""
     request_body = body("claude", stream=True)
     sides = {"gateway": (gateway.url + CHAT_PATH, OPENAI_TOKEN), "direct": (direct_base + "/v1/messages", ANTHROPIC_TOKEN)}
     slow = {side: RawStreamClient(url, slow_headers(TTFT_INTERVAL_MS)) for side, (url, _) in sides.items()}
