@@ -15,13 +15,26 @@ straight to the upstream path the gateway hits (`/v1/messages`, `/model/{id}/con
 so both sides cost the upstream the same work. Each scenario gets its own gateway, and one
 request through it is checked before timing. Run it with `scripts/bench.sh` (which builds
 the release binaries and installs wrk when missing).
+
+`--pin` runs the same on fixed CPUs (with `taskset`): the gateway (sidecar and its Envoy)
+and the direct Envoy on CPU 0, which they never use at the same time, wrk and the upstream
+on CPU 1, so that the load generator does not take the gateway's CPU and the ratio shows
+what the gateway costs in CPU.
+
+`--scale` measures the scale figures instead of the scenarios, each printed with what it
+measured: the sidecar's RSS idle and with 1,000 concurrent open streams against a slow
+upstream (all complete, and `llm_extproc_requests_in_flight` returns to 0), the CPU per
+request for 1, 5 and 10 MiB request bodies, and the time-to-first-token the gateway adds
+on a stream.
 """
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +54,28 @@ TEXT = "Hello! How can I help you today?"  # every answer of examples/bench_upst
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 # The path the gateway sends Converse to: the model id as one encoded segment.
 BEDROCK_PATH = "/model/" + urllib.parse.quote(BEDROCK_MODEL, safe="") + "/converse"
+
+# --pin's layout on 2 cores, the CPU of each role. The gateway and the direct Envoy share
+# CPU 0 (they are never timed at once); wrk and the upstream, the load, get CPU 1.
+PINNED_LAYOUT = {"gateway": 0, "direct": 0, "wrk": 1, "upstream": 1}
+LAYOUT = {}  # the role -> CPU map in use: PINNED_LAYOUT with --pin, else empty
+
+
+def pinned(role, command):
+    """`command` run on its role's CPU when the layout pins it."""
+    cpu = LAYOUT.get(role)
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+class BenchGateway(Gateway):
+    """The harness's gateway, started on the gateway's CPU (Envoy, its child, inherits it)."""
+
+    def command(self):
+        return pinned("gateway", super().command())
+
+
+def allowed_cpus(pid):
+    return re.search(r"Cpus_allowed_list:\s+(\S+)", pathlib.Path(f"/proc/{pid}/status").read_text()).group(1)
 
 
 def body(model, stream=False):
@@ -110,8 +145,9 @@ def wrk_script(path, request_body):
 
 
 def wrk(url, connections, seconds, script):
-    out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-                          "-s", script, url], capture_output=True, text=True, check=True).stdout
+    command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+               "-s", script, url]
+    out = subprocess.run(pinned("wrk", command), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -137,6 +173,24 @@ def wait_ok(url, request_body):
     raise RuntimeError(f"{url} did not answer")
 
 
+def chunk_content(chunk):
+    return (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
+
+
+def openai_stream_problem(text):
+    """What is wrong with an OpenAI SSE stream that should say TEXT, or None."""
+    lines = [line for line in text.splitlines() if line.startswith("data: ")]
+    try:
+        chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    except ValueError:
+        return "a data line is not JSON"
+    if not lines or lines[-1] != "data: [DONE]":
+        return "the stream does not end with data: [DONE]"
+    if any(c.get("object") != "chat.completion.chunk" for c in chunks) or "".join(map(chunk_content, chunks)) != TEXT:
+        return f"not chat.completion.chunks saying {TEXT!r}"
+    return None
+
+
 def check_answer(name, url, request_body, stream):
     """One request through the gateway must be a real chat completion (or a whole SSE stream),
     so a broken path cannot make a fast but meaningless number."""
@@ -146,13 +200,7 @@ def check_answer(name, url, request_body, stream):
     if r.status_code != 200:
         problem = f"status {r.status_code}"
     elif stream:
-        lines = [line for line in r.text.splitlines() if line.startswith("data: ")]
-        chunks = [json.loads(line[6:]) for line in lines[:-1]] if lines else []
-        text = "".join((c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks)
-        if not lines or lines[-1] != "data: [DONE]":
-            problem = "the stream does not end with data: [DONE]"
-        elif any(c.get("object") != "chat.completion.chunk" for c in chunks) or text != TEXT:
-            problem = f"not chat.completion.chunks saying {TEXT!r}"
+        problem = openai_stream_problem(r.text)
     else:
         try:
             answer = r.json()
@@ -201,7 +249,7 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
     config_dir.mkdir()
     config = write_config(config_dir, *spec["config"](upstream_port))
     # Both Envoys get one worker thread, so the comparison is like for like on 2 cores.
-    gateway = Gateway([config], extra_args=["--envoy-concurrency", "1"], env={"RUST_LOG": "warn"})
+    gateway = BenchGateway([config], extra_args=["--envoy-concurrency", "1"], env={"RUST_LOG": "warn"})
     direct_url = direct_base + spec["upstream_path"]
     try:
         gateway.start()
@@ -215,6 +263,9 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
         (gateway_envoy,) = children(gateway.proc.pid)
         side_pids = {"gateway": {"sidecar": gateway.proc.pid, "envoy": gateway_envoy, "upstream": pids["upstream"]},
                      "direct": {"envoy": pids["direct_envoy"], "upstream": pids["upstream"]}}
+        cpus = {name: allowed_cpus(pid) for name, pid in
+                (("sidecar", gateway.proc.pid), ("gateway_envoy", gateway_envoy),
+                 ("direct_envoy", pids["direct_envoy"]), ("upstream", pids["upstream"]))} if LAYOUT else None
         stats_before = gateway.envoy_stats("http.llm.ext_proc.")
         gateway_requests = 0
         for _ in range(args.rounds):
@@ -243,7 +294,9 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
         return (stats_after.get(stat, 0) - stats_before.get(stat, 0)) / max(gateway_requests, 1)
     ext_proc = {stat: round(per_request(f"http.llm.ext_proc.{stat}"), 2)
                 for stat in ("streams_started", "stream_msgs_sent", "stream_msgs_received")}
+    pinning = {"cpus_allowed": cpus} if cpus else {}
     return {
+        **pinning,
         "cpu_us_per_request_16": {
             "gateway": {p: round(cpu_per_request("gateway", p)) for p in ("envoy", "sidecar")},
             "direct": {"envoy": round(cpu_per_request("direct", "envoy"))},
@@ -265,28 +318,284 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
     }
 
 
+# --scale: how many streams are open at once, and how slowly the upstream sends them (one
+# event per interval after the first token, 5 events: each stream stays open about 5 s,
+# longer than it takes to open them all).
+SCALE_STREAMS = 1000
+SLOW_INTERVAL_MS = 1000
+BODY_MIB = (1, 5, 10)
+# Each size sends this many MiB in all, one request at a time, so each size's CPU spans
+# about 100 of /proc's 10 ms clock ticks.
+BODY_MIB_PER_SIZE = 200
+TTFT_STREAMS = 200  # per side, interleaved
+TTFT_INTERVAL_MS = 10  # short: only the first token is timed
+CLIENT_HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer client-key"}
+
+
+def scale_config(upstream_port):
+    """OpenAI (for the body sizes) and Anthropic (for the translated streams) on one gateway."""
+    return [backend_yaml("bench-openai", "OpenAI", upstream_port, policy="APIKey", key="sk-bench"),
+            backend_yaml("bench-anthropic", "Anthropic", upstream_port, policy="AnthropicAPIKey", key="sk-ant-bench"),
+            route_yaml("bench", [("gpt-4o-mini", [("bench-openai", 0, None)]),
+                                 ("claude", [("bench-anthropic", 0, "claude-3-5-haiku-20241022")])])]
+
+
+def slow_headers(interval_ms):
+    # bench_upstream's slow mode: the events up to the first text delta at once, then one per interval.
+    return {**CLIENT_HEADERS, "x-bench-event-interval-ms": str(interval_ms)}
+
+
+async def one_stream(client, url, request_body, headers):
+    """One whole stream through the gateway: what is wrong with it, or None."""
+    try:
+        async with client.stream("POST", url, content=request_body, headers=headers) as r:
+            text = (await r.aread()).decode()
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    return f"status {r.status_code}" if r.status_code != 200 else openai_stream_problem(text)
+
+
+async def concurrent_streams(gateway, n):
+    """Runs n slow streams at once. Returns their problems and, sampled while they run,
+    the most requests the sidecar had in flight and its RSS at that moment."""
+    url, request_body = gateway.url + CHAT_PATH, body("claude", stream=True)
+    peak = {"in_flight": 0, "rss_kib": 0}
+    done = asyncio.Event()
+
+    async def sample():
+        while not done.is_set():
+            in_flight = await asyncio.to_thread(gateway.in_flight)
+            if in_flight >= peak["in_flight"]:
+                peak.update(in_flight=int(in_flight), rss_kib=rss_kib(gateway.proc.pid)["VmRSS"])
+            await asyncio.sleep(0.2)
+
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        sampler = asyncio.create_task(sample())
+        problems = await asyncio.gather(*(one_stream(client, url, request_body, slow_headers(SLOW_INTERVAL_MS))
+                                          for _ in range(n)))
+        done.set()
+        await sampler
+    return [p for p in problems if p], peak
+
+
+def sized_body(mib):
+    """An OpenAI chat request of exactly `mib` MiB, nearly all of it the user's message."""
+    frame = body("gpt-4o-mini").replace('"Hello!"', '"{}"')
+    return frame.replace("{}", "a" * (mib * 2**20 - len(frame) + len("{}")))
+
+
+def cpu_by_body_size(gateway, pids):
+    """CPU microseconds per request of each of `pids`, per request body size in MiB."""
+    url, rows = gateway.url + CHAT_PATH, {}
+    with httpx.Client(timeout=60, headers=CLIENT_HEADERS) as client:
+        for mib in BODY_MIB:
+            request_body, requests = sized_body(mib), BODY_MIB_PER_SIZE // mib
+            assert len(request_body) == mib * 2**20
+            client.post(url, content=request_body).raise_for_status()  # warm up
+
+            def run():
+                for _ in range(requests):
+                    r = client.post(url, content=request_body)
+                    if r.status_code != 200 or r.json().get("object") != "chat.completion":
+                        raise RuntimeError(f"{mib} MiB body: status {r.status_code}: {r.text[:500]}")
+                return {}
+            cpu = measured(pids, run)["cpu_s"]
+            rows[mib] = {name: round(seconds * 1e6 / requests) for name, seconds in cpu.items()}
+    return rows
+
+
+class RawStreamClient:
+    """One keep-alive HTTP/1.1 connection that writes each request at once and only scans
+    the bytes it reads, so the client adds as little as it can to the times measured (httpx
+    added over 1 ms of its own, more through the gateway than direct)."""
+
+    def __init__(self, url, headers):
+        parts = urllib.parse.urlsplit(url)
+        self.path = parts.path
+        self.sock = socket.create_connection((parts.hostname, parts.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = f"POST {self.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items())
+
+    def first_token_seconds(self, request_body, token):
+        """Seconds from sending a stream request to its response headers and to the first
+        bytes that match `token` (the headers split the time between the request's
+        processing and the response's). The answer is read to its end."""
+        data = request_body.encode()
+        start = time.perf_counter()
+        self.sock.sendall(f"{self.head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        seen, times = b"", {}
+        while "token" not in times or not answer_complete(seen):
+            piece = self.sock.recv(65536)
+            if not piece:
+                raise RuntimeError(f"{self.path}: the connection closed mid-answer")
+            seen += piece
+            now = time.perf_counter() - start
+            if "headers" not in times and b"\r\n\r\n" in seen:
+                if not seen.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"{self.path}: not a 200 stream: {seen[:300]!r}")
+                times["headers"] = now
+            if "token" not in times and token.search(seen):
+                times["token"] = now
+        return times
+
+    def close(self):
+        self.sock.close()
+
+
+def answer_complete(seen):
+    """Whether `seen` holds a whole HTTP/1.1 answer, chunked or with a content-length."""
+    head, found, rest = seen.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = re.search(rb"^content-length:\s*(\d+)", head, re.I | re.M)
+    return len(rest) >= int(length.group(1)) if length else rest.endswith(b"\r\n0\r\n\r\n")
+
+
+OPENAI_TOKEN = re.compile(rb'"content":"[^"]')  # the first chunk with text
+ANTHROPIC_TOKEN = re.compile(rb'"text_delta"')
+
+
+def ttft(gateway, direct_base):
+    """Time to first token (µs) through the gateway (OpenAI SSE translated from Anthropic)
+    and through the direct Envoy (the Anthropic SSE itself), the same slow upstream stream,
+    in two states: "idle", after the side sat idle through the other side's stream (about
+    50 ms), and "busy", right after a fast stream on the same side. They differ by far more
+    than noise on this VM, the gateway's most (presumably waking idle processes and CPUs
+    costs each hop, and the gateway has more hops)."""
+    request_body = body("claude", stream=True)
+    sides = {"gateway": (gateway.url + CHAT_PATH, OPENAI_TOKEN), "direct": (direct_base + "/v1/messages", ANTHROPIC_TOKEN)}
+    slow = {side: RawStreamClient(url, slow_headers(TTFT_INTERVAL_MS)) for side, (url, _) in sides.items()}
+    fast = {side: RawStreamClient(url, CLIENT_HEADERS) for side, (url, _) in sides.items()}
+    times = {state: {side: {"headers": [], "token": []} for side in sides} for state in ("idle", "busy")}
+    try:
+        for i in range(TTFT_STREAMS + 5):
+            for side, (_, token) in sides.items():
+                idle = slow[side].first_token_seconds(request_body, token)
+                fast[side].first_token_seconds(request_body, token)
+                busy = slow[side].first_token_seconds(request_body, token)
+                if i < 5:
+                    continue  # the first ones warm up
+                for state, seconds in (("idle", idle), ("busy", busy)):
+                    for moment, value in seconds.items():
+                        times[state][side][moment].append(value * 1e6)
+    finally:
+        for client in (*slow.values(), *fast.values()):
+            client.close()
+    return times
+
+
+def ttft_summary(times):
+    """p50 and p90 of each side's time to first token, what the gateway adds, and how much
+    of that is already there at the response headers."""
+    def p(side, n, moment="token"):
+        return percentile(times[side][moment], n)
+    return {
+        "gateway": {"p50": round(p("gateway", 50)), "p90": round(p("gateway", 90))},
+        "direct": {"p50": round(p("direct", 50)), "p90": round(p("direct", 90))},
+        "added": {"p50": round(p("gateway", 50) - p("direct", 50)), "p90": round(p("gateway", 90) - p("direct", 90))},
+        "added_by_headers_p50": round(p("gateway", 50, "headers") - p("direct", 50, "headers")),
+    }
+
+
+
+def percentile(values, p):
+    return statistics.quantiles(values, n=100)[p - 1]
+
+
+def run_scale(tmp, upstream_port, direct_base):
+    config_dir = tmp / "scale"
+    config_dir.mkdir()
+    config = write_config(config_dir, *scale_config(upstream_port))
+    gateway = BenchGateway([config], extra_args=["--envoy-concurrency", "1"], env={"RUST_LOG": "warn"})
+    try:
+        gateway.start()
+        time.sleep(1)  # settled after start
+        idle = rss_kib(gateway.proc.pid)["VmRSS"]
+        check_answer("scale", gateway.url + CHAT_PATH, body("claude", stream=True), stream=True)
+        problems, peak = asyncio.run(concurrent_streams(gateway, SCALE_STREAMS))
+        drained = gateway.wait_in_flight_zero(timeout=10)
+        after = {"in_flight": gateway.in_flight(), **rss_kib(gateway.proc.pid)}
+        (envoy,) = children(gateway.proc.pid)
+        cpu = cpu_by_body_size(gateway, {"sidecar": gateway.proc.pid, "envoy": envoy})
+        times = ttft(gateway, direct_base)
+    finally:
+        gateway.stop()
+    return {
+        "sidecar_rss_idle_kib": idle,
+        "streams": {"opened": SCALE_STREAMS, "failed": len(problems), "problems": sorted(set(problems))[:5],
+                    "event_interval_ms": SLOW_INTERVAL_MS, "most_in_flight": peak["in_flight"],
+                    "sidecar_rss_kib_at_most_in_flight": peak["rss_kib"], "sidecar_peak_rss_kib": after["VmHWM"],
+                    "in_flight_after": after["in_flight"], "drained": drained, "sidecar_rss_kib_after": after["VmRSS"]},
+        "cpu_us_per_request_by_body_mib": cpu,
+        "ttft_us": {state: ttft_summary(by_side) for state, by_side in times.items()},
+    }
+
+
+def print_scale(s):
+    mib = 1024
+    st = s["streams"]
+    print(f"\nSidecar RSS idle (started, no request yet): {s['sidecar_rss_idle_kib'] / mib:.1f} MiB")
+    print(f"{st['opened']} concurrent streams (OpenAI chat stream translated from Anthropic Messages, the upstream "
+          f"sending one event per {st['event_interval_ms']} ms after the first token): "
+          f"{st['opened'] - st['failed']} complete and correct, at most {st['most_in_flight']} in flight at once; "
+          f"sidecar RSS then {st['sidecar_rss_kib_at_most_in_flight'] / mib:.1f} MiB, peak "
+          f"{st['sidecar_peak_rss_kib'] / mib:.1f} MiB; afterwards llm_extproc_requests_in_flight "
+          f"{st['in_flight_after']:.0f}, RSS {st['sidecar_rss_kib_after'] / mib:.1f} MiB")
+    cpu = s["cpu_us_per_request_by_body_mib"]
+    print(f"CPU per request by request body size (OpenAI, {BODY_MIB_PER_SIZE} MiB of requests per size, "
+          "one at a time):")
+    for size, row in cpu.items():
+        print(f"  {size:>2} MiB: sidecar {row['sidecar']} us ({row['sidecar'] / size:.0f} us/MiB), "
+              f"gateway Envoy {row['envoy']} us ({row['envoy'] / size:.0f} us/MiB)")
+    sizes = list(cpu)
+    for a, b in zip(sizes, sizes[1:]):
+        print(f"  each MiB from {a} to {b} MiB adds: sidecar {(cpu[b]['sidecar'] - cpu[a]['sidecar']) / (b - a):.0f} us, "
+              f"gateway Envoy {(cpu[b]['envoy'] - cpu[a]['envoy']) / (b - a):.0f} us")
+    print(f"Time to first token added by the gateway (Anthropic stream translated to OpenAI SSE, first token sent at "
+          f"once, {TTFT_STREAMS} streams per side and state, one at a time on raw keep-alive connections):")
+    for state, label in (("idle", "after ~50 ms idle"), ("busy", "right after another request")):
+        t = s["ttft_us"][state]
+        print(f"  {label}: p50 {t['added']['p50']:+d} us, p90 {t['added']['p90']:+d} us (gateway p50 "
+              f"{t['gateway']['p50']} us, direct p50 {t['direct']['p50']} us); of it, by the response headers: "
+              f"p50 {t['added_by_headers_p50']:+d} us")
+    # Other work on the machine moves the latencies most: its load says how much to trust them.
+    print("Load average (1, 5, 15 min) at the end: " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
+    return st["failed"] == 0 and st["drained"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin with taskset: the gateway and the direct Envoy on CPU 0, wrk and the upstream on CPU 1")
+    parser.add_argument("--scale", action="store_true", help="measure the scale figures instead of the scenarios")
     args = parser.parse_args()
+    if args.pin:
+        LAYOUT.update(PINNED_LAYOUT)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="llm-bench-"))
     upstream_port = free_port()
-    upstream = subprocess.Popen([str(RELEASE / "examples" / "bench_upstream"), str(upstream_port)])
+    upstream = subprocess.Popen(pinned("upstream", [str(RELEASE / "examples" / "bench_upstream"), str(upstream_port)]))
     direct_port, direct_admin = free_port(), free_port()
     (tmp / "direct.json").write_text(json.dumps(direct_bootstrap(direct_port, direct_admin, upstream_port)))
     envoy_bin = os.environ.get("ENVOY_BIN", str(ROOT / ".venv" / "bin" / "envoy"))
-    direct = subprocess.Popen([envoy_bin, "-c", str(tmp / "direct.json"), "--disable-hot-restart", "-l", "error",
-                               "--concurrency", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    direct = subprocess.Popen(pinned("direct", [envoy_bin, "-c", str(tmp / "direct.json"), "--disable-hot-restart",
+                                                "-l", "error", "--concurrency", "1"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ["LLM_EXTPROC_BIN"] = str(RELEASE / "llm-extproc")
     import harness
     harness.BIN = RELEASE / "llm-extproc"
     summaries = {}
     pids = {"direct_envoy": direct.pid, "upstream": upstream.pid}
     try:
+        if args.scale:
+            scale = run_scale(tmp, upstream_port, f"http://127.0.0.1:{direct_port}")
+            print(json.dumps(scale, indent=2), flush=True)
+            names = []
         for name in names:
             summary = run_scenario(name, SCENARIOS[name], args, tmp, upstream_port, f"http://127.0.0.1:{direct_port}",
                                    pids)
@@ -298,6 +607,11 @@ def main():
         for p in (direct, upstream):
             p.terminate()
             p.wait()
+
+    if LAYOUT:
+        print("\nPinned with taskset: " + ", ".join(f"{role} on CPU {cpu}" for role, cpu in LAYOUT.items()))
+    if args.scale:
+        sys.exit(0 if print_scale(scale) else 1)
 
     if "openai" in summaries:
         s = summaries["openai"]

@@ -9,6 +9,14 @@
 //! - `/model/{id}/converse-stream`: a Bedrock ConverseStream AWS event-stream body, encoded
 //!   once at startup.
 //!
+//! With an `x-bench-event-interval-ms: N` header, the Anthropic stream is sent slowly: the
+//! events up to the first text delta at once (so time-to-first-token is the gateway's
+//! alone), then one event every N ms (so many streams stay open at once, for the scale
+//! figures of `e2e/bench.py --scale`).
+//!
+//! Request bodies of any size are read (axum's 2 MB default limit is off), for the CPU
+//! per request at large bodies.
+//!
 //! Any other path is a 404. It is a speed fixture, not a fake provider: it checks neither
 //! API keys nor SigV4 signatures, and reads the request body only to find the stream flag
 //! (the e2e fakes in `e2e/` check what the providers check).
@@ -17,12 +25,17 @@
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use axum::body::Bytes;
-use axum::http::{StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
+use std::convert::Infallible;
 use std::sync::OnceLock;
+use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
 
 const OPENAI: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1755137933,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
 
@@ -118,8 +131,50 @@ fn wants_stream(body: &[u8]) -> bool {
     })
 }
 
-async fn answer(uri: Uri, body: Bytes) -> Response {
+/// The slow mode's interval between events, from `x-bench-event-interval-ms`.
+fn event_interval(headers: &HeaderMap) -> Option<Duration> {
+    let ms = headers.get("x-bench-event-interval-ms")?.to_str().ok()?;
+    ms.parse().ok().map(Duration::from_millis)
+}
+
+/// The Anthropic stream, its first events up to the first text delta at once, then one
+/// event per `interval`.
+fn slow_anthropic_stream(interval: Duration) -> Response {
+    let events: Vec<String> = ANTHROPIC_STREAM
+        .split_inclusive("\n\n")
+        .map(str::to_owned)
+        .collect();
+    let first_token = events
+        .iter()
+        .position(|e| e.contains("text_delta"))
+        .expect("the fixed stream has a text delta");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(1);
+    tokio::spawn(async move {
+        let (at_once, later) = events.split_at(first_token + 1);
+        if tx.send(Ok(Bytes::from(at_once.concat()))).await.is_err() {
+            return;
+        }
+        for event in later {
+            tokio::time::sleep(interval).await;
+            if tx.send(Ok(Bytes::from(event.clone()))).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    (
+        [("content-type", "text/event-stream; charset=utf-8")],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+async fn answer(uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path();
+    if let Some(interval) = event_interval(&headers) {
+        if path == "/v1/messages" && wants_stream(&body) {
+            return slow_anthropic_stream(interval);
+        }
+    }
     match path {
         "/v1/chat/completions" => ([("content-type", "application/json")], OPENAI).into_response(),
         "/v1/messages" if wants_stream(&body) => (
@@ -147,7 +202,15 @@ async fn main() -> std::io::Result<()> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(18080);
     CONVERSE_STREAM.get_or_init(encode_converse_stream);
-    let app = Router::new().fallback(post(answer));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let app = Router::new()
+        .fallback(post(answer))
+        .layer(DefaultBodyLimit::disable());
+    // No Nagle: a slow stream's headers and first events are separate writes, and Nagle
+    // held the second for Envoy's delayed ACK (40 ms) once the connection was busy.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await
 }

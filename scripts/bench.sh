@@ -3,7 +3,9 @@
 # interleaved in one run, per scenario (OpenAI, OpenAI to Anthropic Messages, to Bedrock
 # Converse, to Bedrock ConverseStream). Prints the RPS ratio at 16 connections, the added
 # p50/p99 at 1 connection, and the sidecar's RSS. Arguments go to e2e/bench.py (--rounds,
-# --seconds per scenario; --scenario openai|anthropic|bedrock|bedrock-stream|all).
+# --seconds per scenario; --scenario openai|anthropic|bedrock|bedrock-stream|all; --pin for
+# fixed CPUs with taskset; --scale for the scale figures: RSS idle and with 1,000 open
+# streams, CPU per request by body size, added time-to-first-token).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
