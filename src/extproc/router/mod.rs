@@ -36,6 +36,7 @@ use crate::usage::Usage;
 mod answers;
 mod metering;
 mod quota;
+mod request_log;
 mod response;
 
 use answers::*;
