@@ -19,6 +19,7 @@ mod schema;
 mod secret;
 mod server;
 mod sync;
+mod telemetry;
 mod usage;
 mod wire;
 
@@ -264,6 +265,16 @@ fn main() -> ExitCode {
     memory::tune_allocator();
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
+        match telemetry::init() {
+            Ok(true) => tracing::info!("exporting traces over OTLP/HTTP"),
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("llm-extproc: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // One thread: each ext_proc message is a few microseconds of work, and a multi-thread
     // runtime spent more on waking its workers than on the work (the benchmark measured
     // 36% more requests per second on one thread).
@@ -286,6 +297,8 @@ fn main() -> ExitCode {
             Command::Render(RenderCommand::RatelimitConfig(args)) => render_ratelimit_config(&args),
         }
     });
+    drop(runtime);
+    telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -68,6 +68,9 @@ impl RouterStream {
             status: resp.head.status,
         };
         request_log::log(&answered, &completed);
+        if let Some(span) = self.span.take() {
+            span.end(&completed, answered.status);
+        }
         let mut entries: Vec<(String, Kind)> = Vec::new();
         if let Some(a) = &attempt {
             entries.push((
@@ -156,6 +159,9 @@ impl RouterStream {
             status: error.status(),
         };
         request_log::log(&answered, &completed);
+        if let Some(span) = self.span.take() {
+            span.end(&completed, answered.status);
+        }
         immediate_error_for(&error, self.api.or(self.error_shape))
     }
 }
