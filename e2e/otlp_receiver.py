@@ -1,4 +1,4 @@
-"""An OTLP/HTTP trace receiver on loopback: it decodes what it gets with the
+"""An OTLP/HTTP receiver of traces and metrics on loopback: it decodes what it gets with the
 OpenTelemetry protobuf definitions (`opentelemetry-proto`), as a collector does, and
 refuses anything a collector would refuse (wrong path, method or content type)."""
 
@@ -7,6 +7,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest, ExportTraceServiceResponse)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -25,6 +27,7 @@ class OtlpReceiver:
     def __init__(self):
         self.port = free_port()
         self.spans = []  # (resource attributes, span)
+        self.metric_exports = []  # ExportMetricsServiceRequest, in arrival order
         self.lock = threading.Lock()
         receiver = self
 
@@ -33,13 +36,19 @@ class OtlpReceiver:
                 pass
 
             def do_POST(self):
-                if self.path != "/v1/traces":
+                if self.path not in ("/v1/traces", "/v1/metrics"):
                     return self._answer(404, b"")
                 if self.headers.get("content-type") != "application/x-protobuf":
                     return self._answer(415, b"")
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
+                if self.path == "/v1/metrics":
+                    request = ExportMetricsServiceRequest()
+                    request.ParseFromString(body)
+                    with receiver.lock:
+                        receiver.metric_exports.append(request)
+                    return self._answer(200, ExportMetricsServiceResponse().SerializeToString())
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 with receiver.lock:
@@ -73,6 +82,20 @@ class OtlpReceiver:
             time.sleep(0.05)
         with self.lock:
             return list(self.spans)
+
+    def metric_points(self, name):
+        """The data points of metric `name` in the latest export holding it (cumulative:
+        the latest is the total)."""
+        with self.lock:
+            exports = list(self.metric_exports)
+        for export in reversed(exports):
+            for resource_metrics in export.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        if metric.name == name:
+                            data = getattr(metric, metric.WhichOneof("data"))
+                            return list(data.data_points)
+        return []
 
     def stop(self):
         self.server.shutdown()

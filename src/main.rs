@@ -267,8 +267,14 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         match telemetry::init() {
-            Ok(true) => tracing::info!("exporting traces over OTLP/HTTP"),
-            Ok(false) => {}
+            Ok(exports) => {
+                if exports.traces {
+                    tracing::info!("exporting traces over OTLP/HTTP");
+                }
+                if exports.metrics {
+                    tracing::info!("pushing metrics over OTLP/HTTP");
+                }
+            }
             Err(e) => {
                 eprintln!("llm-extproc: {e}");
                 return ExitCode::FAILURE;

@@ -1,8 +1,10 @@
-"""Traces over OTLP: a span per request after the OpenTelemetry GenAI conventions, the
-client's W3C `traceparent` continued and the provider called in the same trace; off
-(and the client's header untouched) unless the standard `OTEL_*` variables ask."""
+"""OpenTelemetry over OTLP/HTTP, off (and the client's `traceparent` untouched) unless the
+standard `OTEL_*` variables ask. Traces: a span per request after the GenAI conventions,
+the client's W3C `traceparent` continued and the provider called in the same trace.
+Metrics: pushed with the sums /metrics shows."""
 
 import subprocess
+import time
 
 import pytest
 
@@ -94,3 +96,31 @@ def test_an_export_it_cannot_do_is_refused_at_start(tmp_path, env, message):
     r = subprocess.run([str(BIN), "serve", "--config", str(tmp_path), "--listen", str(tmp_path / "s.sock")],
                        env=dict(os.environ, **env), capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and message in r.stderr
+
+
+def test_metrics_are_pushed_over_otlp_with_the_same_sums(gateway_factory, openai_fake, receiver):
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)])]),
+        env={"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+             "OTEL_TRACES_EXPORTER": "none", "OTEL_METRIC_EXPORT_INTERVAL": "100"})
+    prompt_tokens = 0
+    for _ in range(3):
+        r = gw.chat("gpt-4o-mini")
+        assert r.status_code == 200
+        prompt_tokens += r.json()["usage"]["prompt_tokens"]
+
+    def input_points():
+        return [p for p in receiver.metric_points("gen_ai.client.token.usage")
+                if attributes(p).get("gen_ai.token.type") == "input"]
+
+    deadline = time.time() + 10
+    while sum(p.count for p in input_points()) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    points = input_points()
+    assert sum(p.count for p in points) == 3, gw.read_log()
+    assert sum(p.sum for p in points) == prompt_tokens
+    assert attributes(points[0])["gen_ai.request.model"] == "gpt-4o-mini"
+    # The pull on /metrics sees the same numbers.
+    assert gw.metric("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == prompt_tokens
+    assert receiver.spans == []
