@@ -19,6 +19,18 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
+# The end-to-end test of a real Prometheus scraping /metrics, and `promtool check metrics`,
+# use Debian's prometheus package (apt, no other registry). Debian enables its service on
+# install where systemd runs; the test starts its own server on a free port.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing prometheus (the scrape test and promtool)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "setup: no promtool, so e2e/test_prometheus.py is skipped (sudo apt-get install prometheus)" >&2
+  fi
+fi
+
 stamp=.venv/.requirements-installed
 if [ ! -f "$stamp" ] || ! cmp -s e2e/requirements.txt "$stamp"; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r e2e/requirements.txt

@@ -48,11 +48,8 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let mut body = state.shared.metrics.encode(state.shared.store.len());
     if let Some(envoy) = &state.envoy {
         match envoy.overflows().await {
-            // OpenMetrics ends with `# EOF`: the family goes before it.
-            Some(overflows) => {
-                let at = body.rfind("# EOF").unwrap_or(body.len());
-                body.insert_str(at, &encode_overflows(&overflows));
-            }
+            // The Prometheus text format has no end marker: the family goes last.
+            Some(overflows) => body.push_str(&encode_overflows(&overflows)),
             None => tracing::debug!("Envoy's admin did not answer; no overflow counters"),
         }
     }

@@ -9,6 +9,7 @@ mod echo;
 mod envoy;
 mod extproc;
 mod framing;
+mod logging;
 mod memory;
 mod metrics;
 mod ports;
@@ -18,6 +19,7 @@ mod schema;
 mod secret;
 mod server;
 mod sync;
+mod telemetry;
 mod usage;
 mod wire;
 
@@ -30,6 +32,7 @@ use config::Source;
 use envoy::bootstrap::SidecarAddress;
 use extproc::budget::DEFAULT_BODY_BYTES_IN_FLIGHT;
 use extproc::Limits;
+use logging::LogFormat;
 
 const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 
@@ -52,6 +55,10 @@ llm-extproc serve --config /etc/llm --listen /run/llm/extproc.sock --admin 0.0.0
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `json` gives one object a line, with a
+    /// `llm_extproc::request` event per answered request.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -256,11 +263,24 @@ struct RenderEnvoyArgs {
 
 fn main() -> ExitCode {
     memory::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
+    if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
+        match telemetry::init() {
+            Ok(exports) => {
+                if exports.traces {
+                    tracing::info!("exporting traces over OTLP/HTTP");
+                }
+                if exports.metrics {
+                    tracing::info!("pushing metrics over OTLP/HTTP");
+                }
+            }
+            Err(e) => {
+                eprintln!("llm-extproc: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // One thread: each ext_proc message is a few microseconds of work, and a multi-thread
     // runtime spent more on waking its workers than on the work (the benchmark measured
     // 36% more requests per second on one thread).
@@ -283,28 +303,14 @@ fn main() -> ExitCode {
             Command::Render(RenderCommand::RatelimitConfig(args)) => render_ratelimit_config(&args),
         }
     });
+    drop(runtime);
+    telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("llm-extproc: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `RUST_LOG`, or `info`. The file watcher (`notify`) logs every raw inotify event at
-/// trace level, before any filter: with the log written into a watched configuration
-/// directory each line would be an event logged again, without end (it grew a log by
-/// 30 MB a second). Its trace lines stay off unless `RUST_LOG` names it.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let from_env = std::env::var("RUST_LOG").ok();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    match "notify=info".parse() {
-        Ok(directive) if !from_env.is_some_and(|v| v.contains("notify")) => {
-            filter.add_directive(directive)
-        }
-        _ => filter,
     }
 }
 

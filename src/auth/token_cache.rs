@@ -24,9 +24,6 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -99,15 +96,16 @@ impl CacheKey {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RefreshLabels {
     pub policy: String,
     pub policy_type: String,
 }
 
-/// Failed token fetches per policy (served by the metrics endpoint).
-pub fn refresh_failures() -> &'static Family<RefreshLabels, Counter> {
-    static FAILURES: LazyLock<Family<RefreshLabels, Counter>> = LazyLock::new(Family::default);
+/// Failed token fetches per policy, which the metrics observe when they are read (one
+/// entry per configured policy, so bounded).
+pub fn refresh_failures() -> &'static Mutex<HashMap<RefreshLabels, u64>> {
+    static FAILURES: LazyLock<Mutex<HashMap<RefreshLabels, u64>>> = LazyLock::new(Default::default);
     &FAILURES
 }
 
@@ -292,12 +290,12 @@ async fn refresh_loop<S: TokenSource>(shared: Arc<Shared<S::Token>>, source: S, 
             Err(error) => {
                 failures = failures.saturating_add(1);
                 let retry = retry_after(failures);
-                refresh_failures()
-                    .get_or_create(&RefreshLabels {
+                *lock(refresh_failures())
+                    .entry(RefreshLabels {
                         policy: key.policy.clone(),
                         policy_type: key.policy_type.to_string(),
                     })
-                    .inc();
+                    .or_default() += 1;
                 tracing::warn!(
                     policy = %key.policy,
                     policy_type = key.policy_type,

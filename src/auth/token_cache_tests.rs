@@ -125,7 +125,9 @@ async fn an_outage_is_ridden_out_then_fails_promptly_then_recovers() {
         policy: "ns/outage".into(),
         policy_type: "TestCredentials".into(),
     };
-    assert!(refresh_failures().get_or_create(&labels).get() >= 1);
+    assert!(lock(refresh_failures())
+        .get(&labels)
+        .is_some_and(|n| *n >= 1));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let error = cache.current().unwrap_err().to_string();
     assert!(

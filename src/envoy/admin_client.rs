@@ -94,12 +94,12 @@ fn overflow(stat: Stat) -> Option<Overflow> {
     })
 }
 
-/// The overflow counters as an OpenMetrics counter family, labelled by cluster and by
-/// Envoy's counter name.
+/// The overflow counters as a Prometheus text-format counter family (named as its
+/// samples), labelled by cluster and by Envoy's counter name.
 pub fn encode_overflows(overflows: &[Overflow]) -> String {
     let mut out = String::from(
-        "# HELP llm_extproc_envoy_overflow Requests and connections Envoy's circuit breakers refused, per cluster (Envoy's upstream_*_overflow counters).\n\
-# TYPE llm_extproc_envoy_overflow counter\n",
+        "# HELP llm_extproc_envoy_overflow_total Requests and connections Envoy's circuit breakers refused, per cluster (Envoy's upstream_*_overflow counters).\n\
+# TYPE llm_extproc_envoy_overflow_total counter\n",
     );
     for o in overflows {
         out.push_str(&format!(

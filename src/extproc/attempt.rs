@@ -74,6 +74,12 @@ fn provider_request(
     for (name, value) in &target.header_mutation.set {
         upstream.headers.push((name.clone(), value.clone()));
     }
+    if let Some(traceparent) = &state.traceparent {
+        // Before the credential, which may sign the headers.
+        upstream
+            .headers
+            .push(("traceparent".into(), traceparent.clone()));
+    }
     if !target.body_mutation.is_empty() {
         // On the final provider body, whatever the schema made of the client's, and before
         // the credential (a signature covers the body as sent).

@@ -31,6 +31,9 @@ pub struct RequestState {
     pub client_headers: HeaderMap,
     /// The latest upstream attempt, written by the upstream level.
     pub attempt: Mutex<Option<Attempt>>,
+    /// The `traceparent` naming the request's span, sent to the provider; None when
+    /// traces are off (the client's own header then reaches the provider unchanged).
+    pub traceparent: Option<String>,
 }
 
 /// One upstream attempt: which backend reference served it and how.
@@ -142,6 +145,7 @@ mod tests {
             request_id: String::new(),
             client_headers: Default::default(),
             attempt: Mutex::new(None),
+            traceparent: None,
         })
     }
 

@@ -1,44 +1,19 @@
-//! GenAI metrics with the OpenTelemetry semantic-convention names, served in the
-//! Prometheus text format on the admin port (dots become underscores there, as the
-//! OpenTelemetry Prometheus exporter writes them).
+//! GenAI metrics with the OpenTelemetry semantic-convention names, recorded through the
+//! OpenTelemetry metrics API. They are read two ways: pulled in the Prometheus text format
+//! on the admin port (by OpenTelemetry's Prometheus exporter: dots become underscores,
+//! seconds get `_seconds`, counters `_total`), and pushed over OTLP when the `OTEL_*`
+//! variables ask (see [`crate::telemetry`]).
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicI64;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use opentelemetry::metrics::{Gauge, Histogram, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder as _, TextEncoder};
 
 use crate::usage::Usage;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
-    pub gen_ai_operation_name: &'static str,
-    pub gen_ai_provider_name: String,
-    pub gen_ai_request_model: String,
-    pub gen_ai_response_model: String,
-    pub gen_ai_original_model: String,
-    pub gen_ai_token_type: &'static str,
-    /// Empty unless the consumer is a metric attribute.
-    #[prometheus(flatten)]
-    pub consumer: Vec<(&'static str, String)>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub gen_ai_operation_name: &'static str,
-    pub gen_ai_provider_name: String,
-    pub gen_ai_request_model: String,
-    pub gen_ai_response_model: String,
-    pub gen_ai_original_model: String,
-    pub error_type: String,
-    #[prometheus(flatten)]
-    pub consumer: Vec<(&'static str, String)>,
-}
 
 /// What one finished request reports.
 #[derive(Debug, Clone)]
@@ -58,12 +33,14 @@ pub struct Completed {
 }
 
 pub struct Metrics {
-    registry: Registry,
-    token_usage: Family<TokenLabels, Histogram>,
-    request_duration: Family<RequestLabels, Histogram>,
-    time_to_first_token: Family<RequestLabels, Histogram>,
-    time_per_output_token: Family<RequestLabels, Histogram>,
-    in_flight: Gauge<i64, AtomicI64>,
+    /// Held: dropped, it shuts down and the readers see nothing.
+    _provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+    token_usage: Histogram<u64>,
+    request_duration: Histogram<f64>,
+    time_to_first_token: Histogram<f64>,
+    time_per_output_token: Histogram<f64>,
+    in_flight: Gauge<i64>,
     response_models: BoundedValues,
     consumers: BoundedValues,
 }
@@ -75,7 +52,8 @@ pub const MAX_RESPONSE_MODELS: usize = 100;
 
 /// Most distinct consumers reported (OpenTelemetry's `user.id`); later ones are `other`.
 pub const MAX_CONSUMERS: usize = 1000;
-const CONSUMER_LABEL: &str = "user_id";
+/// `user_id` in the Prometheus exposition.
+const CONSUMER_ATTRIBUTE: &str = "user.id";
 
 /// A label whose values come from outside the configuration: the first `cap` distinct
 /// values are kept, the rest reported as `other`.
@@ -105,72 +83,107 @@ impl BoundedValues {
     }
 }
 
-fn token_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(1.0, 4.0, 14))
+fn token_buckets() -> Vec<f64> {
+    // 1, 4, 16, ... 4^13.
+    (0..14).map(|i| 4f64.powi(i)).collect()
 }
 
-fn seconds_buckets() -> Histogram {
-    Histogram::new([
-        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-    ])
-}
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
 
-fn per_token_buckets() -> Histogram {
-    Histogram::new([
-        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
-    ])
-}
+const PER_TOKEN_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let token_usage = Family::<TokenLabels, Histogram>::new_with_constructor(
-            token_buckets as fn() -> Histogram,
-        );
-        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
-            seconds_buckets as fn() -> Histogram,
-        );
-        let time_to_first_token = Family::<RequestLabels, Histogram>::new_with_constructor(
-            seconds_buckets as fn() -> Histogram,
-        );
-        let time_per_output_token = Family::<RequestLabels, Histogram>::new_with_constructor(
-            per_token_buckets as fn() -> Histogram,
-        );
-        let in_flight = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "gen_ai_client_token_usage",
-            "Number of tokens used per request (gen_ai.client.token.usage)",
-            token_usage.clone(),
-        );
-        registry.register_with_unit(
-            "gen_ai_server_request_duration",
+        Metrics::new(crate::telemetry::take_metric_reader())
+    }
+}
+
+impl Metrics {
+    /// The metrics, pulled by the admin port's /metrics and, given `push`, pushed too.
+    fn new(push: Option<crate::telemetry::PushReader>) -> Self {
+        let registry = prometheus::Registry::new();
+        // The exposition keeps the names and labels it had before OpenTelemetry: no
+        // `otel_scope_*` labels and no `target_info` series.
+        let pull = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build();
+        let mut builder = SdkMeterProvider::builder();
+        match pull {
+            Ok(reader) => builder = builder.with_reader(reader),
+            Err(e) => tracing::error!("metrics are not served on /metrics: {e}"),
+        }
+        let pushed = push.is_some();
+        if let Some(reader) = push {
+            builder = builder
+                .with_reader(reader)
+                .with_resource(crate::telemetry::resource());
+        }
+        let provider = builder.build();
+        if pushed {
+            // Shut down at exit, which pushes the last interval's points.
+            crate::telemetry::flush_at_exit(provider.clone());
+        }
+        let meter = provider.meter(env!("CARGO_PKG_NAME"));
+        let token_usage = meter
+            .u64_histogram("gen_ai.client.token.usage")
+            .with_unit("{token}")
+            .with_description("Number of tokens used per request (gen_ai.client.token.usage)")
+            .with_boundaries(token_buckets())
+            .build();
+        let seconds = |name: &'static str, description: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        let request_duration = seconds(
+            "gen_ai.server.request.duration",
             "Time to last byte of the LLM response (gen_ai.server.request.duration)",
-            Unit::Seconds,
-            request_duration.clone(),
+            &SECONDS_BUCKETS,
         );
-        registry.register_with_unit(
-            "gen_ai_server_time_to_first_token",
+        let time_to_first_token = seconds(
+            "gen_ai.server.time_to_first_token",
             "Time to the first output chunk of a stream (gen_ai.server.time_to_first_token)",
-            Unit::Seconds,
-            time_to_first_token.clone(),
+            &SECONDS_BUCKETS,
         );
-        registry.register_with_unit(
-            "gen_ai_server_time_per_output_token",
+        let time_per_output_token = seconds(
+            "gen_ai.server.time_per_output_token",
             "Time per output token after the first (gen_ai.server.time_per_output_token)",
-            Unit::Seconds,
-            time_per_output_token.clone(),
+            &PER_TOKEN_BUCKETS,
         );
-        registry.register(
-            "llm_extproc_requests_in_flight",
-            "Client requests whose per-request state is held by the sidecar",
-            in_flight.clone(),
-        );
-        registry.register(
-            "llm_extproc_credential_refresh_failures",
-            "Failed fetches of a policy's short-lived provider credential (the token is kept while valid)",
-            crate::auth::token_cache::refresh_failures().clone(),
-        );
+        let in_flight = meter
+            .i64_gauge("llm_extproc.requests_in_flight")
+            .with_description("Client requests whose per-request state is held by the sidecar")
+            .build();
+        // Read when the metrics are collected: the token tasks count, the meter reports.
+        meter
+            .u64_observable_counter("llm_extproc.credential_refresh_failures")
+            .with_description(
+                "Failed fetches of a policy's short-lived provider credential (the token is kept while valid)",
+            )
+            .with_callback(|observer| {
+                let failures = crate::sync::lock(crate::auth::token_cache::refresh_failures());
+                for (labels, count) in failures.iter() {
+                    observer.observe(
+                        *count,
+                        &[
+                            KeyValue::new("policy", labels.policy.clone()),
+                            KeyValue::new("policy_type", labels.policy_type.clone()),
+                        ],
+                    );
+                }
+            })
+            .build();
         Metrics {
+            _provider: provider,
             registry,
             token_usage,
             request_duration,
@@ -181,43 +194,39 @@ impl Default for Metrics {
             consumers: BoundedValues::new(MAX_CONSUMERS),
         }
     }
-}
 
-impl Metrics {
     /// Records one answered request. The model names must already be bounded by the
     /// configuration (see `GatewayConfig::model_label`), except the response model, which
     /// is capped here.
     pub fn record(&self, c: &Completed) {
         let response_model = self.response_models.label(&c.response_model);
-        let consumer: Vec<(&'static str, String)> = c
-            .consumer
-            .as_deref()
-            .map(|v| vec![(CONSUMER_LABEL, self.consumers.label(v))])
-            .unwrap_or_default();
-        let request = RequestLabels {
-            gen_ai_operation_name: c.operation,
-            gen_ai_provider_name: c.provider.clone(),
-            gen_ai_request_model: c.request_model.clone(),
-            gen_ai_response_model: response_model.clone(),
-            gen_ai_original_model: c.original_model.clone(),
-            error_type: c.error_type.clone(),
-            consumer: consumer.clone(),
-        };
+        // The token usage's attributes, then the request's (`error.type` for `gen_ai.token.type`).
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", c.operation),
+            KeyValue::new("gen_ai.provider.name", c.provider.clone()),
+            KeyValue::new("gen_ai.request.model", c.request_model.clone()),
+            KeyValue::new("gen_ai.response.model", response_model),
+            KeyValue::new("gen_ai.original.model", c.original_model.clone()),
+        ];
+        if let Some(consumer) = c.consumer.as_deref() {
+            attributes.push(KeyValue::new(
+                CONSUMER_ATTRIBUTE,
+                self.consumers.label(consumer),
+            ));
+        }
+        attributes.push(KeyValue::new("error.type", c.error_type.clone()));
         self.request_duration
-            .get_or_create(&request)
-            .observe(c.duration.as_secs_f64());
+            .record(c.duration.as_secs_f64(), &attributes);
         if !c.error_type.is_empty() {
             return;
         }
         if let Some(ttft) = c.time_to_first_token {
             self.time_to_first_token
-                .get_or_create(&request)
-                .observe(ttft.as_secs_f64());
+                .record(ttft.as_secs_f64(), &attributes);
             if c.usage.output > 1 {
                 let rest = c.duration.saturating_sub(ttft).as_secs_f64();
                 self.time_per_output_token
-                    .get_or_create(&request)
-                    .observe(rest / (c.usage.output - 1) as f64);
+                    .record(rest / (c.usage.output - 1) as f64, &attributes);
             }
         }
         let tokens = [
@@ -227,34 +236,26 @@ impl Metrics {
             ("output", c.usage.output),
             ("reasoning", c.usage.reasoning),
         ];
+        let last = attributes.len() - 1;
         for (kind, count) in tokens {
             // Input and output are always reported; the detail kinds only when present.
             if count == 0 && !matches!(kind, "input" | "output") {
                 continue;
             }
-            let labels = TokenLabels {
-                gen_ai_operation_name: c.operation,
-                gen_ai_provider_name: c.provider.clone(),
-                gen_ai_request_model: c.request_model.clone(),
-                gen_ai_response_model: response_model.clone(),
-                gen_ai_original_model: c.original_model.clone(),
-                gen_ai_token_type: kind,
-                consumer: consumer.clone(),
-            };
-            self.token_usage
-                .get_or_create(&labels)
-                .observe(count as f64);
+            attributes[last] = KeyValue::new("gen_ai.token.type", kind);
+            self.token_usage.record(count, &attributes);
         }
     }
 
     /// The Prometheus text exposition, with the in-flight count read now.
     pub fn encode(&self, in_flight: usize) -> String {
-        self.in_flight.set(in_flight as i64);
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            tracing::error!("failed to encode metrics");
+        self.in_flight
+            .record(i64::try_from(in_flight).unwrap_or(i64::MAX), &[]);
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("failed to encode metrics: {e}");
         }
-        out
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -316,6 +317,51 @@ mod tests {
         assert_eq!(
             series("gen_ai_server_request_duration_seconds"),
             MAX_RESPONSE_MODELS + 1
+        );
+    }
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_keeps_its_names_and_labels() {
+        let metrics = Metrics::default();
+        metrics.record(&Completed {
+            operation: "chat",
+            provider: "openai".into(),
+            request_model: "m".into(),
+            response_model: "m-2025".into(),
+            original_model: "m".into(),
+            usage: Usage {
+                input: 7,
+                output: 3,
+                total: 10,
+                ..Usage::default()
+            },
+            duration: Duration::from_millis(30),
+            time_to_first_token: Some(Duration::from_millis(10)),
+            error_type: String::new(),
+            consumer: None,
+        });
+        let labels = "gen_ai_operation_name=\"chat\",gen_ai_original_model=\"m\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"m\",gen_ai_response_model=\"m-2025\"";
+        let text = metrics.encode(3);
+        for line in [
+            "# TYPE gen_ai_client_token_usage histogram".to_string(),
+            format!("gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type=\"input\"}} 7"),
+            format!("gen_ai_client_token_usage_bucket{{{labels},gen_ai_token_type=\"output\",le=\"4\"}} 1"),
+            "# TYPE gen_ai_server_request_duration_seconds histogram".to_string(),
+            format!("gen_ai_server_request_duration_seconds_count{{error_type=\"\",{labels}}} 1"),
+            format!("gen_ai_server_time_to_first_token_seconds_count{{error_type=\"\",{labels}}} 1"),
+            format!("gen_ai_server_time_per_output_token_seconds_count{{error_type=\"\",{labels}}} 1"),
+            "llm_extproc_requests_in_flight 3".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        assert!(
+            !text.contains("otel_scope") && !text.contains("target_info"),
+            "{text}"
         );
     }
 }

@@ -48,7 +48,7 @@ impl RouterStream {
             None if succeeded => String::new(),
             None => resp.head.status.to_string(),
         };
-        self.shared.metrics.record(&Completed {
+        let completed = Completed {
             operation: state.request.api.operation(),
             provider: resp.provider.clone(),
             request_model: request_model.clone(),
@@ -59,7 +59,18 @@ impl RouterStream {
             time_to_first_token: resp.first_output.map(|t| t - self.started),
             error_type,
             consumer: self.quota.metric_consumer(),
-        });
+        };
+        self.shared.metrics.record(&completed);
+        let answered = request_log::Answered {
+            request_id: &self.request_id,
+            model: &completed.original_model,
+            backend: target.map_or("", |t| t.backend.name.as_str()),
+            status: resp.head.status,
+        };
+        request_log::log(&answered, &completed);
+        if let Some(span) = self.span.take() {
+            span.end(&completed, answered.status);
+        }
         let mut entries: Vec<(String, Kind)> = Vec::new();
         if let Some(a) = &attempt {
             entries.push((
@@ -125,7 +136,7 @@ impl RouterStream {
             }
             None => (String::new(), String::new(), ""),
         };
-        self.shared.metrics.record(&Completed {
+        let completed = Completed {
             operation: self.api.map_or(UNKNOWN_OPERATION, ApiKind::operation),
             provider: provider.to_string(),
             response_model: request_model.clone(),
@@ -136,7 +147,21 @@ impl RouterStream {
             time_to_first_token: None,
             error_type: error.status().to_string(),
             consumer: self.quota.metric_consumer(),
-        });
+        };
+        self.shared.metrics.record(&completed);
+        let answered = request_log::Answered {
+            request_id: &self.request_id,
+            model: &completed.original_model,
+            backend: request
+                .as_ref()
+                .and_then(|r| r.target)
+                .map_or("", |t| t.backend.name.as_str()),
+            status: error.status(),
+        };
+        request_log::log(&answered, &completed);
+        if let Some(span) = self.span.take() {
+            span.end(&completed, answered.status);
+        }
         immediate_error_for(&error, self.api.or(self.error_shape))
     }
 }

@@ -31,11 +31,13 @@ use crate::config::{
 use crate::metrics::Completed;
 use crate::schema::{ResponseHead, ResponseTranslator, STREAM_CUT_MESSAGE};
 use crate::sync::lock;
+use crate::telemetry::span::RequestSpan;
 use crate::usage::Usage;
 
 mod answers;
 mod metering;
 mod quota;
+mod request_log;
 mod response;
 
 use answers::*;
@@ -88,6 +90,9 @@ pub struct RouterStream {
     /// Header edits decided at a unary answer's headers, sent with its one answer.
     response_header_edits: Mutations,
     quota: quota::QuotaState,
+    /// This request's span, when traces are exported. In a cell: a refusal (`&self`)
+    /// ends it.
+    span: std::cell::Cell<Option<RequestSpan>>,
 }
 
 impl RouterStream {
@@ -106,6 +111,7 @@ impl RouterStream {
             response: None,
             finished: false,
             quota: Default::default(),
+            span: Default::default(),
             held_body: Vec::new(),
             request_header_edits: Mutations::default(),
             response_header_edits: Mutations::default(),
@@ -180,7 +186,14 @@ impl RouterStream {
                 let body = api::models::anthropic_list_body(&config, host);
                 return vec![immediate(200, body, "models")];
             }
-            Ok(api) => self.api = Some(api),
+            Ok(api) => {
+                self.api = Some(api);
+                // Started here: the model listings above are not requests to trace.
+                self.span.set(RequestSpan::start(
+                    header(map, "traceparent"),
+                    header(map, "tracestate"),
+                ));
+            }
             Err(e) => {
                 // No API serves it, but the client still reads its API's error shape.
                 self.error_shape = Some(api::error_shape(path));
@@ -375,6 +388,7 @@ impl RouterStream {
             // Moved, not copied: the stream reads no header after the request body.
             client_headers: self.request_headers.take().unwrap_or_default(),
             attempt: Default::default(),
+            traceparent: self.span.get_mut().as_ref().map(RequestSpan::traceparent),
         });
         let Some(guard) = self.shared.store.insert(state.clone()) else {
             let refused = Refused {

@@ -36,14 +36,20 @@ impl QuotaState {
 }
 
 impl RouterStream {
-    /// Notes the consumer for the metrics, when it is a metric attribute.
+    /// Notes the consumer for the metrics, when it is a metric attribute, and on the span.
     pub(super) fn note_consumer(&mut self, state: &RequestState) {
         let identity = &self.shared.identity;
-        if identity.metric_attribute {
+        let span = self.span.get_mut();
+        if identity.metric_attribute || span.is_some() {
             let headers = Some(&state.client_headers);
             let consumer =
                 identity.consumer(|name| header(headers, name), self.quota.forwarded.as_ref());
-            self.quota.consumer = consumer.map(str::to_string);
+            if let (Some(span), Some(consumer)) = (span.as_mut(), consumer) {
+                span.set_consumer(consumer);
+            }
+            if identity.metric_attribute {
+                self.quota.consumer = consumer.map(str::to_string);
+            }
         }
     }
 
