@@ -25,7 +25,9 @@ fi
 if ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing prometheus (the scrape test and promtool)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # Not fatal: without it only that test is skipped.
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+      || echo "setup: prometheus could not be installed, so e2e/test_prometheus.py is skipped" >&2
   else
     echo "setup: no promtool, so e2e/test_prometheus.py is skipped (sudo apt-get install prometheus)" >&2
   fi
