@@ -1,19 +1,10 @@
 //! `AWSCredentials` with temporary keys, against fake OIDC, STS, container and IMDS
 //! endpoints on local ports.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
-use crate::auth::test_support::{fake_token_endpoint, token_answer, TestSource};
-
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| vars.get(name).cloned()
-}
+use crate::auth::test_support::{env, fake_token_endpoint, form, token_answer, TestSource};
 
 fn in_minutes(minutes: i64) -> String {
     (time::OffsetDateTime::now_utc() + time::Duration::minutes(minutes))
@@ -30,18 +21,6 @@ fn sts_answer(id: &str) -> (u16, String) {
             in_minutes(60)
         ),
     )
-}
-
-fn form(body: &str) -> HashMap<String, String> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| {
-            let v = percent_encoding::percent_decode_str(v)
-                .decode_utf8()
-                .unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
 }
 
 /// The Authorization and x-amz-security-token of the first signed attempt (within 3 s).

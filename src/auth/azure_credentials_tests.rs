@@ -4,29 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
-use crate::auth::test_support::{fake_token_endpoint, token_answer, TestSource};
+use crate::auth::test_support::{env, fake_token_endpoint, form, token_answer, TestSource};
 use crate::auth::AttemptContext;
 use crate::wire::UpstreamRequest;
-
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| vars.get(name).cloned()
-}
-
-fn form(body: &str) -> HashMap<String, String> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| {
-            let v = percent_encoding::percent_decode_str(v)
-                .decode_utf8()
-                .unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
 
 /// The Bearer header of the first attempt that gets a token (within 3 s).
 async fn bearer(credential: &Arc<dyn Credential>) -> String {

@@ -1,34 +1,13 @@
 //! Workload identity federation against fake OIDC, Google STS and IAM Credentials
 //! endpoints on local ports.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::gcp_credentials::build_with;
-use crate::auth::test_support::{fake_token_endpoint, token_answer, TestSource};
+use crate::auth::test_support::{env, fake_token_endpoint, form, token_answer, TestSource};
 use crate::auth::{AttemptContext, Credential};
 use crate::wire::UpstreamRequest;
-
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| vars.get(name).cloned()
-}
-
-fn form(body: &str) -> HashMap<String, String> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| {
-            let v = percent_encoding::percent_decode_str(v)
-                .decode_utf8()
-                .unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
 
 async fn bearer(credential: &Arc<dyn Credential>) -> UpstreamRequest {
     let context = AttemptContext {

@@ -129,3 +129,25 @@ pub fn token_answer(token: &str, expires_in: u64) -> (u16, String) {
         format!(r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#),
     )
 }
+
+/// An environment of `vars` only, in place of the process's.
+pub fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
+/// A form-encoded body (what a token endpoint receives), decoded.
+pub fn form(body: &str) -> HashMap<String, String> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
