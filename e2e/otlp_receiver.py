@@ -20,6 +20,8 @@ SPAN_KIND_CLIENT = Span.SPAN_KIND_CLIENT
 
 def attribute_value(value):
     kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [attribute_value(v) for v in value.array_value.values]
     return None if kind is None else getattr(value, kind)
 
 

@@ -3,8 +3,11 @@ standard `OTEL_*` variables ask. Traces: a span per request after the GenAI conv
 the client's W3C `traceparent` continued and the provider called in the same trace.
 Metrics: pushed with the sums /metrics shows."""
 
+import json
 import subprocess
 import time
+
+import httpx
 
 import pytest
 
@@ -51,11 +54,57 @@ def test_the_span_continues_the_clients_trace_and_the_provider_is_called_in_it(g
     assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     assert attrs["http.response.status_code"] == 200
     assert "error.type" not in attrs
+    assert attrs["gen_ai.response.finish_reasons"] == [r.json()["choices"][0]["finish_reason"]]
+    # Content only when asked for (see the capture test below).
     assert PROMPT.encode() not in span.SerializeToString()
+    assert not {"gen_ai.input.messages", "gen_ai.output.messages"} & attrs.keys()
 
     # The provider's request names the gateway's span as its parent, in the client's trace.
     sent = openai_fake.requests[-1]["headers"]["traceparent"]
     assert sent == f"00-{CLIENT_TRACE}-{span.span_id.hex()}-01"
+
+
+CAPTURE = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+
+
+def test_content_is_recorded_when_asked_unary_and_streamed_through_a_translation(
+        gateway_factory, openai_fake, anthropic_fake, receiver):
+    gw = gateway_factory(
+        backend_yaml("openai", "OpenAI", openai_fake.port, policy="APIKey", key="sk-openai-secret"),
+        backend_yaml("anthropic", "Anthropic", anthropic_fake.port, policy="AnthropicAPIKey", key="sk-ant-provider-key"),
+        route_yaml("route", [("gpt-4o-mini", [("openai", 0, None)]),
+                             ("claude", [("anthropic", 0, "claude-3-opus-20240229")])]),
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50", **CAPTURE})
+    r = gw.chat("gpt-4o-mini", content=PROMPT)
+    assert r.status_code == 200, r.text
+    (_, span), = receiver.wait_spans(1)
+    attrs = attributes(span)
+    assert json.loads(attrs["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+    choice = r.json()["choices"][0]
+    assert json.loads(attrs["gen_ai.output.messages"]) == [{
+        "role": "assistant", "finish_reason": choice["finish_reason"],
+        "parts": [{"type": "text", "content": choice["message"]["content"]}]}]
+
+    # A stream translated from Anthropic's events: the output is what the client read.
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=30, json={
+            "model": "claude", "stream": True, "max_tokens": 50,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT}]}) as s:
+        assert s.status_code == 200
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c["choices"])
+    reasons = [c["choices"][0]["finish_reason"] for c in events if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert text and len(reasons) == 1
+    spans = receiver.wait_spans(2)
+    attrs = attributes(spans[1][1])
+    assert attrs["gen_ai.provider.name"] == "anthropic"
+    assert attrs["gen_ai.response.finish_reasons"] == reasons
+    assert json.loads(attrs["gen_ai.input.messages"])[0] == {"role": "system", "parts": [{"type": "text", "content": "be brief"}]}
+    output = json.loads(attrs["gen_ai.output.messages"])
+    assert output == [{"role": "assistant", "finish_reason": reasons[0], "parts": [{"type": "text", "content": text}]}]
+    # Never the credentials, whatever is captured.
+    for span in (spans[0][1], spans[1][1]):
+        assert b"sk-openai-secret" not in span.SerializeToString() and b"sk-ant-provider-key" not in span.SerializeToString()
 
 
 def test_without_a_client_trace_the_span_starts_one(gateway_factory, openai_fake, receiver):

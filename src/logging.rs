@@ -1,6 +1,7 @@
 //! The log subscriber: human-readable text by default, or one JSON object per line for a
 //! log pipeline (`--log-format json`).
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -11,11 +12,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the subscriber for the process, writing to stderr.
-pub fn init(format: LogFormat) {
+/// Installs the subscriber for the process, writing to stderr from a thread of its own:
+/// `run` logs a line per request at `info`, and the request path (one thread, see
+/// `main`) then only queues it. Lines are never dropped: a full queue waits. Keep the
+/// guard until the process ends; dropped, it writes out what is queued.
+pub fn init(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("llm-extproc-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         // Spans are not listed per event: the request id is a field of each event.
@@ -25,6 +33,7 @@ pub fn init(format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+    guard
 }
 
 /// `RUST_LOG`, or `info`. The file watcher (`notify`) logs every raw inotify event at

@@ -264,7 +264,7 @@ struct RenderEnvoyArgs {
 fn main() -> ExitCode {
     memory::tune_allocator();
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let _log_writer = logging::init(cli.log_format);
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         match telemetry::init() {
             Ok(exports) => {

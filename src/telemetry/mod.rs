@@ -2,6 +2,8 @@
 //! are then one span per request (see [`span`]); metrics are pushed besides the pull on
 //! /metrics (see [`crate::metrics`]).
 
+mod answer;
+pub mod content;
 pub mod span;
 
 use std::sync::{Mutex, OnceLock};

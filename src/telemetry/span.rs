@@ -1,17 +1,24 @@
 //! The span of one client request, named and attributed after the OpenTelemetry GenAI
 //! semantic conventions (`gen_ai.*`), continuing the client's W3C `traceparent`. It holds
-//! no prompt or completion content.
+//! prompt and completion content only when content capture is on (see [`super::content`]).
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
-use opentelemetry::KeyValue;
+use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::Span;
 
+use super::answer::AnswerReader;
+use super::content::{self, Prompt};
+use crate::api::ApiKind;
 use crate::metrics::Completed;
 
 pub struct RequestSpan {
     span: Span,
+    api: ApiKind,
+    capture: bool,
+    prompt: Option<Prompt>,
+    answer: AnswerReader,
 }
 
 /// The client's trace headers, as the propagator reads them.
@@ -37,7 +44,11 @@ impl Extractor for ClientTrace<'_> {
 impl RequestSpan {
     /// A span for a request that arrived now, the child of the client's span when its
     /// `traceparent` is valid (else the root of a new trace). None when traces are off.
-    pub fn start(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<RequestSpan> {
+    pub fn start(
+        api: ApiKind,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Option<RequestSpan> {
         let tracer = super::tracer()?;
         let parent = TraceContextPropagator::new().extract(&ClientTrace {
             traceparent,
@@ -48,7 +59,31 @@ impl RequestSpan {
             .span_builder("request")
             .with_kind(SpanKind::Client)
             .start_with_context(tracer, &parent);
-        Some(RequestSpan { span })
+        let capture = content::capture_enabled();
+        Some(RequestSpan {
+            span,
+            api,
+            capture,
+            prompt: None,
+            answer: AnswerReader::new(api, capture),
+        })
+    }
+
+    /// The client's request body: its prompt is kept when content is captured.
+    pub fn read_request(&mut self, body: &[u8]) {
+        if self.capture {
+            self.prompt = content::prompt(self.api, body);
+        }
+    }
+
+    /// A whole success answer, as the client receives it.
+    pub fn read_answer(&mut self, body: &[u8]) {
+        self.answer.unary(body);
+    }
+
+    /// A piece of a streamed success answer, as the client receives it.
+    pub fn read_answer_piece(&mut self, piece: &[u8], end_of_stream: bool) {
+        self.answer.stream(piece, end_of_stream);
     }
 
     /// The `traceparent` the provider gets: this span as its parent, in the same trace.
@@ -106,6 +141,30 @@ impl RequestSpan {
             }
         } else {
             span.set_status(Status::error(c.error_type.clone()));
+        }
+        let reasons = self.answer.finish_reasons();
+        if !reasons.is_empty() {
+            let reasons: Vec<StringValue> = reasons.into_iter().map(StringValue::from).collect();
+            attributes.push(KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                Value::Array(Array::String(reasons)),
+            ));
+        }
+        // Content, when captured, as the conventions' JSON strings.
+        if let Some(prompt) = self.prompt.take() {
+            if let Some(system) = prompt.system_instructions {
+                attributes.push(KeyValue::new(
+                    "gen_ai.system_instructions",
+                    system.to_string(),
+                ));
+            }
+            attributes.push(KeyValue::new(
+                "gen_ai.input.messages",
+                prompt.messages.to_string(),
+            ));
+        }
+        if let Some(output) = self.answer.output_messages() {
+            attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
         }
         span.set_attributes(attributes);
         span.end();

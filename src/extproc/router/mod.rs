@@ -190,6 +190,7 @@ impl RouterStream {
                 self.api = Some(api);
                 // Started here: the model listings above are not requests to trace.
                 self.span.set(RequestSpan::start(
+                    api,
                     header(map, "traceparent"),
                     header(map, "tracestate"),
                 ));
@@ -283,6 +284,9 @@ impl RouterStream {
             Ok(r) => r,
             Err(e) => return self.reject(e),
         };
+        if let Some(span) = self.span.get_mut() {
+            span.read_request(&request.body);
+        }
         let (state, guard) = match self.request_state(request) {
             Ok(stored) => stored,
             Err(answer) => return *answer,

@@ -167,6 +167,11 @@ impl RouterStream {
                 Err(answer) => return *answer,
             },
         };
+        if mode != BodyMode::Error {
+            if let Some(span) = self.span.get_mut() {
+                span.read_answer(replacement.as_deref().unwrap_or(plain));
+            }
+        }
         let deliver_decoded = self.response.as_ref().is_some_and(|r| r.deliver_decoded);
         reply.body = Some(match (replacement, decoded) {
             (Some(bytes), _) => bytes,
@@ -198,6 +203,11 @@ impl RouterStream {
             BodyMode::Broken => Some(Vec::new()),
             _ => self.stream_piece(plain, b.end_of_stream),
         };
+        if mode == BodyMode::Stream {
+            if let Some(span) = self.span.get_mut() {
+                span.read_answer_piece(replacement.as_deref().unwrap_or(plain), b.end_of_stream);
+            }
+        }
         let deliver_decoded = self.response.as_ref().is_some_and(|r| r.deliver_decoded);
         reply.body = match replacement {
             Some(bytes) => Some(bytes),
