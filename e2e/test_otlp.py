@@ -121,6 +121,8 @@ def test_a_refusal_is_a_span_with_its_error_type(gateway_factory, openai_fake, r
     (_, span), = receiver.wait_spans(1)
     attrs = attributes(span)
     assert attrs["error.type"] == "404" and attrs["http.response.status_code"] == 404
+    # The exact model asked for, not the metrics' bounded label.
+    assert attrs["gen_ai.request.model"] == "no-such-model" and span.name == "chat no-such-model"
     assert span.status.code == span.status.STATUS_CODE_ERROR
     assert span.trace_id.hex() == CLIENT_TRACE
 

@@ -12,6 +12,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Log lines queued for the writer thread at most.
+const LOG_QUEUE_LINES: usize = 1024;
+
 /// Installs the subscriber for the process, writing to stderr from a thread of its own:
 /// `run` logs a line per request at `info`, and the request path (one thread, see
 /// `main`) then only queues it. Lines are never dropped: a full queue waits. Keep the
@@ -19,6 +22,9 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
+        // The queue is allocated whole (tracing-appender's default of 128,000 lines took
+        // 5 MiB of RSS); a burst beyond this waits, as a direct write would.
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("llm-extproc-log")
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()

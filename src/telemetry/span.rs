@@ -19,6 +19,20 @@ pub struct RequestSpan {
     capture: bool,
     prompt: Option<Prompt>,
     answer: AnswerReader,
+    /// The exact model names (the metrics' labels are bounded by the configuration).
+    request_model: Option<String>,
+    response_model: Option<String>,
+}
+
+/// Longest model name a span keeps, in bytes.
+const MAX_MODEL_NAME: usize = 256;
+
+fn capped(name: &str) -> String {
+    let mut end = name.len().min(MAX_MODEL_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
 }
 
 /// The client's trace headers, as the propagator reads them.
@@ -66,6 +80,8 @@ impl RequestSpan {
             capture,
             prompt: None,
             answer: AnswerReader::new(api, capture),
+            request_model: None,
+            response_model: None,
         })
     }
 
@@ -97,6 +113,13 @@ impl RequestSpan {
         )
     }
 
+    /// The models as asked (after any `modelNameOverride`) and as answered, exactly: a
+    /// trace is not bounded by label cardinality as metrics are.
+    pub fn name_models(&mut self, request: &str, response: Option<&str>) {
+        self.request_model = Some(capped(request));
+        self.response_model = response.map(capped);
+    }
+
     /// OpenTelemetry's `user.id`: the consumer the identity configuration found.
     pub fn set_consumer(&mut self, consumer: &str) {
         self.span
@@ -105,10 +128,12 @@ impl RequestSpan {
 
     /// Ends the span with what the answer said.
     pub fn end(mut self, c: &Completed, status: u16) {
+        let request_model = self.request_model.as_deref().unwrap_or(&c.request_model);
+        let response_model = self.response_model.as_deref().unwrap_or(&c.response_model);
         let span = &mut self.span;
-        span.update_name(match c.request_model.is_empty() {
+        span.update_name(match request_model.is_empty() {
             true => c.operation.to_string(),
-            false => format!("{} {}", c.operation, c.request_model),
+            false => format!("{} {request_model}", c.operation),
         });
         let mut attributes = vec![
             KeyValue::new("gen_ai.operation.name", c.operation),
@@ -120,10 +145,10 @@ impl RequestSpan {
             }
         };
         text("gen_ai.provider.name", &c.provider);
-        text("gen_ai.request.model", &c.request_model);
+        text("gen_ai.request.model", request_model);
         text("error.type", &c.error_type);
         if c.error_type.is_empty() {
-            text("gen_ai.response.model", &c.response_model);
+            text("gen_ai.response.model", response_model);
             let u = &c.usage;
             attributes.push(KeyValue::new("gen_ai.usage.input_tokens", u.input as i64));
             attributes.push(KeyValue::new("gen_ai.usage.output_tokens", u.output as i64));

@@ -68,7 +68,11 @@ impl RouterStream {
             status: resp.head.status,
         };
         request_log::log(&answered, &completed);
-        if let Some(span) = self.span.take() {
+        if let Some(mut span) = self.span.take() {
+            let asked = target
+                .and_then(|t| t.model_name_override.as_deref())
+                .unwrap_or(&state.request.model);
+            span.name_models(asked, succeeded.then_some(response_model.as_str()));
             span.end(&completed, answered.status);
         }
         let mut entries: Vec<(String, Kind)> = Vec::new();
@@ -159,7 +163,11 @@ impl RouterStream {
             status: error.status(),
         };
         request_log::log(&answered, &completed);
-        if let Some(span) = self.span.take() {
+        if let Some(mut span) = self.span.take() {
+            if let Some(r) = &request {
+                let asked = r.target.and_then(|t| t.model_name_override.as_deref());
+                span.name_models(asked.unwrap_or(r.model), None);
+            }
             span.end(&completed, answered.status);
         }
         immediate_error_for(&error, self.api.or(self.error_shape))
