@@ -11,8 +11,11 @@ A CRD's openAPIV3Schema becomes a JSON Schema by the API server's rules for stru
 schemas: an object that lists `properties` refuses others unless it says
 `x-kubernetes-preserve-unknown-fields`, `x-kubernetes-int-or-string` takes an integer or a
 string, `nullable` admits null, an embedded resource keeps apiVersion/kind/metadata, and
-`metadata` is the strict core ObjectMeta. Not checked here (the API server checks them):
-CEL rules (`x-kubernetes-validations`), string formats, and list-map key uniqueness.
+`metadata` is the strict core ObjectMeta. As in the API server, the schema's defaults are
+applied first, and then its CEL rules (`x-kubernetes-validations`) are evaluated (with
+cel-python, plus the few Kubernetes CEL library functions the CRDs use); transition rules
+(`oldSelf`) concern updates and are skipped. Not checked: string formats and list-map key
+uniqueness.
 
     python k8s_manifests.py PATH...   (files, directories, kustomize directories)
 """
@@ -116,6 +119,114 @@ def crd_schemas(crd_dir=CRD_DIR):
     return schemas
 
 
+# ---- CEL rules (x-kubernetes-validations) ---------------------------------------------
+
+def _cel_functions():
+    """The Kubernetes CEL library functions the CRDs' rules use beyond standard CEL."""
+    from celpy import celtypes
+
+    def split(s, sep, limit=None):
+        parts = str(s).split(str(sep)) if limit is None else str(s).split(str(sep), int(limit) - 1)
+        return celtypes.ListType([celtypes.StringType(p) for p in parts])
+
+    def substring(s, start, end=None):
+        return celtypes.StringType(str(s)[int(start):None if end is None else int(end)])
+
+    def is_ip(s):
+        import ipaddress
+        try:
+            ipaddress.ip_address(str(s))
+            return celtypes.BoolType(True)
+        except ValueError:
+            return celtypes.BoolType(False)
+
+    return {
+        "lowerAscii": lambda s: celtypes.StringType(str(s).lower()),
+        "upperAscii": lambda s: celtypes.StringType(str(s).upper()),
+        "trim": lambda s: celtypes.StringType(str(s).strip()),
+        "split": split,
+        "substring": substring,
+        "isIP": is_ip,
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _cel_program(rule):
+    import celpy
+    env = celpy.Environment()
+    return env.program(env.compile(rule), functions=_cel_functions())
+
+
+def _cel_holds(rule, value):
+    """Whether a rule holds for `self` = value; an evaluation error (a field read that the
+    rule did not guard with has(), say) fails, as it does in the API server."""
+    import celpy
+    try:
+        result = _cel_program(rule).evaluate({"self": celpy.json_to_cel(value)})
+    except Exception as e:  # celpy raises its own and Python errors alike
+        return False, f"evaluation error: {e}"
+    if isinstance(result, Exception):
+        return False, f"evaluation error: {result}"
+    return bool(result), None
+
+
+def with_defaults(schema, value):
+    """`value` as the API server stores it before validating: a null in a field that is
+    not nullable is dropped, and a missing field with a default gets it."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        out = {}
+        for name, sub_value in value.items():
+            sub = props.get(name, extra if isinstance(extra, dict) else None)
+            if sub_value is None and isinstance(sub, dict) and not sub.get("nullable"):
+                continue
+            out[name] = with_defaults(sub, sub_value)
+        for name, sub in props.items():
+            if name not in out and "default" in sub:
+                out[name] = with_defaults(sub, copy.deepcopy(sub["default"]))
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def cel_problems(openapi, doc):
+    """The CRD's CEL rules that `doc` (with its defaults) breaks. Transition rules
+    (oldSelf) do not apply to a create and are skipped."""
+    found = []
+    _cel_walk(openapi, doc, [], found)
+    return found
+
+
+def _cel_walk(schema, value, path, found):
+    if value is None or not isinstance(schema, dict):
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for name, sub in props.items():
+            if name in value:
+                _cel_walk(sub, value[name], path + [name], found)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, sub_value in value.items():
+                if name not in props:
+                    _cel_walk(extra, sub_value, path + [name], found)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            _cel_walk(schema["items"], item, path + [i], found)
+    for rule in schema.get("x-kubernetes-validations") or []:
+        if "oldSelf" in rule["rule"]:
+            continue
+        holds, error = _cel_holds(rule["rule"], value)
+        if not holds:
+            where = ".".join(map(str, path)) or "<root>"
+            found.append(f"{where}: {rule.get('message') or 'failed rule: ' + rule['rule']}"
+                         + (f" ({error})" if error else ""))
+
+
 # ---- validation ------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
@@ -161,8 +272,15 @@ def problems(doc):
     if check is None:
         return [f"no schema for {kind} in {api_version}: a cluster would answer "
                 f"'no matches for kind' (not a core kind, nor in {CRD_DIR})"]
+    crd = crd_schemas().get((api_version, kind))
+    if crd is not None:
+        doc = with_defaults(crd[0], doc)
     errors = sorted(check.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+    found = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+    if crd is not None and not found:
+        # The rules assume a schema-valid object, as in the API server.
+        found = cel_problems(crd[0], doc)
+    return found
 
 
 def embedded_manifests(doc):

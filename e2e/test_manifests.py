@@ -154,3 +154,53 @@ def test_the_command_fails_on_a_bad_kustomization(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "e2e" / "k8s_manifests.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert run.returncode == 1 and "kubectl kustomize" in run.stderr and "missing.yaml" in run.stderr
+
+
+SOCKET_BACKEND = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: llm-extproc, namespace: maas-system}
+spec:
+  endpoints:
+    - unix: {path: /run/llm-extproc/extproc.sock}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyExtensionPolicy
+metadata: {name: llm-extproc, namespace: maas-system}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: llm}]
+  extProc:
+    - backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: llm-extproc}]
+      failOpen: false
+      processingMode:
+        request: {body: FullDuplexStreamed}
+        response: {body: FullDuplexStreamed}
+"""
+
+
+def test_cel_rules_are_evaluated():
+    """The rules a cluster checks beyond the schema (x-kubernetes-validations)."""
+    assert problems_of(SOCKET_BACKEND) == []
+    long_path = "/run/" + "x" * 104 + ".sock"
+    assert problems_of(SOCKET_BACKEND.replace("/run/llm-extproc/extproc.sock", long_path)) == [
+        "spec.endpoints.0.unix.path: unix domain socket path must not exceed 108 characters"]
+    assert problems_of(SOCKET_BACKEND.replace("failOpen: false", "failOpen: true")) == [
+        "spec.extProc.0: If FullDuplexStreamed body processing mode is used, FailOpen must be false."]
+    both = SOCKET_BACKEND.replace("- unix: {path", "- fqdn: {hostname: a.example, port: 443}\n      unix: {path")
+    assert "spec.endpoints.0: only one of fqdn, ip or unix can be specified" in problems_of(both)
+    no_target = SOCKET_BACKEND.replace("  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: llm}]\n", "")
+    assert "spec: either targetRef or targetRefs must be used" in problems_of(no_target)
+
+
+def test_defaults_apply_before_required_fields_and_rules():
+    # `type` is required with a default: omitting it is fine, as in the API server.
+    proxy = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyProxy
+metadata: {name: p}
+spec:
+  telemetry:
+    tracing:
+      provider: {host: otel.example, port: 4317}
+"""
+    assert problems_of(proxy) == []
