@@ -22,7 +22,6 @@ uniqueness.
 
 import copy
 import functools
-import json
 import os
 import pathlib
 import shutil
