@@ -277,14 +277,16 @@ class Translation:
         eep = self._policy_for("EnvoyExtensionPolicy", route)
         ext_procs = self._ext_procs(eep) if eep else []
         out = []
+        # The API server's defaults (gateway-api-standard-crds.yaml): a rule, and a match, of
+        # PathPrefix "/" when none is written. Envoy Gateway only ever sees defaulted objects.
         for i, rule in enumerate(spec.get("rules") or [{}]):
             _only(rule, {"matches", "backendRefs", "filters", "timeouts", "name"}, f"HTTPRoute {_name(route)} rule {i}")
-            matches = rule.get("matches") or [None]
+            matches = rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
             destination = self._destination(route, i, rule)
             for j, match in enumerate(matches):
                 for host in hostnames:
-                    # gatewayapi/route.go: "<prefix>rule/<i>/match/<j>/<host, dots as _>"; no matches is match -1.
-                    r = Route(f"{prefix}rule/{i}/match/{j if match is not None else -1}/{host.replace('.', '_')}")
+                    # gatewayapi/route.go: "<prefix>rule/<i>/match/<j>/<host, dots as _>".
+                    r = Route(f"{prefix}rule/{i}/match/{j}/{host.replace('.', '_')}")
                     r.hostname = host
                     r.metadata = _resource_metadata("HTTPRoute", _name(route), _ns(route))
                     self._match(r, match, route)
@@ -304,8 +306,6 @@ class Translation:
         return out
 
     def _match(self, r, match, route):
-        if match is None:
-            return
         _only(match, {"path", "headers", "queryParams"}, f"HTTPRoute {_name(route)} match")
         path = match.get("path") or {"type": "PathPrefix", "value": "/"}
         kind = {"PathPrefix": "prefix", "Exact": "exact", "RegularExpression": "regex"}[path.get("type", "PathPrefix")]
@@ -369,8 +369,11 @@ class Translation:
     def _backend_setting(self, name, ref, namespace, protocol="HTTP"):
         """gatewayapi/route.go getOrCreateBackendCluster: a Backend's endpoints as one setting."""
         _only(ref, {"name", "namespace", "kind", "group", "port", "weight", "filters", "priority"}, f"backendRef {ref.get('name')}")
+        # CRD defaults: kind Service, group "" (gateway-api-standard-crds.yaml, the EnvoyExtensionPolicy CRD).
         if ref.get("kind", "Service") != "Backend":
             raise NotSimulated(f"backendRef kind {ref.get('kind', 'Service')} (only Backend)")
+        if ref.get("group", "") != "gateway.envoyproxy.io":
+            raise Rejected(f"backendRef {ref['name']}: kind Backend needs group gateway.envoyproxy.io")
         if not self.enable_backend:
             raise Rejected("Backend references need extensionApis.enableBackend in the EnvoyGateway config")
         ns = ref.get("namespace", namespace)
@@ -995,6 +998,11 @@ def json_path_to_pointers(document, expression, path=""):
     JSON pointers, each with `path` appended. Only child names and indices convert."""
     if expression.strip() == "$":
         raise ValueError("Using only Root ('$') in json path expression is not allowed!")
+    if "**" in expression:
+        raise NotSimulated(f"jsonPath {expression!r}: ojg's '**' has no jsonpath-ng equivalent")
+    # ojg also takes a path without the root ("a.b", ".a", "..a"); jsonpath-ng needs the "$".
+    if not expression.startswith("$"):
+        expression = "$" + ("" if expression.startswith((".", "[")) else ".") + expression
     try:
         compiled = jsonpath_parse(expression)
     except (JsonPathParserError, Exception) as e:  # the parser raises plain Exceptions for some input

@@ -281,6 +281,26 @@ def test_failover_from_a_primary_answering_503(gateway, failing_primary, backup)
     _verify_failover(envoy, backup, primary=failing_primary)
 
 
+def test_upstream_ext_proc_without_an_authority_is_refused_by_the_sidecar(gateway, backup):
+    """Envoy's default :authority for an envoy_grpc service is its cluster name; Envoy
+    Gateway's `envoyextensionpolicy/<ns>/<name>/extproc/0` holds "/", which the sidecar's
+    HTTP/2 server refuses (RST_STREAM PROTOCOL_ERROR, seen on Envoy 1.40), so the patched
+    upstream filter must name an authority: here, the one Envoy Gateway gives the router level."""
+    dead = free_port()
+    build = hand_written_failover(dead, backup.port)
+
+    def without_authority(socket):
+        docs = build(socket)
+        policy = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")
+        for p in policy["spec"]["jsonPatches"]:
+            for f in ((p["operation"].get("value") or {}).get(eg_xds.HTTP_OPTIONS) or {}).get("http_filters", []):
+                f["typed_config"].get("grpc_service", {}).get("envoy_grpc", {}).pop("authority", None)
+        return docs
+    envoy, _, _ = gateway(failover_config(dead, backup.port), without_authority)
+    r = envoy.chat("gpt-4o-mini")
+    assert r.status_code == 500 and backup.requests == []
+
+
 @needs_render
 def test_failover_through_render_gateway(gateway, failing_primary, backup):
     config = failover_config(failing_primary.port, backup.port)
@@ -382,9 +402,9 @@ def test_names_and_shapes_follow_envoy_gateway():
     (routes,) = translation.route_configs
     (vhost,) = routes["virtual_hosts"]
     names = [r["name"] for r in vhost["routes"]]
-    # Header matches sort first; the catch-all last.
+    # Header matches sort first; the catch-all (its match defaulted to PathPrefix /) last.
     assert names == [f"httproute/default/{ROUTE}/rule/0/match/0/*",
-                     "httproute/maas-system/llm-unknown-model/rule/0/match/-1/*"]
+                     "httproute/maas-system/llm-unknown-model/rule/0/match/0/*"]
     for r in vhost["routes"]:
         assert r["typed_per_filter_config"][eg_resources.ROUTER_FILTER]["config"] == {}
     retry = vhost["routes"][0]["route"]["retry_policy"]
@@ -436,3 +456,49 @@ def test_tls_to_a_port_443_provider_validates_on_envoy(tmp_path):
     check = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--log-level", "error"],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# Envoy Gateway's own cases for jsonPath to pointers (internal/utils/jsonpatch/jsonpathtopointer_test.go).
+NESTED = {"a": "b", "v": [{"x": "test1", "y": "hello"}, {"x": "test2", "y": "world"}],
+          "f": {"w": "hi", "q": "welcome", "y": "ciao"}, "y": "c"}
+ROUTES = {"name": "default/eg/http", "virtual_hosts": [
+    {"name": "default/eg/http/www_test_com", "domains": ["www.test.com"], "routes": [{
+        "name": "httproute/default/backend/rule/0/match/0/www_test_com", "match": {"prefix": "/"},
+        "route": {"cluster": "httproute/default/backend/rule/0", "upgrade_configs": [{"upgrade_type": "websocket"}]}}]},
+    {"name": "default/eg/http/www_example_com", "domains": ["www.example.com"], "routes": [{
+        "name": "httproute/default/backend/rule/1/match/1/www_example_com", "match": {"prefix": "/"},
+        "route": {"cluster": "httproute/default/backend/rule/1", "upgrade_configs": [{"upgrade_type": "websocket"}]}}]}],
+    "ignore_port_in_host_matching": True}
+ESCAPING = {"values": [{"name": "test1", "dotted.key": "Hello"}, {"name": "test2", "dotted.key": "there"}]}
+
+
+@pytest.mark.parametrize("doc, json_path, path, expected", [
+    (NESTED, "$.xyz", "", []),
+    (NESTED, "$.a", "", ["/a"]),
+    (NESTED, "$.v[?(@.x=='test2')]", "", ["/v/1"]),
+    (NESTED, "..v[?(@.x=='test1')].y", "", ["/v/0/y"]),
+    (NESTED, "$.v[*].y", "", ["/v/0/y", "/v/1/y"]),
+    (NESTED, "$.v[?(@.x=='UNKNOWN')].y", "", []),
+    (NESTED, ".a", "", ["/a"]),
+    (NESTED, "a", "", ["/a"]),
+    (NESTED, "f.w", "", ["/f/w"]),
+    (NESTED, "f.*", "", ["/f/w", "/f/q", "/f/y"]),
+    (NESTED, "v.*", "", ["/v/0", "/v/1"]),
+    (NESTED, "$..y", "", ["/f/y", "/v/0/y", "/v/1/y", "/y"]),
+    (NESTED, "..y", "", ["/f/y", "/v/0/y", "/v/1/y", "/y"]),
+    (ROUTES, "..routes[?(@.name =~ 'www_example_com')]", "", ["/virtual_hosts/1/routes/0"]),
+    (ROUTES, "..routes[?(@.name =~ 'www_test_com')]", "", ["/virtual_hosts/0/routes/0"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "", ["/virtual_hosts/0/routes/0", "/virtual_hosts/1/routes/0"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')].route.cluster", "",
+     ["/virtual_hosts/0/routes/0/route/cluster", "/virtual_hosts/1/routes/0/route/cluster"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]['route']['cluster']", "",
+     ["/virtual_hosts/0/routes/0/route/cluster", "/virtual_hosts/1/routes/0/route/cluster"]),
+    (ROUTES, "..routes[?(@.name=='httproute/default/backend/rule/1/match/1/www_example_com')].route.upgrade_configs", "",
+     ["/virtual_hosts/1/routes/0/route/upgrade_configs"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "/abc", ["/virtual_hosts/0/routes/0/abc", "/virtual_hosts/1/routes/0/abc"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "abc", ["/virtual_hosts/0/routes/0/abc", "/virtual_hosts/1/routes/0/abc"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "/", ["/virtual_hosts/0/routes/0/", "/virtual_hosts/1/routes/0/"]),
+    (ESCAPING, "$.values[?(@.name =~ 'test2')]", "dotted.key", ["/values/1/dotted.key"]),
+])
+def test_json_path_to_pointers_as_envoy_gateway(doc, json_path, path, expected):
+    assert sorted(eg_xds.json_path_to_pointers(doc, json_path, path)) == sorted(expected)
