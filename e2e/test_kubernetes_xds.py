@@ -293,8 +293,9 @@ def test_upstream_ext_proc_without_an_authority_is_refused_by_the_sidecar(gatewa
         docs = build(socket)
         policy = next(d for d in docs if d["kind"] == "EnvoyPatchPolicy")
         for p in policy["spec"]["jsonPatches"]:
-            for f in ((p["operation"].get("value") or {}).get(eg_xds.HTTP_OPTIONS) or {}).get("http_filters", []):
-                f["typed_config"].get("grpc_service", {}).get("envoy_grpc", {}).pop("authority", None)
+            value = p["operation"]["value"]
+            if isinstance(value, dict) and eg_xds.HTTP_OPTIONS in value:
+                value[eg_xds.HTTP_OPTIONS]["http_filters"][0]["typed_config"]["grpc_service"]["envoy_grpc"].pop("authority")
         return docs
     envoy, _, _ = gateway(failover_config(dead, backup.port), without_authority)
     r = envoy.chat("gpt-4o-mini")
