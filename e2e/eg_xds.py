@@ -121,6 +121,27 @@ def _resource_metadata(kind, name, namespace, section=None):
     return {"filter_metadata": {"envoy-gateway": {"resources": [entry]}}}
 
 
+def _namespace_selected(selector, namespace):
+    """A label selector over Namespaces, of which the simulator knows one label: the
+    `kubernetes.io/metadata.name` that Kubernetes sets on every Namespace."""
+    _only(selector, {"matchLabels", "matchExpressions"}, "allowedRoutes.namespaces.selector")
+    labels = {"kubernetes.io/metadata.name": namespace}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if key not in labels:
+            raise NotSimulated(f"namespace label {key}")
+        if labels[key] != value:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        if e["key"] not in labels:
+            raise NotSimulated(f"namespace label {e['key']}")
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": lambda: value in e.get("values", []), "NotIn": lambda: value not in e.get("values", []),
+              "Exists": lambda: present, "DoesNotExist": lambda: not present}[e["operator"]]()
+        if not ok:
+            return False
+    return True
+
+
 def _targets(policy):
     spec = policy["spec"]
     if "targetSelectors" in spec:
@@ -190,8 +211,13 @@ class Translation:
         if unknown:
             raise NotSimulated(f"kinds {sorted(unknown)}")
         for proxy in self.by_kind.get("EnvoyProxy", []):
-            # The pod (provider.kubernetes) and shutdown settings shape the Deployment, not xDS.
-            _only(proxy.get("spec"), {"provider", "shutdown"}, f"EnvoyProxy {_name(proxy)}.spec")
+            # These shape the Deployment and the Envoy process, not xDS. mergeBackends renames
+            # the clusters the patches address, hence refused unless false.
+            spec = proxy.get("spec") or {}
+            _only(spec, {"provider", "shutdown", "concurrency", "logging", "extraArgs", "mergeBackends"},
+                  f"EnvoyProxy {_name(proxy)}.spec")
+            if spec.get("mergeBackends"):
+                raise NotSimulated(f"EnvoyProxy {_name(proxy)}.spec.mergeBackends (it renames the clusters)")
         self._translate()
 
     def _get(self, kind, name, namespace):
@@ -213,9 +239,11 @@ class Translation:
             _only(listener, {"name", "protocol", "port", "allowedRoutes"}, f"Gateway listener {listener['name']}")
             if listener["protocol"] != "HTTP":
                 raise NotSimulated(f"listener protocol {listener['protocol']}")
-            frm = ((listener.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
-            if frm not in ("Same", "All"):
-                raise NotSimulated(f"allowedRoutes.namespaces.from {frm}")
+            namespaces = (listener.get("allowedRoutes") or {}).get("namespaces") or {}
+            _only(listener.get("allowedRoutes"), {"namespaces"}, f"Gateway listener {listener['name']}.allowedRoutes")
+            _only(namespaces, {"from", "selector"}, f"Gateway listener {listener['name']}.allowedRoutes.namespaces")
+            if namespaces.get("from", "Same") not in ("Same", "All", "Selector"):
+                raise NotSimulated(f"allowedRoutes.namespaces.from {namespaces['from']}")
             listeners.append(listener)
         for listener in listeners:
             self._translate_listener(listener)
@@ -223,8 +251,11 @@ class Translation:
 
     def _attached(self, route, listener):
         """The route's parentRefs name this Gateway (and listener), and the listener admits it."""
-        frm = ((listener.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
+        namespaces = (listener.get("allowedRoutes") or {}).get("namespaces") or {}
+        frm = namespaces.get("from", "Same")
         if frm == "Same" and _ns(route) != _ns(self.gateway):
+            return False
+        if frm == "Selector" and not _namespace_selected(namespaces.get("selector") or {}, _ns(route)):
             return False
         for ref in route["spec"].get("parentRefs", []):
             _only(ref, {"name", "namespace", "kind", "group", "sectionName"}, f"HTTPRoute {_name(route)} parentRef")
@@ -255,33 +286,38 @@ class Translation:
         routes = sorted(routes, key=key, reverse=True)
         self._emit_listener(name, port, routes, listener)
 
-    def _policy_for(self, kind, route):
-        """The policy of `kind` attached to the route, else to its Gateway (route wins)."""
-        route_level, gateway_level = None, None
+    def _policy_for(self, kind, route, rule_name=None):
+        """The policy of `kind` attached to the route's rule (targetRef.sectionName), else to
+        the route, else to its Gateway: the most specific wins."""
+        rule_level, route_level, gateway_level = None, None, None
         for p in self.by_kind.get(kind, []):
             for t in _targets(p):
-                if t.get("sectionName"):
-                    raise NotSimulated(f"{kind} {_name(p)}: targetRef.sectionName")
+                _only(t, {"group", "kind", "name", "sectionName"}, f"{kind} {_name(p)} targetRef")
                 if t["kind"] == "HTTPRoute" and t["name"] == _name(route) and _ns(p) == _ns(route):
-                    route_level = route_level or p
+                    if t.get("sectionName") is None:
+                        route_level = route_level or p
+                    elif rule_name is not None and t["sectionName"] == rule_name:
+                        rule_level = rule_level or p
                 elif t["kind"] == "Gateway" and t["name"] == _name(self.gateway) and _ns(p) == _ns(self.gateway):
+                    if t.get("sectionName"):
+                        raise NotSimulated(f"{kind} {_name(p)}: a Gateway targetRef with sectionName")
                     gateway_level = gateway_level or p
-        return route_level or gateway_level
+        return rule_level or route_level or gateway_level
 
     def _translate_route(self, route):
         spec = route["spec"]
         _only(spec, {"parentRefs", "hostnames", "rules"}, f"HTTPRoute {_name(route)}.spec")
         hostnames = spec.get("hostnames") or ["*"]
         prefix = f"httproute/{_ns(route)}/{_name(route)}/"  # gatewayapi/helpers.go irRoutePrefix
-        btp = self._policy_for("BackendTrafficPolicy", route)
-        eep = self._policy_for("EnvoyExtensionPolicy", route)
-        ext_procs = self._ext_procs(eep) if eep else []
         out = []
         # The API server's defaults (gateway-api-standard-crds.yaml): a rule, and a match, of
         # PathPrefix "/" when none is written. Envoy Gateway only ever sees defaulted objects.
         for i, rule in enumerate(spec.get("rules") or [{}]):
             _only(rule, {"matches", "backendRefs", "filters", "timeouts", "name"}, f"HTTPRoute {_name(route)} rule {i}")
             matches = rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
+            btp = self._policy_for("BackendTrafficPolicy", route, rule.get("name"))
+            eep = self._policy_for("EnvoyExtensionPolicy", route, rule.get("name"))
+            ext_procs = self._ext_procs(eep) if eep else []
             destination = self._destination(route, i, rule)
             for j, match in enumerate(matches):
                 for host in hostnames:
@@ -292,9 +328,13 @@ class Translation:
                     self._match(r, match, route)
                     self._filters(r, rule.get("filters") or [], route)
                     timeouts = rule.get("timeouts") or {}
-                    _only(timeouts, {"request"}, f"HTTPRoute {_name(route)} rule {i} timeouts")
+                    _only(timeouts, {"request", "backendRequest"}, f"HTTPRoute {_name(route)} rule {i} timeouts")
                     if "request" in timeouts:
                         r.timeout = _duration(timeouts["request"])
+                    if "backendRequest" in timeouts:
+                        # gatewayapi/route.go: without the rule's own `retry`, backendRequest
+                        # becomes the route's timeout, replacing `request`.
+                        r.timeout = _duration(timeouts["backendRequest"])
                     if r.direct_response is None:
                         r.destination = destination
                         if destination is None:
@@ -383,7 +423,7 @@ class Translation:
         if backend is None:
             raise Rejected(f"Backend {ns}/{ref['name']} not found")
         spec = backend["spec"]
-        _only(spec, {"endpoints", "fallback"}, f"Backend {ns}/{ref['name']}.spec")
+        _only(spec, {"endpoints", "fallback", "tls"}, f"Backend {ns}/{ref['name']}.spec")
         endpoints, types = [], set()
         for e in spec["endpoints"]:
             _only(e, {"fqdn", "ip", "unix", "hostname"}, f"Backend {ref['name']} endpoint")
@@ -402,7 +442,7 @@ class Translation:
         setting = Setting(name, endpoints, address_type, weight=ref.get("weight", 1),
                           priority=1 if spec.get("fallback") else 0,
                           metadata=_resource_metadata("Backend", ref["name"], ns), protocol=protocol)
-        setting.tls = self._backend_tls(ref["name"], ns)
+        setting.tls = self._backend_tls(backend)
         if ref.get("filters"):
             setting.filters = self._backend_ref_filters(ref["filters"])
         return setting
@@ -418,18 +458,30 @@ class Translation:
             out["remove"] += mod.get("remove", [])
         return out
 
-    def _backend_tls(self, backend, namespace):
+    def _backend_tls(self, backend):
+        """gatewayapi/backendtlspolicy.go applyBackendTLSSetting: the Backend's own `tls`,
+        under a BackendTLSPolicy's (which wins where both say something). The SAN checked is
+        the SNI (translator.go buildValidationContext); no CA at all without the System store."""
+        tls = None
+        own = backend["spec"].get("tls")
+        if own is not None:
+            _only(own, {"sni", "wellKnownCACertificates", "insecureSkipVerify"}, f"Backend {_name(backend)}.spec.tls")
+            insecure = bool(own.get("insecureSkipVerify"))
+            if not insecure and own.get("wellKnownCACertificates") != "System":
+                raise NotSimulated(f"Backend {_name(backend)}.spec.tls without the System CAs or insecureSkipVerify")
+            tls = {"sni": own.get("sni"), "insecure": insecure}
         for p in self.by_kind.get("BackendTLSPolicy", []):
-            if _ns(p) != namespace:
+            if _ns(p) != _ns(backend):
                 continue
-            if not any(t.get("kind") == "Backend" and t["name"] == backend for t in p["spec"]["targetRefs"]):
+            if not any(t.get("kind") == "Backend" and t["name"] == _name(backend) for t in p["spec"]["targetRefs"]):
                 continue
             v = p["spec"]["validation"]
             _only(v, {"wellKnownCACertificates", "hostname"}, f"BackendTLSPolicy {_name(p)}.spec.validation")
             if v.get("wellKnownCACertificates") != "System":
                 raise NotSimulated("BackendTLSPolicy CA certificates other than System")
-            return {"sni": v["hostname"], "san": v["hostname"]}
-        return None
+            tls = {"sni": v["hostname"], "insecure": False}
+            break
+        return tls
 
     def _destination(self, route, i, rule):
         refs = rule.get("backendRefs") or []
@@ -445,8 +497,10 @@ class Translation:
         _only(spec, {"targetRef", "targetRefs", "extProc"}, f"EnvoyExtensionPolicy {_name(policy)}.spec")
         out = []
         for idx, ep in enumerate(spec.get("extProc") or []):
-            _only(ep, {"backendRefs", "failOpen", "messageTimeout", "processingMode", "metadata"},
+            _only(ep, {"backendRefs", "failOpen", "messageTimeout", "processingMode", "metadata", "backendSettings"},
                   f"EnvoyExtensionPolicy {_name(policy)} extProc")
+            _only(ep.get("backendSettings"), {"circuitBreaker", "connection", "timeout"},
+                  f"EnvoyExtensionPolicy {_name(policy)} extProc backendSettings")
             name = f"envoyextensionpolicy/{_ns(policy)}/{_name(policy)}/extproc/{idx}"
             ref = ep["backendRefs"][0]
             if len(ep["backendRefs"]) != 1:
@@ -454,7 +508,7 @@ class Translation:
             setting = self._backend_setting(f"{name}/backend/0", ref, _ns(policy), protocol="GRPC")
             authority = f"{ref['name']}.{ref.get('namespace', _ns(policy))}" + (f":{ref['port']}" if "port" in ref else "")
             ir = {"name": name, "destination": (name, [setting], _resource_metadata("EnvoyExtensionPolicy", _name(policy), _ns(policy))),
-                  "authority": authority, "failOpen": ep.get("failOpen")}
+                  "authority": authority, "failOpen": ep.get("failOpen"), "traffic": ep.get("backendSettings") or {}}
             if "messageTimeout" in ep:
                 ir["messageTimeout"] = _duration(ep["messageTimeout"])
             mode = ep.get("processingMode")
@@ -506,8 +560,14 @@ class Translation:
                 if t["kind"] == "Gateway" and t["name"] == _name(self.gateway) and t.get("sectionName") in (None, listener["name"]):
                     ctp = ctp or p
         buffer_limit = 32768  # listener.go default, xds-ir/ext-proc.listeners.yaml
+        stream_idle_timeout = None
         if ctp:
-            _only(ctp["spec"], {"targetRef", "targetRefs", "connection"}, f"ClientTrafficPolicy {_name(ctp)}.spec")
+            _only(ctp["spec"], {"targetRef", "targetRefs", "connection", "timeout"}, f"ClientTrafficPolicy {_name(ctp)}.spec")
+            _only(ctp["spec"].get("timeout"), {"http"}, f"ClientTrafficPolicy {_name(ctp)}.spec.timeout")
+            http = (ctp["spec"].get("timeout") or {}).get("http") or {}
+            _only(http, {"streamIdleTimeout"}, f"ClientTrafficPolicy {_name(ctp)}.spec.timeout.http")
+            if "streamIdleTimeout" in http:
+                stream_idle_timeout = _duration(http["streamIdleTimeout"])
             _only(ctp["spec"].get("connection"), {"bufferLimit"}, f"ClientTrafficPolicy {_name(ctp)}.spec.connection")
             if "bufferLimit" in ctp["spec"].get("connection", {}):
                 # xds-ir/client-buffer-limit.listeners.yaml: the listener's per_connection_buffer_limit_bytes.
@@ -539,6 +599,9 @@ class Translation:
             "stat_prefix": f"http-{port}",
             "use_remote_address": True,
         }
+        if stream_idle_timeout is not None:
+            hcm["stream_idle_timeout"] = _pb_duration(stream_idle_timeout)  # listener.go
+        self.listener_stream_idle_timeout = stream_idle_timeout
         self.listeners.append({
             "name": name,
             "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
@@ -549,7 +612,7 @@ class Translation:
         })
         self._emit_routes(name, routes)
         for ep in ext_procs.values():
-            self._emit_cluster(*ep["destination"])
+            self._emit_cluster(*ep["destination"], traffic=ep["traffic"])
 
     def _ext_proc_filter(self, ep):
         """extproc.go extProcConfig / buildProcessingMode."""
@@ -691,18 +754,22 @@ class Translation:
             action["append_x_forwarded_host"] = True
         traffic = r.traffic or {}
         if traffic:
-            _only(traffic, {"targetRef", "targetRefs", "retry", "timeout", "circuitBreaker", "connection"},
+            _only(traffic, {"targetRef", "targetRefs", "retry", "timeout", "circuitBreaker", "connection", "healthCheck"},
                   "BackendTrafficPolicy.spec")
         request_timeout = r.timeout
         http_timeout = (traffic.get("timeout") or {}).get("http") or {}
         _only(traffic.get("timeout"), {"http", "tcp"}, "BackendTrafficPolicy.spec.timeout")
-        _only(http_timeout, {"requestTimeout", "connectionIdleTimeout", "maxConnectionDuration"},
+        _only(http_timeout, {"requestTimeout", "connectionIdleTimeout", "maxConnectionDuration", "streamIdleTimeout"},
               "BackendTrafficPolicy.spec.timeout.http")
         if request_timeout is None and "requestTimeout" in http_timeout:
             request_timeout = _duration(http_timeout["requestTimeout"])
         if request_timeout is not None:
-            # route.go: the route timeout, and an idle timeout of at least an hour (0 when disabled).
             action["timeout"] = _pb_duration(request_timeout)
+        # route.go idleTimeout: the BackendTrafficPolicy's streamIdleTimeout; else none when the
+        # listener has one (ClientTrafficPolicy); else at least an hour, above the route timeout.
+        if "streamIdleTimeout" in http_timeout:
+            action["idle_timeout"] = _pb_duration(_duration(http_timeout["streamIdleTimeout"]))
+        elif self.listener_stream_idle_timeout is None and request_timeout is not None:
             action["idle_timeout"] = _pb_duration(0 if request_timeout == 0 else max(3600, request_timeout))
         retry = traffic.get("retry")
         if retry is not None:
@@ -755,13 +822,13 @@ class Translation:
         dns = settings[0].address_type == "FQDN"  # cluster.go buildEndpointType: by the first setting
         breaker = {"max_retries": 1024}
         cb = traffic.get("circuitBreaker")
-        if cb:
+        if cb is not None:
             _only(cb, {"maxConnections", "maxPendingRequests", "maxParallelRequests", "maxParallelRetries"},
-                  "BackendTrafficPolicy.spec.circuitBreaker")
+                  "circuitBreaker")
+            # The CRD defaults each threshold to 1024 (the API server fills them in).
             for field, key in (("maxConnections", "max_connections"), ("maxPendingRequests", "max_pending_requests"),
                                ("maxParallelRequests", "max_requests"), ("maxParallelRetries", "max_retries")):
-                if field in cb:
-                    breaker[key] = cb[field]
+                breaker[key] = cb.get(field, 1024)
         buffer_limit = 32768
         conn = traffic.get("connection")
         if conn:
@@ -783,6 +850,10 @@ class Translation:
             "name": name,
             "per_connection_buffer_limit_bytes": buffer_limit,
         }
+        passive = (traffic.get("healthCheck") or {}).get("passive")
+        _only(traffic.get("healthCheck"), {"passive"}, "healthCheck")
+        if passive is not None:
+            cluster["outlier_detection"] = self._outlier_detection(passive)
         assignment = self._load_assignment(name, settings)
         if dns:
             # v1.9 resolves FQDNs with the envoy.cluster.dns extension and keeps the assignment inline.
@@ -795,20 +866,13 @@ class Translation:
             cluster["eds_cluster_config"] = {"eds_config": {"ads": {}, "resource_api_version": "V3"}, "service_name": name}
             self.endpoints.append(assignment)
         all_tls = all(s.tls for s in settings)
+        # cluster.go: auto SNI only when no setting names its SNI and every one is TLS.
+        auto_sni = all_tls and not any(s.tls.get("sni") for s in settings)
         matches = []
         for i, s in enumerate(settings):
             if s.tls:
-                # xds-ir/http-route-with-tls-system-truststore.clusters.yaml
-                self._system_ca_secret()
-                matches.append({"match": {"name": f"{name}/tls/{i}"}, "name": f"{name}/tls/{i}", "transport_socket": {
-                    "name": "envoy.transport_sockets.tls", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                        "common_tls_context": {"combined_validation_context": {
-                            "default_validation_context": {"match_typed_subject_alt_names": [
-                                {"matcher": {"exact": s.tls["san"]}, "san_type": "DNS"}]},
-                            "validation_context_sds_secret_config": {"name": SYSTEM_CA_SECRET, "sds_config": {
-                                "ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}}}},
-                        "sni": s.tls["sni"]}}})
+                matches.append({"match": {"name": f"{name}/tls/{i}"}, "name": f"{name}/tls/{i}",
+                                "transport_socket": self._tls_socket(s.tls, auto_sni)})
         if matches:
             cluster["transport_socket_matches"] = matches
         http2 = {"initial_connection_window_size": 1048576, "initial_stream_window_size": 65536}
@@ -825,6 +889,8 @@ class Translation:
             options = {"explicit_http_config": {"http2_protocol_options": http2}}
         elif all_tls:
             options = {"auto_config": {"http2_protocol_options": http2, "http_protocol_options": {}}}
+            if auto_sni:
+                options["upstream_http_protocol_options"] = {"auto_sni": True}
             cluster["transport_socket"] = {"name": "dummy.transport_socket", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                 "common_tls_context": {}}}
@@ -836,6 +902,48 @@ class Translation:
             cluster["typed_extension_protocol_options"] = {
                 HTTP_OPTIONS: {"@type": f"type.googleapis.com/{HTTP_OPTIONS}", **options}}
         self.clusters.append({k: v for k, v in cluster.items() if v is not None})
+
+    def _outlier_detection(self, passive):
+        """cluster.go buildXdsOutlierDetection, over the CRD's defaults for `passive`."""
+        _only(passive, {"alwaysEjectOneEndpoint", "baseEjectionTime", "consecutive5XxErrors", "consecutiveGatewayErrors",
+                        "consecutiveLocalOriginFailures", "interval", "maxEjectionPercent",
+                        "splitExternalLocalOriginErrors"}, "healthCheck.passive")
+        p = {"alwaysEjectOneEndpoint": False, "baseEjectionTime": "30s", "consecutive5XxErrors": 5,
+             "consecutiveLocalOriginFailures": 5, "interval": "3s", "maxEjectionPercent": 10,
+             "splitExternalLocalOriginErrors": False} | passive
+        od = {"base_ejection_time": _pb_duration(_duration(p["baseEjectionTime"])),
+              "interval": _pb_duration(_duration(p["interval"])),
+              "consecutive_local_origin_failure": p["consecutiveLocalOriginFailures"],
+              "consecutive_5xx": p["consecutive5XxErrors"],
+              "always_eject_one_host": p["alwaysEjectOneEndpoint"]}
+        if p["splitExternalLocalOriginErrors"]:
+            od["split_external_local_origin_errors"] = True
+        if p["maxEjectionPercent"] > 0:
+            od["max_ejection_percent"] = p["maxEjectionPercent"]
+        if "consecutiveGatewayErrors" in p:
+            od["consecutive_gateway_failure"] = p["consecutiveGatewayErrors"]
+            od["enforcing_consecutive_gateway_failure"] = 100
+        return od
+
+    def _tls_socket(self, tls, auto_sni):
+        """translator.go buildXdsUpstreamTLSSocketWthCert (xds-ir/http-route-with-tls-system-truststore.clusters.yaml,
+        xds-ir/backend-tls-skip-verify.clusters.yaml)."""
+        context = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                   "common_tls_context": {}}
+        if not tls["insecure"]:
+            self._system_ca_secret()
+            validation = {"default_validation_context": {},
+                          "validation_context_sds_secret_config": {"name": SYSTEM_CA_SECRET, "sds_config": {
+                              "ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}}}
+            if tls.get("sni"):
+                validation["default_validation_context"]["match_typed_subject_alt_names"] = [
+                    {"matcher": {"exact": tls["sni"]}, "san_type": "DNS"}]
+            elif auto_sni:
+                context["auto_sni_san_validation"] = True
+            context["common_tls_context"]["combined_validation_context"] = validation
+        if tls.get("sni"):
+            context["sni"] = tls["sni"]
+        return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
     def _load_assignment(self, name, settings):
         """cluster.go buildXdsClusterLoadAssignment / buildWeightedLocalities: a locality per setting."""
