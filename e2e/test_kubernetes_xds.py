@@ -503,3 +503,53 @@ ESCAPING = {"values": [{"name": "test1", "dotted.key": "Hello"}, {"name": "test2
 ])
 def test_json_path_to_pointers_as_envoy_gateway(doc, json_path, path, expected):
     assert sorted(eg_xds.json_path_to_pointers(doc, json_path, path)) == sorted(expected)
+
+
+def test_rule_level_policies_tls_and_selectors_translate_as_envoy_gateway():
+    """The shapes `render gateway` relies on beyond the hand-written set: a BackendTrafficPolicy
+    on one rule (sectionName), passive health checks, a Backend's own TLS, a ClientTrafficPolicy
+    stream idle timeout, and a namespace selector on the listener."""
+    docs = _failover_docs()
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    gateway["spec"]["listeners"][0]["allowedRoutes"] = {"namespaces": {"from": "Selector", "selector": {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["default"]}]}}}
+    route = next(d for d in docs if d["kind"] == "HTTPRoute" and d["metadata"]["name"] == ROUTE)
+    route["spec"]["rules"][0]["name"] = "gpt-4o-mini"
+    docs.append({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "BackendTrafficPolicy",
+                 "metadata": {"name": "rule-policy", "namespace": "default"},
+                 "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": ROUTE,
+                                          "sectionName": "gpt-4o-mini"}],
+                          "retry": {"numRetries": 3, "numAttemptsPerPriority": 1,
+                                    "retryOn": {"triggers": ["5xx", "retriable-status-codes"], "httpStatusCodes": [429]}},
+                          "circuitBreaker": {"maxParallelRetries": 7},
+                          "healthCheck": {"passive": {"consecutiveLocalOriginFailures": 3, "maxEjectionPercent": 100,
+                                                      "splitExternalLocalOriginErrors": True}}}})
+    ctp = next(d for d in docs if d["kind"] == "ClientTrafficPolicy")
+    ctp["spec"]["timeout"] = {"http": {"streamIdleTimeout": "300s"}}
+    backup = next(d for d in docs if d["kind"] == "Backend" and d["metadata"]["name"] == "backup")
+    backup["spec"]["tls"] = {"sni": "backup.example", "insecureSkipVerify": True}
+    translation = eg_xds.Translation(docs)
+    translation.apply_patches()
+    hcm = translation.listeners[0]["default_filter_chain"]["filters"][0]["typed_config"]
+    assert hcm["stream_idle_timeout"] == "300s"
+    (vhost,) = translation.route_configs[0]["virtual_hosts"]
+    action = vhost["routes"][0]["route"]
+    # The rule's policy, not the Gateway's; no route idle timeout under the listener's.
+    assert action["retry_policy"]["num_retries"] == 3 and action["retry_policy"]["retriable_status_codes"] == [429]
+    assert action["timeout"] == "60s" and "idle_timeout" not in action
+    cluster = next(c for c in translation.clusters if c["name"] == f"httproute/default/{ROUTE}/rule/0")
+    assert cluster["circuit_breakers"] == {"thresholds": [
+        {"max_retries": 7, "max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024}]}
+    assert cluster["outlier_detection"] == {"base_ejection_time": "30s", "interval": "3s", "consecutive_local_origin_failure": 3,
+                                            "consecutive_5xx": 5, "always_eject_one_host": False,
+                                            "split_external_local_origin_errors": True, "max_ejection_percent": 100}
+    # Only the backup is TLS, without verification: its own match, no CA secret, no ALPN options.
+    (match,) = cluster["transport_socket_matches"]
+    assert match["name"] == f"{cluster['name']}/tls/1"
+    assert match["transport_socket"]["typed_config"]["sni"] == "backup.example"
+    assert match["transport_socket"]["typed_config"]["common_tls_context"] == {}
+    assert translation.secrets == []
+    # A route namespace the selector leaves out is not attached.
+    gateway["spec"]["listeners"][0]["allowedRoutes"]["namespaces"]["selector"]["matchExpressions"][0]["values"] = ["maas-system"]
+    (vhost,) = eg_xds.Translation(docs).route_configs[0]["virtual_hosts"]
+    assert [r["name"] for r in vhost["routes"]] == ["httproute/maas-system/llm-unknown-model/rule/0/match/0/*"]
