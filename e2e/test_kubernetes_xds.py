@@ -309,6 +309,30 @@ def test_failover_through_render_gateway(gateway, failing_primary, backup):
     _verify_failover(envoy, backup, primary=failing_primary)
 
 
+# ------------------------------------------------------------------ quotas
+
+QUOTA = f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {{name: budget, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {ROUTE}}}]
+  perModelQuotas:
+    - modelName: gpt-4o-mini
+      quota:
+        defaultBucket: {{limit: 500, duration: 1m}}
+"""
+
+
+@needs_render
+def test_quota_through_render_gateway(gateway, openai_fake):
+    """The rendered rate-limit filter checks the sidecar's embedded rate-limit service over
+    the Backend's socket, and the answer's tokens are charged (385 a request, 500 a minute)."""
+    config = guide_config(openai_fake.port) + "\n---\n" + QUOTA
+    envoy, _, _ = gateway(config, rendered(config))
+    statuses = [envoy.chat("gpt-4o-mini").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
 # ------------------------------------------------------------------ what Envoy Gateway would refuse
 
 def _failover_docs():
