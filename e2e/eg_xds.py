@@ -324,7 +324,8 @@ class Translation:
                     # gatewayapi/route.go: "<prefix>rule/<i>/match/<j>/<host, dots as _>".
                     r = Route(f"{prefix}rule/{i}/match/{j}/{host.replace('.', '_')}")
                     r.hostname = host
-                    r.metadata = _resource_metadata("HTTPRoute", _name(route), _ns(route))
+                    # gatewayapi/route.go: the route's metadata names the rule (its `name`) as sectionName.
+                    r.metadata = _resource_metadata("HTTPRoute", _name(route), _ns(route), rule.get("name"))
                     self._match(r, match, route)
                     self._filters(r, rule.get("filters") or [], route)
                     timeouts = rule.get("timeouts") or {}
@@ -489,7 +490,7 @@ class Translation:
             return None
         name = f"httproute/{_ns(route)}/{_name(route)}/rule/{i}"
         settings = [self._backend_setting(f"{name}/backend/{j}", ref, _ns(route)) for j, ref in enumerate(refs)]
-        return (name, settings, _resource_metadata("HTTPRoute", _name(route), _ns(route)))
+        return (name, settings, _resource_metadata("HTTPRoute", _name(route), _ns(route), rule.get("name")))
 
     def _ext_procs(self, policy):
         """gatewayapi/envoyextensionpolicy.go buildExtProc, into ir.ExtProc."""
@@ -1044,7 +1045,8 @@ class Translation:
             if c.get("type") == "EDS":
                 del c["eds_cluster_config"]
                 c["type"] = "STATIC"
-                c["load_assignment"] = assignments[c["name"]]
+                # A cluster no assignment names has no endpoints (Envoy would wait on EDS).
+                c["load_assignment"] = assignments.get(c["name"], {"cluster_name": c["name"], "endpoints": []})
             for m in c.get("transport_socket_matches", []):
                 ctx = m["transport_socket"]["typed_config"]["common_tls_context"]
                 sds = ctx.get("combined_validation_context", {}).get("validation_context_sds_secret_config")
