@@ -309,6 +309,51 @@ def test_failover_through_render_gateway(gateway, failing_primary, backup):
     _verify_failover(envoy, backup, primary=failing_primary)
 
 
+# ------------------------------------------------------------------ the guide's providers as they are: FQDNs on 443, TLS
+
+def _tls_guide(backends):
+    """examples/openai.yaml, with `backends` providers in priority order (copies of its OpenAI one)."""
+    text = (ROOT / "examples" / "openai.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    route = next(d for d in docs if d["kind"] == "AIGatewayRoute")
+    provider = [d for d in docs if d["kind"] != "AIGatewayRoute"]
+    route["spec"]["rules"][0]["backendRefs"] = []
+    out = [route]
+    for i in range(backends):
+        name = ROUTE if i == 0 else f"{ROUTE}-{i}"
+        host = "api.openai.com" if i == 0 else f"backup{i}.openai.example"
+        route["spec"]["rules"][0]["backendRefs"].append({"name": name, "priority": i})
+        copy_text = yaml.safe_dump_all(provider).replace(ROUTE, name).replace("api.openai.com", host)
+        out.extend(d for d in yaml.safe_load_all(copy_text) if d)
+    return yaml.safe_dump_all(out)
+
+
+@needs_render
+@pytest.mark.parametrize("backends", [1, 2])
+def test_the_guides_tls_providers_render_to_xds_envoy_loads(tmp_path, backends):
+    """What `render gateway` makes of the guide itself translates and patches (Programmed),
+    keeps Envoy Gateway's TLS and ALPN options, and loads on the real Envoy."""
+    config = _tls_guide(backends)
+    docs = rendered(config)("/tmp/eg-tls.sock")
+    translation = eg_xds.Translation(docs)
+    translation.apply_patches()
+    cluster = next(c for c in translation.clusters if c["name"] == f"httproute/default/{ROUTE}/rule/0")
+    assert len(cluster["transport_socket_matches"]) == backends
+    options = cluster["typed_extension_protocol_options"][eg_xds.HTTP_OPTIONS]
+    assert "auto_config" in options
+    if backends > 1:
+        assert options["http_filters"][-1]["name"] == "envoy.filters.http.upstream_codec"
+        for i, locality in enumerate(cluster["load_assignment"]["endpoints"]):
+            meta = locality["lb_endpoints"][0]["metadata"]["filter_metadata"]
+            assert meta["envoy.transport_socket_match"] == {"name": f"{cluster['name']}/tls/{i}"}
+            assert meta["aigateway.envoy.io"]["per_route_rule_backend_name"] == f"default/{ROUTE}/rule/0/ref/{i}"
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(translation.bootstrap(listen_port=free_port(), admin_port=free_port())))
+    check = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 # ------------------------------------------------------------------ quotas
 
 QUOTA = f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
