@@ -354,6 +354,23 @@ def test_the_guides_tls_providers_render_to_xds_envoy_loads(tmp_path, backends):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@needs_render
+def test_backend_request_timeout_bounds_each_attempt_through_render_gateway():
+    """`timeouts.backendRequest` bounds one attempt and `request` the whole, as `run` routes
+    them (per_try_timeout and timeout). On an HTTPRoute rule without its own `retry`, Envoy
+    Gateway makes backendRequest the route's timeout instead (processRouteTimeout,
+    internal/gatewayapi/route.go), so it has to reach Envoy another way."""
+    config = "\n---\n".join([
+        backend_yaml("primary", "OpenAI", free_port(), policy="APIKey", key="sk-primary"),
+        backend_yaml("backup", "OpenAI", free_port(), policy="APIKey", key="sk-backup"),
+        route_yaml(ROUTE, [("gpt-4o-mini", [("primary", 0, None), ("backup", 1, None)], "60s")]).replace(
+            "        request: 60s", "        request: 60s\n        backendRequest: 5s")])
+    translation = eg_xds.Translation(rendered(config)("/tmp/eg-test.sock"))
+    translation.apply_patches()
+    action = translation.route_configs[0]["virtual_hosts"][0]["routes"][0]["route"]
+    assert (action["timeout"], action["retry_policy"].get("per_try_timeout")) == ("60s", "5s")
+
+
 # ------------------------------------------------------------------ quotas
 
 QUOTA = f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
