@@ -409,7 +409,8 @@ class Translation:
 
     def _backend_setting(self, name, ref, namespace, protocol="HTTP"):
         """gatewayapi/route.go getOrCreateBackendCluster: a Backend's endpoints as one setting."""
-        _only(ref, {"name", "namespace", "kind", "group", "port", "weight", "filters", "priority"}, f"backendRef {ref.get('name')}")
+        # A Backend's ports are its endpoints'; a backendRef port is not simulated.
+        _only(ref, {"name", "namespace", "kind", "group", "weight", "filters"}, f"backendRef {ref.get('name')}")
         # CRD defaults: kind Service, group "" (gateway-api-standard-crds.yaml, the EnvoyExtensionPolicy CRD).
         if ref.get("kind", "Service") != "Backend":
             raise NotSimulated(f"backendRef kind {ref.get('kind', 'Service')} (only Backend)")
@@ -507,7 +508,7 @@ class Translation:
             if len(ep["backendRefs"]) != 1:
                 raise NotSimulated("extProc with several backendRefs")
             setting = self._backend_setting(f"{name}/backend/0", ref, _ns(policy), protocol="GRPC")
-            authority = f"{ref['name']}.{ref.get('namespace', _ns(policy))}" + (f":{ref['port']}" if "port" in ref else "")
+            authority = f"{ref['name']}.{ref.get('namespace', _ns(policy))}"  # no port: a Backend's are its endpoints
             ir = {"name": name, "destination": (name, [setting], _resource_metadata("EnvoyExtensionPolicy", _name(policy), _ns(policy))),
                   "authority": authority, "failOpen": ep.get("failOpen"), "traffic": ep.get("backendSettings") or {}}
             if "messageTimeout" in ep:
