@@ -234,7 +234,9 @@ def test_guide_through_hand_written_resources(gateway, openai_fake):
 def test_guide_through_render_gateway(gateway, openai_fake):
     config = guide_config(openai_fake.port)
     envoy, sidecar, _ = gateway(config, rendered(config))
-    _verify_guide(envoy, sidecar, openai_fake)
+    seen = _verify_guide(envoy, sidecar, openai_fake)
+    # The provider's host (its Backend's FQDN, here rewritten to the fake's), not the client's.
+    assert seen["headers"]["host"] == "localhost"
 
 
 # ------------------------------------------------------------------ failover
