@@ -305,10 +305,13 @@ def test_upstream_ext_proc_without_an_authority_is_refused_by_the_sidecar(gatewa
 
 
 @needs_render
-def test_failover_through_render_gateway(gateway, failing_primary, backup):
-    config = failover_config(failing_primary.port, backup.port)
+@pytest.mark.parametrize("primary_state", ["dead", "answering 503"])
+def test_failover_through_render_gateway(gateway, failing_primary, backup, primary_state):
+    primary = failing_primary if primary_state == "answering 503" else None
+    port = primary.port if primary else free_port()
+    config = failover_config(port, backup.port)
     envoy, _, _ = gateway(config, rendered(config))
-    _verify_failover(envoy, backup, primary=failing_primary)
+    _verify_failover(envoy, backup, primary=primary)
 
 
 # ------------------------------------------------------------------ the guide's providers as they are: FQDNs on 443, TLS
