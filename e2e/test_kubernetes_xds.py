@@ -644,3 +644,20 @@ def test_rule_level_policies_tls_and_selectors_translate_as_envoy_gateway():
     gateway["spec"]["listeners"][0]["allowedRoutes"]["namespaces"]["selector"]["matchExpressions"][0]["values"] = ["maas-system"]
     (vhost,) = eg_xds.Translation(docs).route_configs[0]["virtual_hosts"]
     assert [r["name"] for r in vhost["routes"]] == ["httproute/maas-system/llm-unknown-model/rule/0/match/0/*"]
+
+
+def test_mixing_hostname_and_ip_backends_splits_the_rule_into_clusters():
+    """Why `render gateway` refuses a rule mixing FQDN and IP Backends: Envoy Gateway gives each
+    its own cluster (ir/xds.go NeedsClusterPerSetting), routed by weight, so priorities no longer
+    fail over and the patch of `httproute/<ns>/<route>/rule/<i>` finds no cluster."""
+    docs = eg_resources.gateway_resources(ROUTE, [("gpt-4o-mini", [
+        ("primary", {"ip": {"address": "127.0.0.1", "port": 4001}}, 0, "primary.example"),
+        ("backup", {"fqdn": {"hostname": "localhost", "port": 4002}}, 1, "localhost")])], "/tmp/eg-test.sock")
+    translation = eg_xds.Translation(docs)
+    rule = f"httproute/default/{ROUTE}/rule/0"
+    assert {c["name"] for c in translation.clusters} >= {f"{rule}/backend/0", f"{rule}/backend/1"}
+    assert rule not in {c["name"] for c in translation.clusters}
+    action = translation.route_configs[0]["virtual_hosts"][0]["routes"][0]["route"]
+    assert [c["name"] for c in action["weighted_clusters"]["clusters"]] == [f"{rule}/backend/0", f"{rule}/backend/1"]
+    with pytest.raises(eg_xds.PatchNotProgrammed, match="Unable to find xds resources"):
+        translation.apply_patches()
