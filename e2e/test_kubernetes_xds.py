@@ -550,51 +550,6 @@ def test_tls_to_a_port_443_provider_validates_on_envoy(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-# Envoy Gateway's own cases for jsonPath to pointers (internal/utils/jsonpatch/jsonpathtopointer_test.go).
-NESTED = {"a": "b", "v": [{"x": "test1", "y": "hello"}, {"x": "test2", "y": "world"}],
-          "f": {"w": "hi", "q": "welcome", "y": "ciao"}, "y": "c"}
-ROUTES = {"name": "default/eg/http", "virtual_hosts": [
-    {"name": "default/eg/http/www_test_com", "domains": ["www.test.com"], "routes": [{
-        "name": "httproute/default/backend/rule/0/match/0/www_test_com", "match": {"prefix": "/"},
-        "route": {"cluster": "httproute/default/backend/rule/0", "upgrade_configs": [{"upgrade_type": "websocket"}]}}]},
-    {"name": "default/eg/http/www_example_com", "domains": ["www.example.com"], "routes": [{
-        "name": "httproute/default/backend/rule/1/match/1/www_example_com", "match": {"prefix": "/"},
-        "route": {"cluster": "httproute/default/backend/rule/1", "upgrade_configs": [{"upgrade_type": "websocket"}]}}]}],
-    "ignore_port_in_host_matching": True}
-ESCAPING = {"values": [{"name": "test1", "dotted.key": "Hello"}, {"name": "test2", "dotted.key": "there"}]}
-
-
-@pytest.mark.parametrize("doc, json_path, path, expected", [
-    (NESTED, "$.xyz", "", []),
-    (NESTED, "$.a", "", ["/a"]),
-    (NESTED, "$.v[?(@.x=='test2')]", "", ["/v/1"]),
-    (NESTED, "..v[?(@.x=='test1')].y", "", ["/v/0/y"]),
-    (NESTED, "$.v[*].y", "", ["/v/0/y", "/v/1/y"]),
-    (NESTED, "$.v[?(@.x=='UNKNOWN')].y", "", []),
-    (NESTED, ".a", "", ["/a"]),
-    (NESTED, "a", "", ["/a"]),
-    (NESTED, "f.w", "", ["/f/w"]),
-    (NESTED, "f.*", "", ["/f/w", "/f/q", "/f/y"]),
-    (NESTED, "v.*", "", ["/v/0", "/v/1"]),
-    (NESTED, "$..y", "", ["/f/y", "/v/0/y", "/v/1/y", "/y"]),
-    (NESTED, "..y", "", ["/f/y", "/v/0/y", "/v/1/y", "/y"]),
-    (ROUTES, "..routes[?(@.name =~ 'www_example_com')]", "", ["/virtual_hosts/1/routes/0"]),
-    (ROUTES, "..routes[?(@.name =~ 'www_test_com')]", "", ["/virtual_hosts/0/routes/0"]),
-    (ROUTES, "..routes[?(@.name =~ 'www')]", "", ["/virtual_hosts/0/routes/0", "/virtual_hosts/1/routes/0"]),
-    (ROUTES, "..routes[?(@.name =~ 'www')].route.cluster", "",
-     ["/virtual_hosts/0/routes/0/route/cluster", "/virtual_hosts/1/routes/0/route/cluster"]),
-    (ROUTES, "..routes[?(@.name =~ 'www')]['route']['cluster']", "",
-     ["/virtual_hosts/0/routes/0/route/cluster", "/virtual_hosts/1/routes/0/route/cluster"]),
-    (ROUTES, "..routes[?(@.name=='httproute/default/backend/rule/1/match/1/www_example_com')].route.upgrade_configs", "",
-     ["/virtual_hosts/1/routes/0/route/upgrade_configs"]),
-    (ROUTES, "..routes[?(@.name =~ 'www')]", "/abc", ["/virtual_hosts/0/routes/0/abc", "/virtual_hosts/1/routes/0/abc"]),
-    (ROUTES, "..routes[?(@.name =~ 'www')]", "abc", ["/virtual_hosts/0/routes/0/abc", "/virtual_hosts/1/routes/0/abc"]),
-    (ROUTES, "..routes[?(@.name =~ 'www')]", "/", ["/virtual_hosts/0/routes/0/", "/virtual_hosts/1/routes/0/"]),
-    (ESCAPING, "$.values[?(@.name =~ 'test2')]", "dotted.key", ["/values/1/dotted.key"]),
-])
-def test_json_path_to_pointers_as_envoy_gateway(doc, json_path, path, expected):
-    assert sorted(eg_xds.json_path_to_pointers(doc, json_path, path)) == sorted(expected)
-
 
 def test_rule_level_policies_tls_and_selectors_translate_as_envoy_gateway():
     """The shapes `render gateway` relies on beyond the hand-written set: a BackendTrafficPolicy
@@ -661,3 +616,51 @@ def test_mixing_hostname_and_ip_backends_splits_the_rule_into_clusters():
     assert [c["name"] for c in action["weighted_clusters"]["clusters"]] == [f"{rule}/backend/0", f"{rule}/backend/1"]
     with pytest.raises(eg_xds.PatchNotProgrammed, match="Unable to find xds resources"):
         translation.apply_patches()
+
+
+# ------------------------------------------------------------------ JSONPath
+
+# Envoy Gateway's own cases for jsonPath to pointers (internal/utils/jsonpatch/jsonpathtopointer_test.go).
+NESTED = {"a": "b", "v": [{"x": "test1", "y": "hello"}, {"x": "test2", "y": "world"}],
+          "f": {"w": "hi", "q": "welcome", "y": "ciao"}, "y": "c"}
+ROUTES = {"name": "default/eg/http", "virtual_hosts": [
+    {"name": "default/eg/http/www_test_com", "domains": ["www.test.com"], "routes": [{
+        "name": "httproute/default/backend/rule/0/match/0/www_test_com", "match": {"prefix": "/"},
+        "route": {"cluster": "httproute/default/backend/rule/0", "upgrade_configs": [{"upgrade_type": "websocket"}]}}]},
+    {"name": "default/eg/http/www_example_com", "domains": ["www.example.com"], "routes": [{
+        "name": "httproute/default/backend/rule/1/match/1/www_example_com", "match": {"prefix": "/"},
+        "route": {"cluster": "httproute/default/backend/rule/1", "upgrade_configs": [{"upgrade_type": "websocket"}]}}]}],
+    "ignore_port_in_host_matching": True}
+ESCAPING = {"values": [{"name": "test1", "dotted.key": "Hello"}, {"name": "test2", "dotted.key": "there"}]}
+
+
+@pytest.mark.parametrize("doc, json_path, path, expected", [
+    (NESTED, "$.xyz", "", []),
+    (NESTED, "$.a", "", ["/a"]),
+    (NESTED, "$.v[?(@.x=='test2')]", "", ["/v/1"]),
+    (NESTED, "..v[?(@.x=='test1')].y", "", ["/v/0/y"]),
+    (NESTED, "$.v[*].y", "", ["/v/0/y", "/v/1/y"]),
+    (NESTED, "$.v[?(@.x=='UNKNOWN')].y", "", []),
+    (NESTED, ".a", "", ["/a"]),
+    (NESTED, "a", "", ["/a"]),
+    (NESTED, "f.w", "", ["/f/w"]),
+    (NESTED, "f.*", "", ["/f/w", "/f/q", "/f/y"]),
+    (NESTED, "v.*", "", ["/v/0", "/v/1"]),
+    (NESTED, "$..y", "", ["/f/y", "/v/0/y", "/v/1/y", "/y"]),
+    (NESTED, "..y", "", ["/f/y", "/v/0/y", "/v/1/y", "/y"]),
+    (ROUTES, "..routes[?(@.name =~ 'www_example_com')]", "", ["/virtual_hosts/1/routes/0"]),
+    (ROUTES, "..routes[?(@.name =~ 'www_test_com')]", "", ["/virtual_hosts/0/routes/0"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "", ["/virtual_hosts/0/routes/0", "/virtual_hosts/1/routes/0"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')].route.cluster", "",
+     ["/virtual_hosts/0/routes/0/route/cluster", "/virtual_hosts/1/routes/0/route/cluster"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]['route']['cluster']", "",
+     ["/virtual_hosts/0/routes/0/route/cluster", "/virtual_hosts/1/routes/0/route/cluster"]),
+    (ROUTES, "..routes[?(@.name=='httproute/default/backend/rule/1/match/1/www_example_com')].route.upgrade_configs", "",
+     ["/virtual_hosts/1/routes/0/route/upgrade_configs"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "/abc", ["/virtual_hosts/0/routes/0/abc", "/virtual_hosts/1/routes/0/abc"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "abc", ["/virtual_hosts/0/routes/0/abc", "/virtual_hosts/1/routes/0/abc"]),
+    (ROUTES, "..routes[?(@.name =~ 'www')]", "/", ["/virtual_hosts/0/routes/0/", "/virtual_hosts/1/routes/0/"]),
+    (ESCAPING, "$.values[?(@.name =~ 'test2')]", "dotted.key", ["/values/1/dotted.key"]),
+])
+def test_json_path_to_pointers_as_envoy_gateway(doc, json_path, path, expected):
+    assert sorted(eg_xds.json_path_to_pointers(doc, json_path, path)) == sorted(expected)
