@@ -1,6 +1,6 @@
 """Envoy Gateway resources written by hand, shaped per the v1.9 CRDs (../shared/crds) and the
-issue's description of what `render gateway` emits: the simulator's own test input, and the
-stand-in for `render gateway` output while that command does not exist.
+issue's description of what `render gateway` emits: the simulator's own test input, which keeps
+its end-to-end tests running whatever `render gateway` does (or whether the binary has it).
 
 `gateway_resources` takes the models as the AI configuration routes them: one HTTPRoute per
 AIGatewayRoute, one rule per model, one backendRef per provider (priority 1 as a fallback
