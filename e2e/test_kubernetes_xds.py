@@ -147,7 +147,14 @@ def gateway():
         docs = eg_docs_for_socket(sidecar.socket)
         translation = eg_xds.Translation(docs)
         translation.apply_patches(strict=True)
-        envoy = Envoy(run_dir, translation.bootstrap(listen_port=free_port(), admin_port=free_port()))
+        for attempt in range(3):
+            try:
+                envoy = Envoy(run_dir, translation.bootstrap(listen_port=free_port(), admin_port=free_port()))
+                break
+            except RuntimeError as e:
+                # A port free_port handed out can be taken before Envoy binds it: fresh ports.
+                if attempt == 2 or "already in use" not in str(e):
+                    raise
         started.append(envoy)
         return envoy, sidecar, translation
 
