@@ -62,6 +62,7 @@ class Sidecar:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()
         raise RuntimeError(f"sidecar not ready:\n{self.log_path.read_text()}")
 
     def metric(self, name, **labels):
@@ -96,6 +97,7 @@ class Envoy:
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"envoy exited:\n{self.log_path.read_text()}")
             try:
                 # Ready when the request reaches the sidecar through the router-level filter.
@@ -104,6 +106,7 @@ class Envoy:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()
         raise RuntimeError(f"envoy not ready:\n{self.log_path.read_text()}")
 
     @property
