@@ -950,7 +950,10 @@ class Translation:
         return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
     def _load_assignment(self, name, settings):
-        """cluster.go buildXdsClusterLoadAssignment / buildWeightedLocalities: a locality per setting."""
+        """cluster.go buildXdsClusterLoadAssignment / buildWeightedLocalities: a locality per
+        setting, named after it, its priority 1 for a fallback Backend (xds-ir/backend-priority.endpoints.yaml,
+        gatewayapi/route.go), a unix endpoint as a pipe (xds-ir/http-route-weighted-backend-uds-ip.endpoints.yaml,
+        gatewayapi/envoyextensionpolicy-with-extproc-with-mixed-backendrefs.out.yaml)."""
         localities = []
         for i, s in enumerate(settings):
             lb_endpoints = []
