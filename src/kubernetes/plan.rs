@@ -1,0 +1,612 @@
+//! What is rendered, decided once from the resources and their resolved configuration:
+//! which Gateway, which HTTPRoute rules and Backends, which Secrets the sidecar mounts.
+//! Everything the Envoy Gateway resources cannot express is refused here, by name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::names;
+use super::RenderOptions;
+use crate::config::load::{Document, Resources};
+use crate::config::resources::{AIGatewayRouteSpec, HeaderMatchType};
+use crate::config::{GatewayConfig, BACKEND_BINDING_HEADER};
+use crate::envoy::resources::{has_alternative_host, priority_levels};
+
+/// Longest unix socket path: `sun_path` holds 108 bytes with the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{resource}: {field}: {message}\n  fix: {fix}")]
+    Unsupported {
+        resource: String,
+        field: String,
+        message: String,
+        fix: String,
+    },
+    #[error("{0}")]
+    Option(String),
+    #[error("cannot write YAML: {0}")]
+    Yaml(String),
+}
+
+fn unsupported(resource: String, field: &str, message: String, fix: &str) -> RenderError {
+    RenderError::Unsupported {
+        resource,
+        field: field.to_string(),
+        message,
+        fix: fix.to_string(),
+    }
+}
+
+pub struct Plan<'a> {
+    pub options: &'a RenderOptions,
+    pub gateway: String,
+    pub namespace: String,
+    pub routes: Vec<RoutePlan>,
+    /// The provider Backends, by (namespace, name).
+    pub backends: BTreeMap<(String, String), BackendPlan>,
+    /// The Secrets the sidecar mounts under `--secrets-dir`.
+    pub secrets: BTreeSet<String>,
+    /// Models the unknown-model answer lists.
+    pub known_models: Vec<String>,
+}
+
+pub struct RoutePlan {
+    pub namespace: String,
+    pub name: String,
+    pub hostnames: Option<Value>,
+    pub rules: Vec<RulePlan>,
+}
+
+pub struct RulePlan {
+    /// The HTTPRoute rule's name (a BackendTrafficPolicy's `sectionName`).
+    pub name: String,
+    /// Envoy Gateway's cluster for the rule.
+    pub cluster: String,
+    /// Gateway API header matches, one list per alternative.
+    pub matches: Vec<Vec<Value>>,
+    pub refs: Vec<RefPlan>,
+    /// The router level builds the provider request: no upstream filter, and the
+    /// route requires the binding header naming this backend.
+    pub binding_backend: Option<String>,
+    pub request_timeout: Duration,
+    pub backend_request_timeout: Option<Duration>,
+    pub num_retries: usize,
+    /// A 429 moves on to another host (there is one).
+    pub retry_429: bool,
+    /// Every endpoint is an FQDN (a STRICT_DNS cluster with an inline load_assignment);
+    /// else every endpoint is an IP (EDS: a ClusterLoadAssignment).
+    pub fqdn: bool,
+    /// Every backend is reached over TLS: Envoy Gateway then emits HttpProtocolOptions
+    /// (`auto_config`) on the cluster.
+    pub all_tls: bool,
+}
+
+pub struct RefPlan {
+    /// The rendered Backend this reference points at.
+    pub backend: String,
+    pub weight: u32,
+    /// `per_route_rule_backend_name`: the sidecar's key of the reference.
+    pub ref_key: String,
+    /// `name.namespace` of the AIServiceBackend.
+    pub ai_backend: String,
+    pub tls: bool,
+}
+
+pub struct BackendPlan {
+    pub name: String,
+    pub namespace: String,
+    /// `fqdn` / `ip` endpoints as the Backend CRD writes them.
+    pub endpoints: Vec<Value>,
+    pub tls: Option<crate::config::TlsSettings>,
+    pub fallback: bool,
+}
+
+impl<'a> Plan<'a> {
+    pub fn build(
+        res: &Resources,
+        config: &GatewayConfig,
+        options: &'a RenderOptions,
+    ) -> Result<Plan<'a>, RenderError> {
+        check_options(options)?;
+        let gateway = gateway_name(res, options)?;
+        let mut plan = Plan {
+            options,
+            gateway,
+            namespace: options.gateway_namespace.clone(),
+            routes: Vec::new(),
+            backends: BTreeMap::new(),
+            secrets: secret_names(res),
+            known_models: config.models.keys().cloned().collect(),
+        };
+        let eg_backends = eg_backend_of(res);
+        // Which Backends serve as a primary, and which as a fallback (Envoy Gateway's
+        // `fallback` is the Backend's, not the reference's).
+        let mut uses: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+        let mut pending = Vec::new();
+        for (doc, route) in res.routes.iter().zip(&config.routes) {
+            let what = format!("AIGatewayRoute {}/{}", doc.namespace(), doc.meta.name);
+            check_route_fields(doc, &what)?;
+            let mut rules = Vec::new();
+            let mut names = BTreeSet::from([super::httproute::UNKNOWN_MODEL_RULE.to_string()]);
+            for (i, (raw, rule)) in doc.spec.rules.iter().zip(&route.rules).enumerate() {
+                if raw.stream_idle_timeout.is_some() {
+                    return Err(unsupported(what, &format!("spec.rules[{i}].streamIdleTimeout"),
+                        "has no Envoy Gateway equivalent (a BackendTrafficPolicy has no per-try idle timeout)".into(),
+                        "remove it; `timeouts.backendRequest` bounds each attempt"));
+                }
+                let levels = priority_levels(rule);
+                if levels.len() > 2 {
+                    return Err(unsupported(what, &format!("spec.rules[{i}].backendRefs"),
+                        format!("uses {} priorities; Envoy Gateway expresses two (primary, and Backends with `fallback: true`)", levels.len()),
+                        "use priority 0 for primaries and one higher priority for fallbacks"));
+                }
+                let name = raw.name.clone().unwrap_or_else(|| format!("rule-{i}"));
+                if !names.insert(name.clone()) {
+                    return Err(unsupported(
+                        what,
+                        &format!("spec.rules[{i}].name"),
+                        format!("`{name}` names two rules"),
+                        "give each rule a unique name",
+                    ));
+                }
+                let cluster = names::route_cluster(doc.namespace(), &doc.meta.name, i);
+                let mut refs = Vec::new();
+                for r in &rule.backend_refs {
+                    let Some((ns, eg_name)) = eg_backends.get(&r.backend.name) else {
+                        return Err(RenderError::Config(format!(
+                            "AIServiceBackend {} has no Backend",
+                            r.backend.name
+                        )));
+                    };
+                    if *ns != doc.namespace() {
+                        return Err(unsupported(what, &format!("spec.rules[{i}].backendRefs"),
+                            format!("AIServiceBackend `{}` points at a Backend in namespace `{ns}`; an HTTPRoute reaches another namespace only with a ReferenceGrant, which is not rendered", r.backend.name),
+                            "keep the AIServiceBackend and its Backend in the route's namespace"));
+                    }
+                    let fallback = levels.first().is_some_and(|p| r.priority > *p);
+                    let entry = uses.entry((ns.clone(), eg_name.clone())).or_default();
+                    if fallback {
+                        entry.1 = true;
+                    } else {
+                        entry.0 = true;
+                    }
+                    pending.push((r.backend.clone(), ns.clone(), eg_name.clone()));
+                    refs.push((eg_name.clone(), fallback, r));
+                }
+                let fqdn: Vec<bool> = rule
+                    .backend_refs
+                    .iter()
+                    .flat_map(|r| r.backend.endpoints.iter())
+                    .map(|e| e.host.parse::<std::net::IpAddr>().is_err())
+                    .collect();
+                if fqdn.iter().any(|f| *f) && fqdn.iter().any(|f| !*f) {
+                    // Envoy Gateway splits such a rule into one cluster per backend
+                    // (`HasMixedEndpoints`, internal/ir/xds.go): no failover between them.
+                    return Err(unsupported(what, &format!("spec.rules[{i}].backendRefs"),
+                        "mixes hostname (fqdn) and IP endpoints; Envoy Gateway would give each its own cluster, and priorities would not fail over".into(),
+                        "use hostnames for all of the rule's Backends, or IPs for all"));
+                }
+                let backend_request_timeout = rule.backend_request_timeout;
+                if backend_request_timeout.is_some_and(|t| t > rule.request_timeout) {
+                    return Err(unsupported(
+                        what,
+                        &format!("spec.rules[{i}].timeouts.backendRequest"),
+                        "is longer than timeouts.request, which the HTTPRoute refuses".into(),
+                        "make backendRequest at most request",
+                    ));
+                }
+                let binding_backend = rule
+                    .router_resolved
+                    .then(|| rule.backend_refs.first().map(|r| r.backend.name.clone()))
+                    .flatten();
+                let matches = header_matches(raw, binding_backend.as_deref());
+                rules.push((
+                    RulePlan {
+                        name,
+                        cluster,
+                        matches,
+                        refs: Vec::new(),
+                        binding_backend,
+                        request_timeout: rule.request_timeout,
+                        backend_request_timeout,
+                        num_retries: levels.len().max(2) - 1,
+                        retry_429: has_alternative_host(rule),
+                        fqdn: fqdn.first().copied().unwrap_or(true),
+                        all_tls: rule.backend_refs.iter().all(|r| r.backend.tls.is_some()),
+                    },
+                    refs,
+                ));
+            }
+            plan.routes.push(RoutePlan {
+                namespace: doc.namespace().to_string(),
+                name: doc.meta.name.clone(),
+                hostnames: doc.spec.hostnames.clone(),
+                rules: rules
+                    .into_iter()
+                    .map(|(mut rule_plan, refs)| {
+                        rule_plan.refs = refs
+                            .into_iter()
+                            .map(|(eg_name, fallback, r)| RefPlan {
+                                backend: rendered_name(&uses, doc.namespace(), &eg_name, fallback),
+                                weight: r.weight,
+                                ref_key: r.ref_key.clone(),
+                                ai_backend: r.backend.name.clone(),
+                                tls: r.backend.tls.is_some(),
+                            })
+                            .collect();
+                        rule_plan
+                    })
+                    .collect(),
+            });
+        }
+        for (backend, ns, eg_name) in pending {
+            let (primary, fallback) = uses[&(ns.clone(), eg_name.clone())];
+            let doc = res
+                .envoy_backends
+                .iter()
+                .find(|d| d.namespace() == ns && d.meta.name == eg_name);
+            let endpoints: Vec<Value> = doc
+                .map(|d| {
+                    d.spec
+                        .endpoints
+                        .iter()
+                        .map(|e| match (&e.fqdn, &e.ip) {
+                            (Some(f), _) => {
+                                json!({"fqdn": {"hostname": f.hostname, "port": f.port}})
+                            }
+                            (None, Some(ip)) => {
+                                json!({"ip": {"address": ip.address, "port": ip.port}})
+                            }
+                            (None, None) => Value::Null,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (is_fallback, used) in [(false, primary), (true, fallback)] {
+                if !used {
+                    continue;
+                }
+                let name = rendered_name(&uses, &ns, &eg_name, is_fallback);
+                if name != eg_name
+                    && res
+                        .envoy_backends
+                        .iter()
+                        .any(|d| d.namespace() == ns && d.meta.name == name)
+                {
+                    return Err(unsupported(format!("Backend {ns}/{eg_name}"), "metadata.name",
+                        format!("serves as a primary and as a fallback, which needs a second Backend `{name}`, and that name is taken"),
+                        "rename the Backend"));
+                }
+                plan.backends
+                    .entry((ns.clone(), name.clone()))
+                    .or_insert(BackendPlan {
+                        name,
+                        namespace: ns.clone(),
+                        endpoints: endpoints.clone(),
+                        tls: backend.tls.clone(),
+                        fallback: is_fallback,
+                    });
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The Backend of the sidecar's unix socket.
+    pub fn sidecar_backend(&self) -> String {
+        format!("{}-llm-extproc", self.gateway)
+    }
+
+    /// The EnvoyExtensionPolicy (and the prefix of the other policies' names).
+    pub fn extension_policy(&self) -> String {
+        format!("{}-llm-extproc", self.gateway)
+    }
+
+    pub fn envoy_proxy(&self) -> String {
+        format!("{}-llm-extproc", self.gateway)
+    }
+
+    /// The Gateway listener's name.
+    pub fn listener(&self) -> &'static str {
+        "http"
+    }
+
+    /// Namespaces of the HTTPRoutes, which the Gateway's listener admits.
+    pub fn route_namespaces(&self) -> BTreeSet<String> {
+        self.routes.iter().map(|r| r.namespace.clone()).collect()
+    }
+
+    /// Room above the sidecar's body limit, so that the sidecar's JSON 413 (naming the
+    /// limit) decides, not Envoy's buffer (as in `run`).
+    pub fn buffer_limit(&self) -> u64 {
+        self.options
+            .max_body_bytes
+            .saturating_add(1 << 20)
+            .min(u32::MAX as u64)
+    }
+}
+
+/// The Backend a reference renders to: a Backend used both as a primary and as a
+/// fallback is rendered twice, the fallback copy named `<name>-fallback`.
+fn rendered_name(
+    uses: &BTreeMap<(String, String), (bool, bool)>,
+    ns: &str,
+    name: &str,
+    fallback: bool,
+) -> String {
+    let both = uses
+        .get(&(ns.to_string(), name.to_string()))
+        .is_some_and(|(p, f)| *p && *f);
+    if fallback && both {
+        format!("{name}-fallback")
+    } else {
+        name.to_string()
+    }
+}
+
+fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
+    if !o.socket_path.starts_with('/') || o.socket_path.len() > MAX_SOCKET_PATH {
+        return Err(RenderError::Option(format!(
+            "--socket-path `{}` must be an absolute path of at most {MAX_SOCKET_PATH} bytes (a unix socket's limit)",
+            o.socket_path
+        )));
+    }
+    if std::path::Path::new(&o.socket_path).parent() == Some(std::path::Path::new("/")) {
+        return Err(RenderError::Option(format!(
+            "--socket-path `{}` must be in a directory of its own (the shared emptyDir is mounted there)",
+            o.socket_path
+        )));
+    }
+    for (flag, value) in [
+        ("--gateway-namespace", &o.gateway_namespace),
+        ("--config-map", &o.config_map),
+    ] {
+        if !is_dns_label(value) {
+            return Err(RenderError::Option(format!(
+                "{flag} `{value}` is not a Kubernetes name (lower-case letters, digits and `-`, at most 63)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `--gateway`, or the one Gateway the routes' parentRefs name. A route attached to
+/// another Gateway is refused: it would be rendered onto one it does not name.
+fn gateway_name(res: &Resources, o: &RenderOptions) -> Result<String, RenderError> {
+    let mut named = BTreeSet::new();
+    for doc in &res.routes {
+        for parent in parent_refs(doc) {
+            named.insert(parent);
+        }
+    }
+    let gateway = match (&o.gateway_name, named.len()) {
+        (Some(g), _) => g.clone(),
+        (None, 1) => named
+            .iter()
+            .next()
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default(),
+        (None, 0) => {
+            return Err(RenderError::Option(
+                "no AIGatewayRoute names a Gateway in parentRefs: pass --gateway".into(),
+            ))
+        }
+        (None, _) => return Err(RenderError::Option(format!(
+            "the AIGatewayRoutes name several Gateways ({}): render one at a time with --gateway",
+            named
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    };
+    if !is_dns_label(&gateway) {
+        return Err(RenderError::Option(format!(
+            "the Gateway name `{gateway}` is not a Kubernetes name"
+        )));
+    }
+    for doc in &res.routes {
+        for (name, namespace) in parent_refs(doc) {
+            let elsewhere = namespace
+                .as_deref()
+                .is_some_and(|ns| ns != o.gateway_namespace);
+            if name != gateway || elsewhere {
+                return Err(unsupported(
+                    format!("AIGatewayRoute {}/{}", doc.namespace(), doc.meta.name),
+                    "spec.parentRefs",
+                    format!(
+                        "names Gateway `{}{name}`, not the rendered `{}/{gateway}`",
+                        namespace.map(|n| format!("{n}/")).unwrap_or_default(),
+                        o.gateway_namespace
+                    ),
+                    "render with --gateway and --gateway-namespace of that Gateway, or fix parentRefs",
+                ));
+            }
+        }
+    }
+    Ok(gateway)
+}
+
+/// (name, namespace) of each Gateway parentRef. Without a namespace, the rendered
+/// HTTPRoute attaches to the rendered Gateway's namespace.
+fn parent_refs(doc: &Document<AIGatewayRouteSpec>) -> Vec<(String, Option<String>)> {
+    let Some(Value::Array(refs)) = &doc.spec.parent_refs else {
+        return Vec::new();
+    };
+    refs.iter()
+        .filter(|r| r.get("kind").and_then(Value::as_str).unwrap_or("Gateway") == "Gateway")
+        .filter_map(|r| {
+            let name = r.get("name")?.as_str()?.to_string();
+            let ns = r.get("namespace").and_then(Value::as_str).map(String::from);
+            Some((name, ns))
+        })
+        .collect()
+}
+
+fn check_route_fields(doc: &Document<AIGatewayRouteSpec>, what: &str) -> Result<(), RenderError> {
+    if doc.spec.target_refs.is_some() {
+        return Err(unsupported(
+            what.to_string(),
+            "spec.targetRefs",
+            "is deprecated and not rendered".into(),
+            "attach the route with parentRefs",
+        ));
+    }
+    if doc.spec.filter_config.is_some() {
+        return Err(unsupported(
+            what.to_string(),
+            "spec.filterConfig",
+            "is not rendered: the sidecar's own flags configure it".into(),
+            "remove it",
+        ));
+    }
+    if let Some(Value::Array(parents)) = &doc.spec.parent_refs {
+        for (i, p) in parents.iter().enumerate() {
+            let kind = p.get("kind").and_then(Value::as_str).unwrap_or("Gateway");
+            let section = p.get("sectionName").or_else(|| p.get("port"));
+            if kind != "Gateway" || section.is_some() {
+                return Err(unsupported(
+                    what.to_string(),
+                    &format!("spec.parentRefs[{i}]"),
+                    "only a whole Gateway can be a parent here (no other kind, sectionName or port)".into(),
+                    "name the Gateway only",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rule's header matches as Gateway API writes them; a router-resolved rule also
+/// requires the binding header the sidecar sets (as the standalone routes do).
+fn header_matches(
+    rule: &crate::config::resources::RouteRule,
+    binding_backend: Option<&str>,
+) -> Vec<Vec<Value>> {
+    let mut matches: Vec<Vec<Value>> = rule
+        .matches
+        .iter()
+        .map(|m| {
+            m.headers
+                .iter()
+                .map(|h| {
+                    let kind = match h.match_type {
+                        HeaderMatchType::Exact => "Exact",
+                        HeaderMatchType::RegularExpression => "RegularExpression",
+                    };
+                    json!({"name": h.name.to_ascii_lowercase(), "type": kind, "value": h.value})
+                })
+                .collect()
+        })
+        .collect();
+    if matches.is_empty() {
+        matches.push(Vec::new());
+    }
+    if let Some(backend) = binding_backend {
+        for m in &mut matches {
+            m.push(json!({"name": BACKEND_BINDING_HEADER, "type": "Exact", "value": backend}));
+        }
+    }
+    matches
+}
+
+/// (namespace, Backend name) of each AIServiceBackend, by its `name.namespace`.
+fn eg_backend_of(res: &Resources) -> BTreeMap<String, (String, String)> {
+    res.backends
+        .iter()
+        .map(|doc| {
+            let ns = doc
+                .spec
+                .backend_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| doc.namespace().to_string());
+            (
+                format!("{}.{}", doc.meta.name, doc.namespace()),
+                (ns, doc.spec.backend_ref.name.clone()),
+            )
+        })
+        .collect()
+}
+
+/// The Secrets the BackendSecurityPolicies read: every `secretRef` / `*SecretRef`
+/// they hold, at any depth (credential files, client secrets, token exchanges).
+fn secret_names(res: &Resources) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for doc in &res.policies {
+        let s = &doc.spec;
+        let refs = [
+            s.api_key.as_ref().map(|h| &h.secret_ref),
+            s.azure_api_key.as_ref().map(|h| &h.secret_ref),
+            s.anthropic_api_key.as_ref().map(|h| &h.secret_ref),
+            s.aws_credentials
+                .as_ref()
+                .and_then(|a| a.credentials_file.as_ref())
+                .map(|f| &f.secret_ref),
+            s.azure_credentials
+                .as_ref()
+                .and_then(|a| a.client_secret_ref.as_ref()),
+            s.gcp_credentials
+                .as_ref()
+                .and_then(|g| g.credentials_file.as_ref())
+                .map(|f| &f.secret_ref),
+        ];
+        names.extend(refs.into_iter().flatten().map(|r| r.name.clone()));
+        let loose = [
+            s.aws_credentials
+                .as_ref()
+                .and_then(|a| a.oidc_exchange_token.as_ref()),
+            s.azure_credentials
+                .as_ref()
+                .and_then(|a| a.oidc_exchange_token.as_ref()),
+            s.gcp_credentials
+                .as_ref()
+                .and_then(|g| g.workload_identity_federation_config.as_ref()),
+            s.credential_override.as_ref(),
+        ];
+        for value in loose.into_iter().flatten() {
+            collect_secret_refs(value, &mut names);
+        }
+    }
+    names
+}
+
+fn collect_secret_refs(value: &Value, names: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "secretRef" || key.ends_with("SecretRef") {
+                    if let Some(name) = v.get("name").and_then(Value::as_str) {
+                        names.insert(name.to_string());
+                    }
+                }
+                collect_secret_refs(v, names);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_secret_refs(v, names)),
+        _ => {}
+    }
+}
+
+/// A Gateway API duration (`60s`, `1500ms`).
+pub fn gateway_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
