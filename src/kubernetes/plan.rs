@@ -405,14 +405,16 @@ fn gateway_name(res: &Resources, o: &RenderOptions) -> Result<String, RenderErro
                 "no AIGatewayRoute names a Gateway in parentRefs: pass --gateway".into(),
             ))
         }
-        (None, _) => return Err(RenderError::Option(format!(
+        (None, _) => {
+            return Err(RenderError::Option(format!(
             "the AIGatewayRoutes name several Gateways ({}): render one at a time with --gateway",
             named
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))),
+        )))
+        }
     };
     if !is_dns_label(&gateway) {
         return Err(RenderError::Option(format!(
