@@ -245,6 +245,8 @@ impl<'a> Plan<'a> {
                     .collect(),
             });
         }
+        check_hostnames(&plan.routes)?;
+        check_precedence(&plan.routes)?;
         for (backend, ns, eg_name) in pending {
             let (primary, fallback) = uses[&(ns.clone(), eg_name.clone())];
             let doc = res
@@ -329,6 +331,76 @@ impl<'a> Plan<'a> {
             .saturating_add(1 << 20)
             .min(u32::MAX as u64)
     }
+}
+
+/// Envoy Gateway gives each hostname its own virtual host, so a request for a host that
+/// one route names never reaches the rules of a route that names other hosts (or none),
+/// where the standalone routes would fall through to them.
+fn check_hostnames(routes: &[RoutePlan]) -> Result<(), RenderError> {
+    let Some(first) = routes.first() else {
+        return Ok(());
+    };
+    for route in routes {
+        if route.hostnames != first.hostnames {
+            return Err(unsupported(
+                format!("AIGatewayRoute {}/{}", route.namespace, route.name),
+                "spec.hostnames",
+                format!("differ from those of AIGatewayRoute {}/{}; Envoy Gateway would route each hostname apart, and a model of one route would not be found through the other's hosts", first.namespace, first.name),
+                "give the routes rendered onto one Gateway the same hostnames (or none), or render them onto separate Gateways",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The sidecar, like the standalone routes, takes the first rule (in the order of the
+/// files) whose conditions hold. Envoy Gateway orders a virtual host's routes by how many
+/// header matches they have, then how many are exact (internal/gatewayapi/sort.go), and
+/// ties across HTTPRoutes by creation time. Refused: a rule that could take a request an
+/// earlier rule takes, and that Envoy Gateway would put first (more specific) or in an
+/// order the files do not decide (as specific, in another route).
+fn check_precedence(routes: &[RoutePlan]) -> Result<(), RenderError> {
+    let mut seen: Vec<(usize, &str, &Vec<Value>)> = Vec::new();
+    for (ri, route) in routes.iter().enumerate() {
+        for rule in &route.rules {
+            for alternative in &rule.matches {
+                for (earlier_route, earlier_rule, earlier) in &seen {
+                    let later = specificity(alternative);
+                    let before = specificity(earlier);
+                    let reordered = later > before || (later == before && *earlier_route != ri);
+                    if reordered && may_overlap(earlier, alternative) {
+                        let earlier_name = &routes[*earlier_route];
+                        return Err(unsupported(
+                            format!("AIGatewayRoute {}/{}", route.namespace, route.name),
+                            &format!("rule `{}`", rule.name),
+                            format!("can take requests that rule `{earlier_rule}` of AIGatewayRoute {}/{} takes first, and Envoy Gateway would try this one first, or in an order the files do not decide (it sorts routes by their number of header matches, and ties between HTTPRoutes by age)", earlier_name.namespace, earlier_name.name),
+                            "make the rules exclusive (e.g. different exact models), or give the earlier rule at least as many header matches",
+                        ));
+                    }
+                }
+            }
+            for alternative in &rule.matches {
+                seen.push((ri, &rule.name, alternative));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (header matches, exact header matches): Envoy Gateway's ordering key.
+fn specificity(headers: &[Value]) -> (usize, usize) {
+    let exact = headers.iter().filter(|h| h["type"] == "Exact").count();
+    (headers.len(), exact)
+}
+
+/// Whether one request could satisfy both: not when both want different exact values
+/// of one header.
+fn may_overlap(a: &[Value], b: &[Value]) -> bool {
+    !a.iter().any(|x| {
+        x["type"] == "Exact"
+            && b.iter()
+                .any(|y| y["type"] == "Exact" && y["name"] == x["name"] && y["value"] != x["value"])
+    })
 }
 
 /// The Backend a reference renders to: a Backend used both as a primary and as a

@@ -188,6 +188,14 @@ fn what_envoy_gateway_cannot_express_is_refused_by_name() {
             "timeouts.backendRequest",
         ),
         (
+            // Envoy Gateway would try the second rule first: it has more header matches.
+            route(
+                gw,
+                "    backendRefs: [{name: a}, {name: b, priority: 1}]\n  - matches: [{headers: [{name: x-ai-eg-model, value: m}, {name: x-tier, value: gold}]}]\n    backendRefs: [{name: b}]\n",
+            ),
+            "can take requests that rule `rule-0`",
+        ),
+        (
             route(
                 "{name: gw, sectionName: https}",
                 "    backendRefs: [{name: a}]\n",
@@ -223,6 +231,31 @@ fn a_route_of_another_gateway_is_refused() {
     );
     let error = render_text(&yaml, &o).expect_err("refused");
     assert!(error.contains("`maas-system/gw`"), "{error}");
+}
+
+#[test]
+fn routes_with_different_hostnames_are_refused() {
+    let yaml = format!(
+        "{}---\n{}",
+        route("{name: gw}", "    backendRefs: [{name: a}]\n"),
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: other}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  hostnames: [api.example.com]\n  rules:\n  - matches: [{headers: [{name: x-ai-eg-model, value: n}]}]\n    backendRefs: [{name: b}]\n"
+    );
+    let error = refused(&yaml);
+    assert!(error.contains("spec.hostnames"), "{error}");
+    // Exclusive rules in order, and a more specific rule first, are fine.
+    let yaml = route(
+        "{name: gw}",
+        "    backendRefs: [{name: a}]\n  - matches: [{headers: [{name: x-ai-eg-model, value: n}]}]\n    backendRefs: [{name: b}]\n",
+    );
+    render_text(&yaml, &options()).expect("exclusive rules render");
+    // A router-resolved rule has the binding header too: as specific as a later rule
+    // with one more condition, and first in its HTTPRoute, as in the files.
+    let yaml = route(
+        "{name: gw}",
+        "    backendRefs: [{name: a}]\n  - matches: [{headers: [{name: x-ai-eg-model, value: m}, {name: x-tier, value: gold}]}]\n    backendRefs: [{name: b}]\n",
+    );
+    render_text(&yaml, &options()).expect("same specificity, in order");
 }
 
 #[test]
