@@ -62,7 +62,7 @@ fn patch(kind: &str, name: &str, operation: Value) -> Value {
 
 /// A JSONPath selecting the element of a list whose `name` is `name`.
 fn named(list: &str, name: &str) -> String {
-    format!("..{list}[?(@.name=='{name}')]")
+    format!("$..{list}[?(@.name=='{name}')]")
 }
 
 fn listener_name(plan: &Plan) -> String {
@@ -146,7 +146,7 @@ fn quota_patches(plan: &Plan, config: &GatewayConfig) -> Result<Vec<Value>, Rend
         &listener,
         json!({
             "op": "add",
-            "jsonPath": "..routes[*]",
+            "jsonPath": "$..routes[*]",
             "path": "/typed_per_filter_config/envoy.filters.http.ratelimit",
             "value": per_route["envoy.filters.http.ratelimit"]
         }),
