@@ -107,10 +107,11 @@ fn rule(route: &RoutePlan, rule: &RulePlan) -> Value {
             })
         })
         .collect();
-    let mut timeouts = json!({"request": gateway_duration(rule.request_timeout)});
-    if let Some(t) = rule.backend_request_timeout {
-        timeouts["backendRequest"] = json!(gateway_duration(t));
-    }
+    // Only `request`: with `backendRequest` and no Gateway API retry, Envoy Gateway
+    // makes backendRequest the whole route's timeout and bounds no attempt
+    // (`processRouteTimeout`, internal/gatewayapi/route.go); the BackendTrafficPolicy's
+    // `retry.perRetry.timeout` bounds each attempt instead, as `run` does.
+    let timeouts = json!({"request": gateway_duration(rule.request_timeout)});
     json!({
         "name": rule.name,
         "matches": matches,

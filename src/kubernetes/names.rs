@@ -39,6 +39,12 @@ pub fn extproc_cluster(policy_namespace: &str, policy: &str) -> String {
     format!("envoyextensionpolicy/{policy_namespace}/{policy}/extproc/0").to_lowercase()
 }
 
+/// The `:authority` Envoy Gateway sends to an extProc backendRef without a port:
+/// `<name>.<namespace>` (`buildExtProc`, internal/gatewayapi/envoyextensionpolicy.go).
+pub fn extproc_authority(namespace: &str, backend: &str) -> String {
+    format!("{backend}.{namespace}")
+}
+
 /// The HTTP router filter, last in every HCM.
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";

@@ -37,10 +37,10 @@ pub fn policy(plan: &Plan, config: &GatewayConfig) -> Result<Value, RenderError>
     if !config.quotas.is_empty() {
         patches.extend(quota_patches(plan, config)?);
     }
-    let extproc_cluster = names::extproc_cluster(&plan.namespace, &plan.extension_policy());
+    let sidecar = Sidecar::of(plan);
     for route in &plan.routes {
         for rule in route.rules.iter().filter(|r| r.binding_backend.is_none()) {
-            patches.push(upstream_filter_patch(rule, &extproc_cluster));
+            patches.push(upstream_filter_patch(rule, &sidecar));
             patches.extend(endpoint_metadata_patches(rule));
         }
     }
@@ -54,6 +54,34 @@ pub fn policy(plan: &Plan, config: &GatewayConfig) -> Result<Value, RenderError>
             "jsonPatches": patches
         }
     }))
+}
+
+/// How the patched filters reach the sidecar: Envoy Gateway's cluster of the
+/// EnvoyExtensionPolicy's Backend, with the `:authority` Envoy Gateway gives the router
+/// level (`<backend>.<namespace>`, `buildExtProc` in
+/// internal/gatewayapi/envoyextensionpolicy.go). Without one Envoy sends the cluster
+/// name, whose `/` the sidecar's HTTP/2 server refuses (RST_STREAM PROTOCOL_ERROR,
+/// seen on Envoy 1.40 by e2e/test_kubernetes_xds.py).
+struct Sidecar {
+    cluster: String,
+    authority: String,
+}
+
+impl Sidecar {
+    fn of(plan: &Plan) -> Sidecar {
+        Sidecar {
+            cluster: names::extproc_cluster(&plan.namespace, &plan.extension_policy()),
+            authority: names::extproc_authority(&plan.namespace, &plan.sidecar_backend()),
+        }
+    }
+
+    /// Sets the authority on a filter's `envoy_grpc` at `pointer`.
+    fn address(&self, mut filter: Value, pointer: &str) -> Value {
+        if let Some(Value::Object(grpc)) = filter.pointer_mut(pointer) {
+            grpc.insert("authority".into(), json!(self.authority));
+        }
+        filter
+    }
 }
 
 fn patch(kind: &str, name: &str, operation: Value) -> Value {
@@ -113,7 +141,7 @@ fn listener_patches(plan: &Plan) -> Vec<Value> {
 /// `render ratelimit-config` configures `envoyproxy/ratelimit` for.
 fn quota_patches(plan: &Plan, config: &GatewayConfig) -> Result<Vec<Value>, RenderError> {
     let listener = listener_name(plan);
-    let extproc_cluster = names::extproc_cluster(&plan.namespace, &plan.extension_policy());
+    let sidecar = Sidecar::of(plan);
     let service = match &plan.options.rate_limit_service {
         // The sidecar's own counters: each Envoy pod counts alone.
         None => RateLimitService::Embedded,
@@ -129,13 +157,20 @@ fn quota_patches(plan: &Plan, config: &GatewayConfig) -> Result<Vec<Value>, Rend
             json!({"op": "add", "path": "", "value": cluster}),
         ));
     }
+    let mut filter = rate_limit_filter(&service, &sidecar.cluster);
+    if matches!(service, RateLimitService::Embedded) {
+        filter = sidecar.address(
+            filter,
+            "/typed_config/rate_limit_service/grpc_service/envoy_grpc",
+        );
+    }
     patches.push(patch(
         LISTENER,
         &listener,
         json!({
             "op": "add",
             "jsonPath": named("http_filters", names::ROUTER_FILTER),
-            "value": rate_limit_filter(&service, &extproc_cluster)
+            "value": filter
         }),
     ));
     // Every route of the Gateway has `typed_per_filter_config` (Envoy Gateway enables
@@ -159,8 +194,11 @@ fn quota_patches(plan: &Plan, config: &GatewayConfig) -> Result<Vec<Value>, Rend
 /// `buildTypedExtensionProtocolOptions`, internal/xds/translator/cluster.go), with no
 /// `http_filters`: then the filters are added to it; otherwise the whole message is
 /// added, with HTTP/1.1 as Envoy Gateway would have chosen.
-fn upstream_filter_patch(rule: &RulePlan, extproc_cluster: &str) -> Value {
-    let filters = upstream_filters(extproc_cluster);
+fn upstream_filter_patch(rule: &RulePlan, sidecar: &Sidecar) -> Value {
+    let mut filters = upstream_filters(&sidecar.cluster);
+    if let Some(ext_proc) = filters.get_mut(0) {
+        *ext_proc = sidecar.address(ext_proc.take(), "/typed_config/grpc_service/envoy_grpc");
+    }
     let operation = if rule.all_tls {
         json!({
             "op": "add",

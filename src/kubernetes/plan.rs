@@ -193,14 +193,6 @@ impl<'a> Plan<'a> {
                         "use hostnames for all of the rule's Backends, or IPs for all"));
                 }
                 let backend_request_timeout = rule.backend_request_timeout;
-                if backend_request_timeout.is_some_and(|t| t > rule.request_timeout) {
-                    return Err(unsupported(
-                        what,
-                        &format!("spec.rules[{i}].timeouts.backendRequest"),
-                        "is longer than timeouts.request, which the HTTPRoute refuses".into(),
-                        "make backendRequest at most request",
-                    ));
-                }
                 let binding_backend = rule
                     .router_resolved
                     .then(|| rule.backend_refs.first().map(|r| r.backend.name.clone()))

@@ -181,13 +181,6 @@ fn what_envoy_gateway_cannot_express_is_refused_by_name() {
             "mixes hostname (fqdn) and IP endpoints",
         ),
         (
-            route(
-                gw,
-                "    timeouts: {request: 10s, backendRequest: 20s}\n    backendRefs: [{name: a}]\n",
-            ),
-            "timeouts.backendRequest",
-        ),
-        (
             // Envoy Gateway would try the second rule first: it has more header matches.
             route(
                 gw,
@@ -474,16 +467,49 @@ fn the_upstream_filter_reaches_the_sidecar_through_envoy_gateways_extproc_cluste
         filters[2]["name"],
         json!("envoy.filters.http.upstream_codec")
     );
-    // The same filter `run` puts on its clusters, but for the cluster name.
-    let run = crate::envoy::resources::upstream_filters(
+    // With Envoy Gateway's authority for the router level: Envoy's default, the cluster
+    // name, holds `/`, which the sidecar's HTTP/2 server refuses (found by
+    // e2e/test_kubernetes_xds.py on Envoy 1.40).
+    let authority = json!("ai-gateway-llm-extproc.maas-system");
+    assert_eq!(
+        filters[0]["typed_config"]["grpc_service"]["envoy_grpc"]["authority"],
+        authority
+    );
+    // Otherwise the same filters `run` puts on its clusters, but for the cluster name.
+    let mut run = crate::envoy::resources::upstream_filters(
         "envoyextensionpolicy/maas-system/ai-gateway-llm-extproc/extproc/0",
     );
+    run[0]["typed_config"]["grpc_service"]["envoy_grpc"]["authority"] = authority.clone();
     assert_eq!(filters, &run);
-    // Without the embedded service, the sidecar's cluster also counts the quotas.
-    assert!(
-        op(&ops, "maas-system/ai-gateway/http", "v3.RateLimit\"")["value"]
-            .to_string()
-            .contains("envoyextensionpolicy/maas-system/ai-gateway-llm-extproc/extproc/0")
+    // Without an external service, the sidecar counts the quotas, on the same cluster
+    // and authority.
+    let rate_limit = &op(&ops, "maas-system/ai-gateway/http", "v3.RateLimit\"")["value"];
+    let grpc = &rate_limit["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"];
+    assert_eq!(
+        grpc["cluster_name"],
+        json!("envoyextensionpolicy/maas-system/ai-gateway-llm-extproc/extproc/0")
+    );
+    assert_eq!(grpc["authority"], authority);
+}
+
+/// `timeouts.backendRequest` bounds each attempt (per_try_timeout) as in `run`: in the
+/// BackendTrafficPolicy, not in the HTTPRoute, where Envoy Gateway would make it the
+/// whole request's timeout (found by e2e/test_kubernetes_xds.py).
+#[test]
+fn the_backend_request_timeout_bounds_each_attempt() {
+    let text = render_files(&[repo("src/kubernetes/testdata/failover.yaml")], &options()).unwrap();
+    let docs = documents(&text);
+    let route = docs.iter().find(|d| d["kind"] == "HTTPRoute").unwrap();
+    let rule = &route["spec"]["rules"][2];
+    assert_eq!(rule["name"], json!("rule-2"));
+    assert_eq!(rule["timeouts"], json!({"request": "120s"}));
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "BackendTrafficPolicy" && d["metadata"]["name"] == "llm-rule-2")
+        .unwrap();
+    assert_eq!(
+        policy["spec"]["retry"]["perRetry"],
+        json!({"timeout": "30s"})
     );
 }
 

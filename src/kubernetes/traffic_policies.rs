@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::plan::{Plan, RoutePlan, RulePlan};
+use super::plan::{gateway_duration, Plan, RoutePlan, RulePlan};
 use crate::envoy::resources::PROVIDER_MAX_REQUESTS;
 
 pub fn documents(plan: &Plan) -> Vec<Value> {
@@ -33,6 +33,18 @@ fn backend_policy(plan: &Plan, route: &RoutePlan, rule: &RulePlan) -> Value {
         retry_on["httpStatusCodes"] = json!([429]);
     }
     retry_on["triggers"] = json!(triggers);
+    let mut retry = json!({
+        "numRetries": rule.num_retries,
+        // previous_priorities with update_frequency 1: the first retry goes to the next
+        // priority (`buildRetryPolicy`, internal/xds/translator/route.go; with 2 the
+        // first retry would hit the dead priority again).
+        "numAttemptsPerPriority": 1,
+        "retryOn": retry_on
+    });
+    if let Some(t) = rule.backend_request_timeout {
+        // `timeouts.backendRequest`: each attempt's bound (per_try_timeout).
+        retry["perRetry"] = json!({"timeout": gateway_duration(t)});
+    }
     json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "BackendTrafficPolicy",
@@ -42,14 +54,7 @@ fn backend_policy(plan: &Plan, route: &RoutePlan, rule: &RulePlan) -> Value {
                 "group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
                 "name": route.name, "sectionName": rule.name
             }],
-            "retry": {
-                "numRetries": rule.num_retries,
-                // previous_priorities with update_frequency 1: the first retry goes to
-                // the next priority (`buildRetryPolicy`, internal/xds/translator/route.go;
-                // with 2 the first retry would hit the dead priority again).
-                "numAttemptsPerPriority": 1,
-                "retryOn": retry_on
-            },
+            "retry": retry,
             // As in `run`: as many requests (and retries) as the sidecar holds state for.
             "circuitBreaker": {
                 "maxConnections": PROVIDER_MAX_REQUESTS,
@@ -65,7 +70,8 @@ fn backend_policy(plan: &Plan, route: &RoutePlan, rule: &RulePlan) -> Value {
                 "baseEjectionTime": "30s",
                 "maxEjectionPercent": 100
             }},
-            // Envoy Gateway's default is 32 KiB; the upstream filter replaces whole bodies.
+            // Envoy Gateway's default is 32 KiB (`tcpClusterPerConnectionBufferLimitBytes`,
+            // internal/xds/translator/cluster.go); the upstream filter replaces whole bodies.
             "connection": {"bufferLimit": plan.buffer_limit()}
         }
     })
