@@ -90,6 +90,8 @@ pub struct RulePlan {
 pub struct RefPlan {
     /// The rendered Backend this reference points at.
     pub backend: String,
+    /// At the rule's second priority: the Backend's `fallback: true` copy.
+    pub fallback: bool,
     pub weight: u32,
     /// `per_route_rule_backend_name`: the sidecar's key of the reference.
     pub ref_key: String,
@@ -177,7 +179,15 @@ impl<'a> Plan<'a> {
                         entry.0 = true;
                     }
                     pending.push((r.backend.clone(), ns.clone(), eg_name.clone()));
-                    refs.push((eg_name.clone(), fallback, r));
+                    // Named after the Backend for now; see `name_fallback_copies`.
+                    refs.push(RefPlan {
+                        backend: eg_name.clone(),
+                        fallback,
+                        weight: r.weight,
+                        ref_key: r.ref_key.clone(),
+                        ai_backend: r.backend.name.clone(),
+                        tls: r.backend.tls.is_some(),
+                    });
                 }
                 let fqdn: Vec<bool> = rule
                     .backend_refs
@@ -198,44 +208,32 @@ impl<'a> Plan<'a> {
                     .then(|| rule.backend_refs.first().map(|r| r.backend.name.clone()))
                     .flatten();
                 let matches = header_matches(raw, binding_backend.as_deref());
-                rules.push((
-                    RulePlan {
-                        name,
-                        cluster,
-                        matches,
-                        refs: Vec::new(),
-                        binding_backend,
-                        request_timeout: rule.request_timeout,
-                        backend_request_timeout,
-                        num_retries: levels.len().max(2) - 1,
-                        retry_429: has_alternative_host(rule),
-                        fqdn: fqdn.first().copied().unwrap_or(true),
-                        all_tls: rule.backend_refs.iter().all(|r| r.backend.tls.is_some()),
-                    },
+                rules.push(RulePlan {
+                    name,
+                    cluster,
+                    matches,
                     refs,
-                ));
+                    binding_backend,
+                    request_timeout: rule.request_timeout,
+                    backend_request_timeout,
+                    num_retries: levels.len().max(2) - 1,
+                    retry_429: has_alternative_host(rule),
+                    fqdn: fqdn.first().copied().unwrap_or(true),
+                    all_tls: rule.backend_refs.iter().all(|r| r.backend.tls.is_some()),
+                });
             }
             plan.routes.push(RoutePlan {
                 namespace: doc.namespace().to_string(),
                 name: doc.meta.name.clone(),
                 hostnames: doc.spec.hostnames.clone(),
-                rules: rules
-                    .into_iter()
-                    .map(|(mut rule_plan, refs)| {
-                        rule_plan.refs = refs
-                            .into_iter()
-                            .map(|(eg_name, fallback, r)| RefPlan {
-                                backend: rendered_name(&uses, doc.namespace(), &eg_name, fallback),
-                                weight: r.weight,
-                                ref_key: r.ref_key.clone(),
-                                ai_backend: r.backend.name.clone(),
-                                tls: r.backend.tls.is_some(),
-                            })
-                            .collect();
-                        rule_plan
-                    })
-                    .collect(),
+                rules,
             });
+        }
+        // Only now are all uses of each Backend known.
+        for route in &mut plan.routes {
+            for r in route.rules.iter_mut().flat_map(|rule| rule.refs.iter_mut()) {
+                r.backend = rendered_name(&uses, &route.namespace, &r.backend, r.fallback);
+            }
         }
         check_hostnames(&plan.routes)?;
         check_precedence(&plan.routes)?;
@@ -245,23 +243,7 @@ impl<'a> Plan<'a> {
                 .envoy_backends
                 .iter()
                 .find(|d| d.namespace() == ns && d.meta.name == eg_name);
-            let endpoints: Vec<Value> = doc
-                .map(|d| {
-                    d.spec
-                        .endpoints
-                        .iter()
-                        .map(|e| match (&e.fqdn, &e.ip) {
-                            (Some(f), _) => {
-                                json!({"fqdn": {"hostname": f.hostname, "port": f.port}})
-                            }
-                            (None, Some(ip)) => {
-                                json!({"ip": {"address": ip.address, "port": ip.port}})
-                            }
-                            (None, None) => Value::Null,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let endpoints = doc.map(backend_endpoints).unwrap_or_default();
             for (is_fallback, used) in [(false, primary), (true, fallback)] {
                 if !used {
                     continue;
@@ -393,6 +375,19 @@ fn may_overlap(a: &[Value], b: &[Value]) -> bool {
             && b.iter()
                 .any(|y| y["type"] == "Exact" && y["name"] == x["name"] && y["value"] != x["value"])
     })
+}
+
+/// A Backend's endpoints as the CRD writes them (resolving refused any other kind).
+fn backend_endpoints(doc: &Document<crate::config::resources::BackendSpec>) -> Vec<Value> {
+    doc.spec
+        .endpoints
+        .iter()
+        .filter_map(|e| match (&e.fqdn, &e.ip) {
+            (Some(f), _) => Some(json!({"fqdn": {"hostname": f.hostname, "port": f.port}})),
+            (None, Some(ip)) => Some(json!({"ip": {"address": ip.address, "port": ip.port}})),
+            (None, None) => None,
+        })
+        .collect()
 }
 
 /// The Backend a reference renders to: a Backend used both as a primary and as a

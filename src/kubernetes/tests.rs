@@ -557,3 +557,41 @@ fn endpoint_metadata_names_the_reference_that_carries_the_model_override() {
     );
     assert_eq!(eds["operation"]["path"], json!("/metadata"));
 }
+
+/// A Backend that one route uses as a fallback and a later route as a primary: the
+/// first route's fallback points at the `fallback: true` copy.
+#[test]
+fn a_backend_that_is_primary_in_a_later_route_gets_a_fallback_copy() {
+    let yaml = format!(
+        "{}---\n{}",
+        route(
+            "{name: gw}",
+            "    backendRefs: [{name: a}, {name: b, priority: 1}]\n"
+        ),
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: later}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{headers: [{name: x-ai-eg-model, value: n}]}]\n    backendRefs: [{name: b}]\n"
+    );
+    let docs = documents(&render_text(&yaml, &options()).expect("renders"));
+    let refs_of = |route: &str| -> Vec<Value> {
+        let r = docs
+            .iter()
+            .find(|d| d["kind"] == "HTTPRoute" && d["metadata"]["name"] == route)
+            .unwrap();
+        r["spec"]["rules"][0]["backendRefs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].clone())
+            .collect()
+    };
+    assert_eq!(refs_of("r"), [json!("a"), json!("b-fallback")]);
+    assert_eq!(refs_of("later"), [json!("b")]);
+    let backend = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "Backend" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("Backend {name}"))["spec"]["fallback"]
+            .clone()
+    };
+    assert_eq!(backend("b-fallback"), json!(true));
+    assert_eq!(backend("b"), Value::Null);
+}
