@@ -222,6 +222,7 @@ impl<'a> Plan<'a> {
                     all_tls: rule.backend_refs.iter().all(|r| r.backend.tls.is_some()),
                 });
             }
+            check_http_route_limits(&rules, &what)?;
             plan.routes.push(RoutePlan {
                 namespace: doc.namespace().to_string(),
                 name: doc.meta.name.clone(),
@@ -305,6 +306,46 @@ impl<'a> Plan<'a> {
             .saturating_add(1 << 20)
             .min(u32::MAX as u64)
     }
+}
+
+/// The HTTPRoute CRD's limits (Gateway API v1): 16 rules (one is the unknown-model
+/// rule), fewer than 128 matches in all, 16 headers a match (a router-resolved rule adds
+/// the binding header). An AIGatewayRoute allows more.
+fn check_http_route_limits(rules: &[RulePlan], what: &str) -> Result<(), RenderError> {
+    const MAX_RULES: usize = 16;
+    const MAX_MATCHES: usize = 127;
+    const MAX_HEADERS: usize = 16;
+    if rules.len() + 1 > MAX_RULES {
+        return Err(unsupported(
+            what.to_string(),
+            "spec.rules",
+            format!(
+                "has {} rules; an HTTPRoute holds {MAX_RULES}, one of them the unknown-model rule",
+                rules.len()
+            ),
+            "split the rules over several AIGatewayRoutes of at most 15 rules",
+        ));
+    }
+    let matches: usize = rules.iter().map(|r| r.matches.len()).sum::<usize>() + 1;
+    if matches > MAX_MATCHES {
+        return Err(unsupported(
+            what.to_string(),
+            "spec.rules[].matches",
+            format!("has {matches} matches with the unknown-model rule's; an HTTPRoute holds fewer than 128"),
+            "split the rules over several AIGatewayRoutes",
+        ));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.matches.iter().any(|m| m.len() > MAX_HEADERS) {
+            return Err(unsupported(
+                what.to_string(),
+                &format!("spec.rules[{i}].matches[].headers"),
+                format!("a match has more than {MAX_HEADERS} header conditions with the sidecar's binding header (x-llm-extproc-backend), which an HTTPRoute refuses"),
+                "use fewer header conditions",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Envoy Gateway gives each hostname its own virtual host, so a request for a host that

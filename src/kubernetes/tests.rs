@@ -227,6 +227,28 @@ fn a_route_of_another_gateway_is_refused() {
 }
 
 #[test]
+fn a_route_over_the_http_route_limits_is_refused() {
+    let rules: String = (0..16)
+        .map(|i| format!("  - matches: [{{headers: [{{name: x-ai-eg-model, value: m{i}}}]}}]\n    backendRefs: [{{name: a}}]\n"))
+        .collect();
+    let yaml = format!(
+        "{BACKENDS}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+         spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rules}"
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains("has 16 rules; an HTTPRoute holds 16"),
+        "{error}"
+    );
+    let fifteen: String = rules.lines().take(30).map(|l| format!("{l}\n")).collect();
+    let yaml = format!(
+        "{BACKENDS}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+         spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{fifteen}"
+    );
+    render_text(&yaml, &options()).expect("15 rules fit");
+}
+
+#[test]
 fn routes_with_different_hostnames_are_refused() {
     let yaml = format!(
         "{}---\n{}",
