@@ -149,6 +149,14 @@ impl<'a> Plan<'a> {
                         "use priority 0 for primaries and one higher priority for fallbacks"));
                 }
                 let name = raw.name.clone().unwrap_or_else(|| format!("rule-{i}"));
+                if !is_section_name(&name) {
+                    return Err(unsupported(
+                        what,
+                        &format!("spec.rules[{i}].name"),
+                        format!("`{name}` is not a Gateway API section name, which the HTTPRoute rule (and its BackendTrafficPolicy's sectionName) needs"),
+                        "use lower-case letters, digits, `-` and `.`, at most 253",
+                    ));
+                }
                 if !names.insert(name.clone()) {
                     return Err(unsupported(
                         what,
@@ -473,6 +481,11 @@ fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
         }
     }
     Ok(())
+}
+
+/// Gateway API's SectionName: DNS subdomain labels joined by dots.
+fn is_section_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -189,6 +189,13 @@ fn what_envoy_gateway_cannot_express_is_refused_by_name() {
             "can take requests that rule `rule-0`",
         ),
         (
+            format!(
+                "{}  - name: Mini\n    matches: [{{headers: [{{name: x-ai-eg-model, value: n}}]}}]\n    backendRefs: [{{name: b}}]\n",
+                route(gw, "    backendRefs: [{name: a}]\n")
+            ),
+            "`Mini` is not a Gateway API section name",
+        ),
+        (
             route(
                 "{name: gw, sectionName: https}",
                 "    backendRefs: [{name: a}]\n",
