@@ -7,13 +7,16 @@
 //! the upstream-level filter, and the endpoint metadata that names each backend.
 
 mod backends;
+mod checks;
 mod envoy_proxy;
+mod error;
 mod extension_policy;
 mod gateway;
 mod httproute;
 pub mod names;
 mod patch_policy;
 mod plan;
+mod secrets;
 mod traffic_policies;
 
 #[cfg(test)]
@@ -24,7 +27,7 @@ use serde_json::Value;
 use crate::config::load::Resources;
 use crate::config::GatewayConfig;
 
-pub use plan::RenderError;
+pub use error::RenderError;
 
 /// What a platform team chooses; every field has a default in the CLI.
 #[derive(Debug, Clone)]
@@ -91,76 +94,11 @@ pub fn load(source: &crate::config::Source) -> Result<(Resources, GatewayConfig)
     use crate::config::{load, problem, resolve};
     let files = load::config_files(&source.paths).map_err(|p| problem::report(&p))?;
     let mut resources = load::load_files(&files).map_err(|p| problem::report(&p))?;
-    add_placeholder_secrets(&mut resources, source.secrets_dir.as_deref());
+    secrets::add_placeholders(&mut resources, source.secrets_dir.as_deref());
     let config = resolve::resolve(&resources, source.secrets_dir.as_deref())
         .map_err(|p| problem::report(&p))?;
     if config.routes.iter().all(|r| r.rules.is_empty()) {
         return Err("no AIGatewayRoute with rules: nothing to render".into());
     }
     Ok((resources, config))
-}
-
-fn add_placeholder_secrets(res: &mut Resources, secrets_dir: Option<&std::path::Path>) {
-    use crate::config::load::Document;
-    use crate::config::resources::{ObjectMeta, ObjectRef, SecretBody};
-    let mut wanted: Vec<(String, &ObjectRef, &'static str, String)> = Vec::new();
-    for doc in &res.policies {
-        let s = &doc.spec;
-        let ns = doc.namespace().to_string();
-        for holder in [&s.api_key, &s.azure_api_key, &s.anthropic_api_key]
-            .into_iter()
-            .flatten()
-        {
-            wanted.push((
-                ns.clone(),
-                &holder.secret_ref,
-                "apiKey",
-                "placeholder".into(),
-            ));
-        }
-        if let Some(r) = s
-            .azure_credentials
-            .as_ref()
-            .and_then(|a| a.client_secret_ref.as_ref())
-        {
-            wanted.push((ns.clone(), r, "client-secret", "placeholder".into()));
-        }
-        if let Some(file) = s
-            .aws_credentials
-            .as_ref()
-            .and_then(|a| a.credentials_file.as_ref())
-        {
-            let profile = file.profile.as_deref().unwrap_or("default");
-            let text = format!("[{profile}]\naws_access_key_id = placeholder\naws_secret_access_key = placeholder\n");
-            wanted.push((ns.clone(), &file.secret_ref, "credentials", text));
-        }
-    }
-    let mut added: Vec<Document<SecretBody>> = Vec::new();
-    for (policy_ns, secret, key, value) in wanted {
-        let ns = secret.namespace.clone().unwrap_or(policy_ns);
-        let defined = res
-            .secrets
-            .iter()
-            .chain(&added)
-            .any(|d| d.meta.name == secret.name && d.namespace() == ns)
-            || secrets_dir.is_some_and(|dir| dir.join(&secret.name).is_dir());
-        if defined {
-            continue;
-        }
-        added.push(Document {
-            meta: ObjectMeta {
-                name: secret.name.clone(),
-                namespace: Some(ns),
-                ..Default::default()
-            },
-            spec: SecretBody {
-                data: Default::default(),
-                string_data: [(key.to_string(), value)].into(),
-                secret_type: None,
-                immutable: None,
-            },
-            file: "<render placeholder>".into(),
-        });
-    }
-    res.secrets.extend(added);
 }

@@ -19,8 +19,9 @@
 
 use serde_json::{json, Value};
 
+use super::error::RenderError;
 use super::names;
-use super::plan::{Plan, RenderError, RulePlan};
+use super::plan::{Plan, RulePlan};
 use crate::config::GatewayConfig;
 use crate::envoy::bootstrap::{local_reply_config, restore_request_length};
 use crate::envoy::resources::{upstream_filters, ENDPOINT_METADATA_NAMESPACE};
