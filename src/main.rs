@@ -83,7 +83,8 @@ AZURE_OPENAI_ENDPOINT) and Anthropic (ANTHROPIC_API_KEY) when their keys are in 
         after_help = "EXAMPLE:\n  llm-extproc run\n  curl -s localhost:1975/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
     )]
     Run(RunArgs),
-    /// Print generated configuration (the Envoy bootstrap).
+    /// Print generated configuration (the Envoy bootstrap, the rate-limit service's, or
+    /// the Envoy Gateway resources).
     #[command(subcommand)]
     Render(RenderCommand),
     /// Validate a configuration and explain each problem: resource, field and fix.
