@@ -9,6 +9,7 @@ mod echo;
 mod envoy;
 mod extproc;
 mod framing;
+mod kubernetes;
 mod logging;
 mod memory;
 mod metrics;
@@ -82,7 +83,8 @@ AZURE_OPENAI_ENDPOINT) and Anthropic (ANTHROPIC_API_KEY) when their keys are in 
         after_help = "EXAMPLE:\n  llm-extproc run\n  curl -s localhost:1975/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
     )]
     Run(RunArgs),
-    /// Print generated configuration (the Envoy bootstrap).
+    /// Print generated configuration (the Envoy bootstrap, the rate-limit service's, or
+    /// the Envoy Gateway resources).
     #[command(subcommand)]
     Render(RenderCommand),
     /// Validate a configuration and explain each problem: resource, field and fix.
@@ -106,6 +108,18 @@ enum RenderCommand {
         after_help = "EXAMPLE:\n  llm-extproc render ratelimit-config --config ./config > ratelimit/config/ai-gateway.yaml"
     )]
     RatelimitConfig(ConfigArgs),
+    /// Print the Envoy Gateway resources that run the sidecar beside Envoy Gateway: the
+    /// Gateway, HTTPRoutes, Backends, the EnvoyExtensionPolicy and EnvoyPatchPolicy of
+    /// both filter placements, traffic policies and the EnvoyProxy with the sidecar.
+    #[command(
+        long_about = "Turn the AI resources into Envoy Gateway v1.9 resources (no Envoy AI Gateway controller \
+needed). Envoy Gateway must enable the Backend API (extensionApis.enableBackend) and EnvoyPatchPolicy \
+(extensionApis.enableEnvoyPatchPolicy). The sidecar reads the same AI resources from the --config-map \
+ConfigMap and each referenced Secret mounted under its --secrets-dir; no key is written into the output. \
+What the resources cannot express is refused by name.",
+        after_help = "EXAMPLE:\n  llm-extproc render gateway --config examples/openai.yaml --gateway-namespace maas-system > gateway.yaml"
+    )]
+    Gateway(RenderGatewayArgs),
 }
 
 /// Who the consumer is, for QuotaPolicy client selectors.
@@ -261,6 +275,41 @@ struct RenderEnvoyArgs {
     rate_limit: RateLimitArgs,
 }
 
+#[derive(Args)]
+struct RenderGatewayArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The Gateway to render (default: the one the AIGatewayRoutes' parentRefs name).
+    #[arg(long, value_name = "NAME")]
+    gateway: Option<String>,
+    /// The Gateway's namespace, where its Envoy pods, the ConfigMap and the Secrets live.
+    #[arg(long, default_value = "maas-system")]
+    gateway_namespace: String,
+    /// The GatewayClass of Envoy Gateway's controller.
+    #[arg(long, default_value = "eg")]
+    gateway_class: String,
+    /// The Gateway listener's port.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// The sidecar's image.
+    #[arg(long, default_value = concat!("llm-extproc:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// The ConfigMap holding the AI resources (the sidecar's --config).
+    #[arg(long, default_value = "llm-extproc-config")]
+    config_map: String,
+    /// The sidecar's unix socket, in the emptyDir it shares with Envoy.
+    #[arg(long, default_value = "/run/llm-extproc/extproc.sock")]
+    socket_path: String,
+    /// The sidecar's admin port (/healthz, /readyz, /metrics), named `metrics`.
+    #[arg(long, default_value_t = 1064)]
+    admin_port: u16,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body_bytes: u64,
+    #[command(flatten)]
+    rate_limit: RateLimitArgs,
+}
+
 fn main() -> ExitCode {
     memory::tune_allocator();
     let cli = Cli::parse();
@@ -301,6 +350,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run_standalone(args).await,
             Command::Render(RenderCommand::Envoy(args)) => render_envoy(args),
             Command::Render(RenderCommand::RatelimitConfig(args)) => render_ratelimit_config(&args),
+            Command::Render(RenderCommand::Gateway(args)) => render_gateway(args),
         }
     });
     drop(runtime);
@@ -417,5 +467,36 @@ fn render_ratelimit_config(args: &ConfigArgs) -> Result<(), String> {
     }
     let config = config::load(&source).map_err(|p| config::problem::report(&p))?;
     print!("{}", quota::ratelimit_config::render(&config.quotas));
+    Ok(())
+}
+
+fn render_gateway(args: RenderGatewayArgs) -> Result<(), String> {
+    let source = args.config.source();
+    if source.paths.is_empty() {
+        return Err("render gateway needs --config (the resources the sidecar will read)".into());
+    }
+    let (resources, config) = kubernetes::load(&source)?;
+    // The Gateway attachment is what this renders, not a notice.
+    for notice in config
+        .not_enforced
+        .iter()
+        .filter(|n| n.field != "spec.parentRefs")
+    {
+        eprintln!("not enforced: {notice}");
+    }
+    let options = kubernetes::RenderOptions {
+        gateway_name: args.gateway,
+        gateway_namespace: args.gateway_namespace,
+        gateway_class: args.gateway_class,
+        port: args.port,
+        image: args.image,
+        config_map: args.config_map,
+        socket_path: args.socket_path,
+        admin_port: args.admin_port,
+        max_body_bytes: args.max_body_bytes,
+        rate_limit_service: args.rate_limit.rate_limit_service,
+    };
+    let text = kubernetes::render(&resources, &config, &options).map_err(|e| e.to_string())?;
+    print!("{text}");
     Ok(())
 }

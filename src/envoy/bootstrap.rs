@@ -150,7 +150,7 @@ pub fn render(o: &BootstrapOptions) -> Value {
 /// The router-level ext_proc replaces the request body in its header phase, and Envoy
 /// then drops content-length (providers want one): restored from the length the sidecar
 /// put in dynamic metadata.
-fn restore_request_length() -> Value {
+pub fn restore_request_length() -> Value {
     let value = format!(
         "%DYNAMIC_METADATA(io.envoy.ai_gateway:{})%",
         crate::extproc::router::REQUEST_LENGTH_METADATA
@@ -170,7 +170,7 @@ fn restore_request_length() -> Value {
 /// Envoy's own error replies as OpenAI-style JSON. Each mapper picks replies by their
 /// response code details (CEL): the sidecar's own replies are JSON already and carry
 /// details starting `llm_extproc`; `ext_proc_error…` means the processor itself failed.
-fn local_reply_config() -> Value {
+pub fn local_reply_config() -> Value {
     let cel = |expression: &str| {
         json!({"extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",

@@ -39,7 +39,13 @@ pub fn circuit_breakers(requests: usize, retries: usize) -> Value {
 
 /// The ext_proc filter for either placement.
 pub fn ext_proc_filter(upstream: bool) -> Value {
-    let mut grpc = json!({"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "timeout": "30s"});
+    ext_proc_filter_to(upstream, EXTPROC_CLUSTER)
+}
+
+/// The ext_proc filter for either placement, reaching the sidecar through `cluster`
+/// (`render gateway` uses the cluster Envoy Gateway names for the sidecar's Backend).
+pub fn ext_proc_filter_to(upstream: bool, cluster: &str) -> Value {
+    let mut grpc = json!({"envoy_grpc": {"cluster_name": cluster}, "timeout": "30s"});
     let mut config = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "failure_mode_allow": false,
@@ -235,7 +241,7 @@ fn duration(d: std::time::Duration) -> String {
 
 /// Whether a retry can reach another host than the first attempt's: more than one
 /// endpoint, in one priority or several.
-fn has_alternative_host(rule: &Rule) -> bool {
+pub(crate) fn has_alternative_host(rule: &Rule) -> bool {
     let mut hosts = rule
         .backend_refs
         .iter()
@@ -246,7 +252,7 @@ fn has_alternative_host(rule: &Rule) -> bool {
 }
 
 /// The distinct priorities of a rule, ascending. Envoy wants dense levels 0, 1, …
-fn priority_levels(rule: &Rule) -> Vec<u32> {
+pub(crate) fn priority_levels(rule: &Rule) -> Vec<u32> {
     let mut p: Vec<u32> = rule.backend_refs.iter().map(|r| r.priority).collect();
     p.sort_unstable();
     p.dedup();
@@ -295,7 +301,7 @@ fn cluster(rule: &Rule) -> Value {
         // filter builds each attempt's request.
         cluster["typed_extension_protocol_options"]
             ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] =
-            upstream_filters();
+            upstream_filters(EXTPROC_CLUSTER);
     }
     if !tls_matches.is_empty() {
         cluster["transport_socket_matches"] = json!(tls_matches);
@@ -303,10 +309,11 @@ fn cluster(rule: &Rule) -> Value {
     cluster
 }
 
-/// The upstream filters of a cluster whose attempts the sidecar builds.
-fn upstream_filters() -> Value {
+/// The upstream filters of a cluster whose attempts the sidecar builds, the sidecar
+/// reached through `extproc_cluster`.
+pub fn upstream_filters(extproc_cluster: &str) -> Value {
     json!([
-            ext_proc_filter(true),
+            ext_proc_filter_to(true, extproc_cluster),
             {
                 // The ext_proc body replacement drops content-length; restore it
                 // from the length the sidecar put in dynamic metadata.
