@@ -51,6 +51,33 @@ def test_overlay_carries_the_guide_resources_and_no_secret():
     assert km.documents(config_map["data"]["resources.yaml"]) == example
 
 
+def render_gateway(*config):
+    from harness import BIN
+    args = [str(BIN), "render", "gateway"] + [a for c in config for a in ("--config", str(c))]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_overlays_gateway_yaml_is_what_render_gateway_writes_now():
+    example = ROOT / "deploy" / "examples" / "openai"
+    committed = (example / "gateway.yaml").read_text()
+    assert committed == render_gateway(example / "resources.yaml"), \
+        "render deploy/examples/openai/gateway.yaml again (see its kustomization.yaml)"
+    kinds = {d["kind"] for d in overlay()}
+    assert kinds >= {"Gateway", "HTTPRoute", "Backend", "EnvoyExtensionPolicy", "EnvoyPatchPolicy",
+                     "BackendTrafficPolicy", "ClientTrafficPolicy", "EnvoyProxy"}
+
+
+def test_rendered_gateways_validate(tmp_path):
+    """What render gateway writes for the guide and for a two-priority rule with quotas."""
+    for name, config in (("guide", ROOT / "examples" / "openai.yaml"),
+                         ("failover", ROOT / "src" / "kubernetes" / "testdata" / "failover.yaml")):
+        out = tmp_path / f"{name}.yaml"
+        out.write_text(render_gateway(config))
+        report, checked = km.validate([out])
+        assert report == [], name
+        assert checked >= 10, name
+
+
 def test_no_key_is_committed():
     for label, docs in km.sources(STATIC):
         for d in docs:

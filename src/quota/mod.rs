@@ -32,16 +32,14 @@ pub const ALL_CLIENTS: &str = "all";
 /// costs it. Named after a hash of the bucket's id, which stays the same across reloads
 /// (Envoy's routes and the sidecar's configuration change at slightly different
 /// moments) and, unlike model names, never holds the `:` that a
-/// `%DYNAMIC_METADATA(ns:key)%` would split on.
+/// `%DYNAMIC_METADATA(ns:key)%` would split on. SHA-256, not std's hasher: the keys are
+/// also written into Envoy Gateway's resources and envoyproxy/ratelimit's configuration
+/// by `render`, so they must not change with the Rust release that built the binary.
 pub fn metadata_keys(id: &str) -> (String, String) {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    id.hash(&mut hasher);
-    let h = hasher.finish();
-    (
-        format!("quota_client_{h:016x}"),
-        format!("quota_cost_{h:016x}"),
-    )
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let h: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    (format!("quota_client_{h}"), format!("quota_cost_{h}"))
 }
 
 /// A QuotaPolicy window: exactly one of `1s`, `1m`, `1h`, `1d`.
@@ -272,6 +270,18 @@ fn client_of<'h>(bucket: &Bucket, header: &impl Fn(&str) -> Option<&'h str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_keys_are_the_same_whatever_built_the_binary() {
+        // SHA-256 of the id, as `printf default/route/0 | sha256sum` gives it.
+        assert_eq!(
+            metadata_keys("default/route/0"),
+            (
+                "quota_client_57d7edf755630fb6".into(),
+                "quota_cost_57d7edf755630fb6".into()
+            )
+        );
+    }
 
     fn bucket(id: &str, model: Option<&str>, selectors: Vec<HeaderSelector>) -> Bucket {
         let (client_key, cost_key) = metadata_keys(id);
