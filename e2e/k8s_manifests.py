@@ -1,6 +1,6 @@
 """Strict, offline validation of Kubernetes manifests: what a cluster would refuse fails here.
 
-Custom resources are checked against the CRDs in ../shared/crds (Envoy Gateway, Gateway API,
+Custom resources are checked against the CRDs in e2e/crds (a copy of ../shared/crds) (Envoy Gateway, Gateway API,
 Envoy AI Gateway, Prometheus Operator), core kinds against the Kubernetes schemas that the
 `kubernetes-validate` package bundles, both with unknown fields refused (as `kubectl apply`
 with the API server's strict field validation refuses them). Kustomize directories are built
@@ -34,7 +34,7 @@ import yaml
 from kubernetes_validate import utils as kv
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRD_DIR = pathlib.Path(os.environ.get("LLM_EXTPROC_CRDS", ROOT.parent / "shared" / "crds"))
+CRD_DIR = pathlib.Path(os.environ.get("LLM_EXTPROC_CRDS", ROOT / "e2e" / "crds"))
 # The core schemas' version: the newest that kubernetes-validate bundles.
 KUBERNETES_VERSION = kv.latest_version()
 DEFINITIONS = "https://kubernetes.io/api/_definitions.json"

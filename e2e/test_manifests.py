@@ -13,6 +13,16 @@ ROOT = km.ROOT
 STATIC = [ROOT / "deploy", ROOT / "examples"]
 
 
+def test_the_crd_copy_is_the_shared_set():
+    shared = ROOT.parent / "shared" / "crds"
+    if not shared.is_dir():
+        pytest.skip("no ../shared/crds beside this clone to compare the copy with")
+    # A copy, so that a clone validates on its own.
+    assert sorted(p.name for p in km.CRD_DIR.iterdir()) == sorted(p.name for p in shared.iterdir())
+    for p in shared.iterdir():
+        assert (km.CRD_DIR / p.name).read_bytes() == p.read_bytes(), p.name
+
+
 def test_deploy_and_examples_validate():
     report, checked = km.validate(STATIC)
     assert report == []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Validates Kubernetes manifests strictly (unknown fields refused) and offline: custom
-# resources against ../shared/crds (or $LLM_EXTPROC_CRDS), core kinds against the schemas
+# resources against e2e/crds, the shared CRD set copied (or $LLM_EXTPROC_CRDS), core kinds against the schemas
 # kubernetes-validate bundles; kustomize directories are built with `kubectl kustomize`.
 #   scripts/validate-manifests.sh [FILE|DIR|KUSTOMIZE-DIR ...]   (default: deploy examples)
 set -euo pipefail
