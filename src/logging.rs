@@ -12,6 +12,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Held while the process runs; dropped, it writes out what is queued.
+pub type LogWriter = WorkerGuard;
+
 /// Log lines queued for the writer thread at most.
 const LOG_QUEUE_LINES: usize = 1024;
 
@@ -19,7 +22,7 @@ const LOG_QUEUE_LINES: usize = 1024;
 /// `run` logs a line per request at `info`, and the request path (one thread, see
 /// `main`) then only queues it. Lines are never dropped: a full queue waits. Keep the
 /// guard until the process ends; dropped, it writes out what is queued.
-pub fn init(format: LogFormat) -> WorkerGuard {
+pub fn init(format: LogFormat) -> LogWriter {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         // The queue is allocated whole (tracing-appender's default of 128,000 lines took

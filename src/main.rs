@@ -313,21 +313,30 @@ struct RenderGatewayArgs {
 fn main() -> ExitCode {
     memory::tune_allocator();
     let cli = Cli::parse();
-    let _log_writer = logging::init(cli.log_format);
+    let log_writer = logging::init(cli.log_format);
+    // A message printed at exit comes after every queued log line it may explain.
+    let fail = |log_writer: logging::LogWriter, message: &dyn std::fmt::Display| {
+        drop(log_writer);
+        eprintln!("llm-extproc: {message}");
+        ExitCode::FAILURE
+    };
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         match telemetry::init() {
             Ok(exports) => {
                 if exports.traces {
                     tracing::info!("exporting traces over OTLP/HTTP");
+                    if telemetry::content::capture_enabled() {
+                        tracing::warn!(
+                            "spans record prompts and completions ({}): they hold what users send",
+                            telemetry::content::CAPTURE_VARIABLE
+                        );
+                    }
                 }
                 if exports.metrics {
                     tracing::info!("pushing metrics over OTLP/HTTP");
                 }
             }
-            Err(e) => {
-                eprintln!("llm-extproc: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return fail(log_writer, &e),
         }
     }
     // One thread: each ext_proc message is a few microseconds of work, and a multi-thread
@@ -338,10 +347,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(log_writer, &format_args!("cannot start the runtime: {e}")),
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -357,10 +363,7 @@ fn main() -> ExitCode {
     telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("llm-extproc: {message}");
-            ExitCode::FAILURE
-        }
+        Err(message) => fail(log_writer, &message),
     }
 }
 

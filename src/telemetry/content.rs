@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api::ApiKind;
 
@@ -18,9 +18,58 @@ static CAPTURE: OnceLock<bool> = OnceLock::new();
 
 /// Whether content is recorded on spans; read once.
 pub fn capture_enabled() -> bool {
-    *CAPTURE.get_or_init(|| {
-        std::env::var(CAPTURE_VARIABLE).is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
-    })
+    *CAPTURE
+        .get_or_init(|| std::env::var(CAPTURE_VARIABLE).is_ok_and(|v| capture_value_enables(&v)))
+}
+
+/// `true`, or the newer GenAI utilities' `SPAN_ONLY` / `SPAN_AND_EVENT` (content on the
+/// span; this gateway records no separate events). Anything else leaves it off.
+fn capture_value_enables(value: &str) -> bool {
+    ["true", "span_only", "span_and_event"]
+        .iter()
+        .any(|on| value.trim().eq_ignore_ascii_case(on))
+}
+
+/// Most bytes of text one content attribute keeps; longer text is cut, marked with
+/// [`TRUNCATED`], and the JSON stays whole. Streamed output stops growing there too.
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// Cuts the text of `messages` (parts' `content`, `arguments` and `response`) so that all
+/// of it fits in [`MAX_CONTENT_BYTES`]; roles and types stay as they are.
+pub fn fit(messages: &mut Value) {
+    let mut budget = MAX_CONTENT_BYTES;
+    fit_within(messages, &mut budget, false);
+}
+
+fn fit_within(v: &mut Value, budget: &mut usize, text: bool) {
+    match v {
+        Value::String(s) if text => {
+            if s.len() > *budget {
+                let mut end = *budget;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+                s.push_str(TRUNCATED);
+                *budget = 0;
+            } else {
+                *budget -= s.len();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| fit_within(i, budget, text)),
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                let text = match key.as_str() {
+                    "content" | "arguments" | "response" => true,
+                    "type" | "role" | "id" | "name" | "finish_reason" => false,
+                    _ => text,
+                };
+                fit_within(value, budget, text);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// What the client asked, as span attributes' values: the system instructions (when
@@ -32,6 +81,15 @@ pub struct Prompt {
 
 /// Reads the prompt of a request body in `api`'s shape.
 pub fn prompt(api: ApiKind, body: &[u8]) -> Option<Prompt> {
+    let mut prompt = read_prompt(api, body)?;
+    fit(&mut prompt.messages);
+    if let Some(system) = prompt.system_instructions.as_mut() {
+        fit(system);
+    }
+    Some(prompt)
+}
+
+fn read_prompt(api: ApiKind, body: &[u8]) -> Option<Prompt> {
     let request: Value = serde_json::from_slice(body).ok()?;
     match api {
         ApiKind::ChatCompletions => Some(Prompt {
@@ -107,10 +165,15 @@ pub fn chat_message(m: &Value) -> Value {
         parts.push(json!({
             "type": "tool_call_response",
             "id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
-            "response": m.get("content").cloned().unwrap_or(Value::Null),
+            "response": tool_response(m.get("content"), text_parts),
         }));
     } else if let Some(content) = m.get("content") {
         parts.extend(text_parts(content));
+    }
+    for (field, kind) in [("reasoning_content", "reasoning"), ("refusal", "refusal")] {
+        if let Some(t) = m.get(field).and_then(Value::as_str) {
+            parts.push(json!({"type": kind, "content": t}));
+        }
     }
     for call in m
         .get("tool_calls")
@@ -126,6 +189,16 @@ pub fn chat_message(m: &Value) -> Value {
         }));
     }
     message(role, parts)
+}
+
+/// A tool's result: text as it is; a list of blocks as parts, so that an image or a
+/// file in it is named by its type, not copied.
+fn tool_response(value: Option<&Value>, parts: fn(&Value) -> Vec<Value>) -> Value {
+    match value {
+        Some(list @ Value::Array(_)) => Value::Array(parts(list)),
+        Some(other) => other.clone(),
+        None => Value::Null,
+    }
 }
 
 /// Anthropic content: a string or blocks (text, thinking, tool use and results).
@@ -149,7 +222,7 @@ pub fn anthropic_parts(content: &Value) -> Vec<Value> {
                 "tool_result" => json!({
                     "type": "tool_call_response",
                     "id": block.get("tool_use_id").cloned().unwrap_or(Value::Null),
-                    "response": block.get("content").cloned().unwrap_or(Value::Null),
+                    "response": tool_response(block.get("content"), anthropic_parts),
                 }),
                 other => named(other),
             }
@@ -203,7 +276,7 @@ pub fn responses_item(item: &Value) -> Value {
             vec![json!({
                 "type": "tool_call_response",
                 "id": item.get("call_id").cloned().unwrap_or(Value::Null),
-                "response": item.get("output").cloned().unwrap_or(Value::Null),
+                "response": tool_response(item.get("output"), text_parts),
             })],
         ),
         "reasoning" => {
@@ -230,14 +303,10 @@ pub fn responses_item(item: &Value) -> Value {
 }
 
 /// An output message with its finish reason, as `gen_ai.output.messages` lists them.
+/// The conventions require a reason: an answer that gave none did not end as its API
+/// ends one, which they call `error`.
 pub fn output_message(parts: Vec<Value>, finish_reason: Option<&str>) -> Value {
-    let mut m = Map::new();
-    m.insert("role".into(), "assistant".into());
-    m.insert("parts".into(), Value::Array(parts));
-    if let Some(reason) = finish_reason {
-        m.insert("finish_reason".into(), reason.into());
-    }
-    Value::Object(m)
+    json!({"role": "assistant", "parts": parts, "finish_reason": finish_reason.unwrap_or("error")})
 }
 
 #[cfg(test)]
@@ -300,6 +369,42 @@ mod tests {
             simple.messages,
             json!([{"role":"user","parts":[{"type":"text","content":"hi"}]}])
         );
+    }
+
+    #[test]
+    fn images_in_tool_results_are_named_not_copied() {
+        let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[
+            {"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"see"},{"type":"image","source":{"type":"base64","data":"QUJDRA=="}}]}]}]}"#;
+        let p = prompt(ApiKind::Messages, body).unwrap();
+        assert_eq!(
+            p.messages[0]["parts"][0]["response"],
+            json!([{"type":"text","content":"see"},{"type":"image"}])
+        );
+        assert!(!p.messages.to_string().contains("QUJDRA"));
+    }
+
+    #[test]
+    fn long_text_is_cut_and_the_json_stays_whole() {
+        let long = "é".repeat(MAX_CONTENT_BYTES);
+        let body = serde_json::to_vec(&json!({"model":"m","messages":[
+            {"role":"user","content": long},{"role":"user","content":"later"}]}))
+        .unwrap();
+        let p = prompt(ApiKind::ChatCompletions, &body).unwrap();
+        let first = p.messages[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(first.ends_with(TRUNCATED));
+        assert!(first.len() <= MAX_CONTENT_BYTES + TRUNCATED.len());
+        assert_eq!(p.messages[1]["parts"][0]["content"], "…[truncated]");
+        assert!(serde_json::from_str::<Value>(&p.messages.to_string()).is_ok());
+    }
+
+    #[test]
+    fn the_capture_variable_takes_the_conventions_values() {
+        for on in ["true", "TRUE", " span_only", "SPAN_AND_EVENT"] {
+            assert!(capture_value_enables(on), "{on}");
+        }
+        for off in ["", "false", "EVENT_ONLY", "NO_CONTENT", "1"] {
+            assert!(!capture_value_enables(off), "{off}");
+        }
     }
 
     #[test]
