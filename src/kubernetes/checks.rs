@@ -257,6 +257,34 @@ pub(super) fn check_precedence(routes: &[RoutePlan]) -> Result<(), RenderError> 
             }
         }
     }
+    check_catch_alls(routes)
+}
+
+/// A rule with no header condition at all is as specific as the unknown-model rule that
+/// ends every HTTPRoute. Within one HTTPRoute its rules keep their order (Envoy Gateway's
+/// sort is stable), but between HTTPRoutes the older one's come first: another route's
+/// 404 could take the requests the catch-all should, depending on creation times.
+fn check_catch_alls(routes: &[RoutePlan]) -> Result<(), RenderError> {
+    if routes.len() < 2 {
+        return Ok(());
+    }
+    for route in routes {
+        for rule in &route.rules {
+            if rule.matches.iter().any(|m| m.is_empty()) {
+                let others: Vec<String> = routes
+                    .iter()
+                    .filter(|r| !std::ptr::eq(*r, route))
+                    .map(|r| format!("{}/{}", r.namespace, r.name))
+                    .collect();
+                return Err(unsupported(
+                    format!("AIGatewayRoute {}/{}", route.namespace, route.name),
+                    &format!("rule `{}`", rule.name),
+                    format!("matches any request, as does the `{}` rule (404) that ends the HTTPRoute of AIGatewayRoute {}; Envoy Gateway orders such ties between HTTPRoutes by age, so the other route's 404 can come first", super::httproute::UNKNOWN_MODEL_RULE, others.join(", ")),
+                    "give the rule a header match (e.g. on x-ai-eg-model), or render the routes onto separate Gateways",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -624,3 +624,27 @@ fn a_backend_that_is_primary_in_a_later_route_gets_a_fallback_copy() {
     assert_eq!(backend("b-fallback"), json!(true));
     assert_eq!(backend("b"), Value::Null);
 }
+
+/// A rule without header conditions ties with the unknown-model rule (404) that ends every
+/// other HTTPRoute; Envoy Gateway orders such ties between HTTPRoutes by age
+/// (internal/gatewayapi/sort.go sorts stably; routes come in creation order), so an older
+/// route's 404 can take what the files send to the catch-all. One route alone is fine:
+/// within an HTTPRoute its rules keep their order.
+#[test]
+fn a_catch_all_rule_beside_another_route_is_refused() {
+    let catch_all = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: later}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a}, {name: b, priority: 1}]\n";
+    let yaml = format!(
+        "{}---\n{catch_all}",
+        route("{name: gw}", "    backendRefs: [{name: b}]\n")
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains("AIGatewayRoute default/later: rule `rule-0`"),
+        "{error}"
+    );
+    assert!(error.contains("unknown-model"), "{error}");
+    // Alone, the catch-all comes before its own route's unknown-model rule.
+    let alone = format!("{BACKENDS}{catch_all}");
+    render_text(&alone, &options()).expect("a catch-all in the only route renders");
+}
