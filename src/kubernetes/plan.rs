@@ -13,7 +13,7 @@ use super::checks::{
 };
 use super::error::{unsupported, RenderError};
 use super::names;
-use super::secrets::secret_names;
+use super::secrets::{secret_names, secret_uses};
 use super::RenderOptions;
 use crate::config::load::{Document, Resources};
 use crate::config::resources::HeaderMatchType;
@@ -100,7 +100,7 @@ impl<'a> Plan<'a> {
             namespace: options.gateway_namespace.clone(),
             routes: Vec::new(),
             backends: BTreeMap::new(),
-            secrets: secret_names(res),
+            secrets: secret_names(&secret_uses(res))?,
             known_models: config.models.keys().cloned().collect(),
         };
         let eg_backends = eg_backend_of(res);

@@ -648,3 +648,59 @@ fn a_catch_all_rule_beside_another_route_is_refused() {
     let alone = format!("{BACKENDS}{catch_all}");
     render_text(&alone, &options()).expect("a catch-all in the only route renders");
 }
+
+/// The sidecar finds mounted Secrets by name (`--secrets-dir <dir>/<name>/<key>`), and the
+/// Envoy pods mount them from the Gateway's namespace: two Secrets of one name would give
+/// both backends one key, and a Secret elsewhere is mounted from the Gateway's namespace.
+#[test]
+fn secrets_of_one_name_in_two_namespaces_are_refused() {
+    let policy = |name: &str, backend: &str, secret_ref: &str| {
+        format!(
+            "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: {name}}}\n\
+             spec: {{targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend}}}], type: APIKey, apiKey: {{secretRef: {secret_ref}}}}}\n"
+        )
+    };
+    let base = route(
+        "{name: gw}",
+        "    backendRefs: [{name: a}]\n  - matches: [{headers: [{name: x-ai-eg-model, value: n}]}]\n    backendRefs: [{name: b}]\n",
+    );
+    let yaml = format!(
+        "{base}{}{}",
+        policy("pa", "a", "{name: key}"),
+        policy("pb", "b", "{name: key, namespace: maas-system}")
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains("BackendSecurityPolicy default/pb: spec.apiKey.secretRef"),
+        "{error}"
+    );
+    assert!(
+        error.contains("`maas-system/key`") && error.contains("`default/key`"),
+        "{error}"
+    );
+    // One Secret for both is fine, and named as mounted from the Gateway's namespace.
+    let yaml = format!(
+        "{base}{}{}",
+        policy("pa", "a", "{name: key}"),
+        policy("pb", "b", "{name: key}")
+    );
+    render_text(&yaml, &options()).expect("one Secret for two backends renders");
+    let source = Source {
+        paths: vec![repo("examples/openai.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    assert_eq!(
+        notices(&resources, &options()),
+        ["BackendSecurityPolicy default/envoy-ai-gateway-basic-openai-apikey: spec.apiKey.secretRef: \
+          Secret `default/envoy-ai-gateway-basic-openai-apikey` is mounted from the Gateway's namespace \
+          as `maas-system/envoy-ai-gateway-basic-openai-apikey` (a pod mounts only Secrets of its own \
+          namespace): create it there"]
+    );
+    let source = Source {
+        paths: vec![repo("deploy/examples/openai/resources.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    assert!(notices(&resources, &options()).is_empty());
+}
