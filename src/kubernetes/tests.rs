@@ -704,3 +704,32 @@ fn secrets_of_one_name_in_two_namespaces_are_refused() {
     let (resources, _) = load(&source).unwrap();
     assert!(notices(&resources, &options()).is_empty());
 }
+
+/// Envoy Gateway runs one Envoy replica unless told otherwise (`DefaultDeploymentReplicas`,
+/// api/v1alpha1/shared_types.go): a budget of `minAvailable: 1` over it allows no eviction,
+/// and every node drain (cluster upgrades too) waits on the Envoy pod forever.
+#[test]
+fn the_envoy_pod_budget_lets_a_node_drain() {
+    let text = render_files(&[repo("examples/openai.yaml")], &options()).unwrap();
+    let proxy = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyProxy")
+        .unwrap();
+    let kubernetes = &proxy["spec"]["provider"]["kubernetes"];
+    let replicas = kubernetes["envoyDeployment"]["replicas"]
+        .as_u64()
+        .unwrap_or(1);
+    let budget = &kubernetes["envoyPDB"];
+    let evictable = match (
+        budget["minAvailable"].as_u64(),
+        budget["maxUnavailable"].as_u64(),
+    ) {
+        (Some(min), None) => replicas > min,
+        (None, Some(max)) => max >= 1,
+        other => panic!("an envoyPDB with one of minAvailable or maxUnavailable: {other:?}"),
+    };
+    assert!(
+        evictable,
+        "{budget} over {replicas} replica(s) allows no eviction"
+    );
+}
