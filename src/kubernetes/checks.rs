@@ -27,6 +27,7 @@ pub(super) fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
             o.socket_path
         )));
     }
+    check_ports(o)?;
     for (flag, value) in [
         ("--gateway-namespace", &o.gateway_namespace),
         ("--config-map", &o.config_map),
@@ -36,6 +37,43 @@ pub(super) fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
                 "{flag} `{value}` is not a Kubernetes name (lower-case letters, digits and `-`, at most 63)"
             )));
         }
+    }
+    Ok(())
+}
+
+/// The sidecar runs in the Envoy pod's network namespace, beside the ports Envoy
+/// Gateway's containers bind: Envoy's admin, stats and readiness listeners
+/// (internal/xds/bootstrap/bootstrap.go), the shutdown manager
+/// (internal/cmd/envoy/shutdown_manager.go) and the Gateway listener, which binds its
+/// port plus 10000 under 1024 (internal/gatewayapi/listener.go).
+fn check_ports(o: &RenderOptions) -> Result<(), RenderError> {
+    if o.port == 0 {
+        return Err(RenderError::Option(
+            "--port 0: a Gateway listener's port is 1 to 65535".into(),
+        ));
+    }
+    let listener = if o.port < 1024 {
+        o.port + 10000
+    } else {
+        o.port
+    };
+    let taken = [
+        (19000, "Envoy's admin port"),
+        (19001, "Envoy's stats port"),
+        (19002, "the shutdown manager's port"),
+        (19003, "Envoy's readiness port"),
+        (listener, "the port the Gateway listener binds in the pod"),
+    ];
+    if o.admin_port == 0 {
+        return Err(RenderError::Option(
+            "--admin-port 0: a container port is 1 to 65535".into(),
+        ));
+    }
+    if let Some((_, what)) = taken.iter().find(|(p, _)| *p == o.admin_port) {
+        return Err(RenderError::Option(format!(
+            "--admin-port {} is {what} in the Envoy pod, which the sidecar shares: choose another",
+            o.admin_port
+        )));
     }
     Ok(())
 }

@@ -733,3 +733,37 @@ fn the_envoy_pod_budget_lets_a_node_drain() {
         "{budget} over {replicas} replica(s) allows no eviction"
     );
 }
+
+/// The sidecar shares the Envoy pod's network namespace: its admin port cannot be one
+/// that Envoy Gateway's containers bind (internal/xds/bootstrap/bootstrap.go,
+/// internal/cmd/envoy/shutdown_manager.go, and the listener's port, shifted by 10000
+/// under 1024 in internal/gatewayapi/listener.go), or one of them fails to start.
+#[test]
+fn the_admin_port_must_not_be_one_envoy_binds() {
+    let yaml = route("{name: gw}", "    backendRefs: [{name: a}]\n");
+    for (admin, port, taken) in [
+        (19001, 80, "Envoy's stats"),
+        (19003, 80, "Envoy's readiness"),
+        (19002, 80, "shutdown manager"),
+        (10080, 80, "Gateway listener"),
+        (8443, 8443, "Gateway listener"),
+        (0, 80, "1 to 65535"),
+    ] {
+        let mut o = options();
+        o.admin_port = admin;
+        o.port = port;
+        let error = render_text(&yaml, &o).expect_err("refused");
+        assert!(
+            error.contains("--admin-port") && error.contains(taken),
+            "{admin}: {error}"
+        );
+    }
+    let mut o = options();
+    o.port = 0;
+    let error = render_text(&yaml, &o).expect_err("refused");
+    assert!(error.contains("--port"), "{error}");
+    let mut o = options();
+    o.admin_port = 9090;
+    o.port = 8080;
+    render_text(&yaml, &o).expect("free ports render");
+}
