@@ -341,3 +341,63 @@ pub(super) fn may_overlap(a: &[Value], b: &[Value]) -> bool {
                 .any(|y| y["type"] == "Exact" && y["name"] == x["name"] && y["value"] != x["value"])
     })
 }
+
+/// The names rendered from the resources' own, with a suffix: each must still be a
+/// Kubernetes name (a DNS subdomain of at most 253 characters), or the API server
+/// refuses the object.
+pub(super) fn check_rendered_names(
+    routes: &[RoutePlan],
+    backends: &[(&str, &str, &str)],
+) -> Result<(), RenderError> {
+    let mut names: Vec<(String, &str, String)> = Vec::new();
+    for route in routes {
+        let source = format!("AIGatewayRoute {}/{}", route.namespace, route.name);
+        names.push((
+            super::httproute::host_rewrite_name(route),
+            "HTTPRouteFilter",
+            source.clone(),
+        ));
+        names.push((
+            super::httproute::unknown_model_name(route),
+            "HTTPRouteFilter",
+            source.clone(),
+        ));
+        for rule in &route.rules {
+            names.push((
+                super::traffic_policies::backend_policy_name(route, rule),
+                "BackendTrafficPolicy",
+                source.clone(),
+            ));
+        }
+    }
+    for (namespace, original, rendered) in backends {
+        names.push((
+            rendered.to_string(),
+            "Backend",
+            format!("Backend {namespace}/{original}"),
+        ));
+    }
+    for (name, kind, source) in names {
+        if !is_dns_subdomain(&name) {
+            return Err(unsupported(
+                source,
+                "metadata.name",
+                format!("gives the rendered {kind} `{name}`, which is not a Kubernetes name (at most 253 characters)"),
+                "shorten the name (and the rule names of a route)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name: lower-case DNS labels joined by dots, at most 253.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}

@@ -23,11 +23,11 @@ pub fn documents(plan: &Plan) -> Vec<Value> {
     out
 }
 
-fn host_rewrite_name(route: &RoutePlan) -> String {
+pub(super) fn host_rewrite_name(route: &RoutePlan) -> String {
     format!("{}-host-rewrite", route.name)
 }
 
-fn unknown_model_name(route: &RoutePlan) -> String {
+pub(super) fn unknown_model_name(route: &RoutePlan) -> String {
     format!("{}-unknown-model", route.name)
 }
 

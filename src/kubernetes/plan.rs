@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::checks::{
-    check_hostnames, check_http_route_limits, check_options, check_precedence, check_route_fields,
-    gateway_name, is_section_name,
+    check_hostnames, check_http_route_limits, check_options, check_precedence,
+    check_rendered_names, check_route_fields, gateway_name, is_section_name,
 };
 use super::error::{unsupported, RenderError};
 use super::names;
@@ -256,6 +256,19 @@ impl<'a> Plan<'a> {
                     });
             }
         }
+        let rendered: Vec<(&str, &str, &str)> = plan
+            .backends
+            .values()
+            .map(|b| {
+                let original = b.name.strip_suffix("-fallback").filter(|_| b.fallback);
+                (
+                    b.namespace.as_str(),
+                    original.unwrap_or(&b.name),
+                    b.name.as_str(),
+                )
+            })
+            .collect();
+        check_rendered_names(&plan.routes, &rendered)?;
         Ok(plan)
     }
 

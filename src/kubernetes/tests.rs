@@ -767,3 +767,23 @@ fn the_admin_port_must_not_be_one_envoy_binds() {
     o.port = 8080;
     render_text(&yaml, &o).expect("free ports render");
 }
+
+/// The rendered names add suffixes (`-unknown-model`, `-<rule>`, `-fallback`) to names
+/// that may already be near Kubernetes' 253 characters: the API server would refuse them.
+#[test]
+fn a_rendered_name_over_kubernetes_limit_is_refused() {
+    let long = "r".repeat(245);
+    let yaml = route("{name: gw}", "    backendRefs: [{name: a}]\n").replace(
+        "metadata: {name: r}",
+        &format!("metadata: {{name: {long}}}"),
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains(&format!("HTTPRouteFilter `{long}-host-rewrite`")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("AIGatewayRoute default/{long}")),
+        "{error}"
+    );
+}
