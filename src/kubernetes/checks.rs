@@ -205,11 +205,14 @@ pub(super) fn check_route_fields(
 }
 
 /// The HTTPRoute CRD's limits (Gateway API v1): 16 rules (one is the unknown-model
-/// rule), fewer than 128 matches in all, 16 headers a match (a router-resolved rule adds
-/// the binding header). An AIGatewayRoute allows more.
+/// rule), 64 matches and 16 backendRefs a rule, 128 matches in all, 16 headers a match
+/// (a router-resolved rule adds the binding header). An AIGatewayRoute allows more.
 pub(super) fn check_http_route_limits(rules: &[RulePlan], what: &str) -> Result<(), RenderError> {
     const MAX_RULES: usize = 16;
-    const MAX_MATCHES: usize = 127;
+    // The CEL rule on `rules` is `<= 128` (its message says "less than 128").
+    const MAX_MATCHES: usize = 128;
+    const MAX_RULE_MATCHES: usize = 64;
+    const MAX_RULE_BACKENDS: usize = 16;
     const MAX_HEADERS: usize = 16;
     if rules.len() + 1 > MAX_RULES {
         return Err(unsupported(
@@ -227,11 +230,30 @@ pub(super) fn check_http_route_limits(rules: &[RulePlan], what: &str) -> Result<
         return Err(unsupported(
             what.to_string(),
             "spec.rules[].matches",
-            format!("has {matches} matches with the unknown-model rule's; an HTTPRoute holds fewer than 128"),
+            format!("has {matches} matches with the unknown-model rule's; an HTTPRoute holds {MAX_MATCHES}"),
             "split the rules over several AIGatewayRoutes",
         ));
     }
     for (i, rule) in rules.iter().enumerate() {
+        if rule.matches.len() > MAX_RULE_MATCHES {
+            return Err(unsupported(
+                what.to_string(),
+                &format!("spec.rules[{i}].matches"),
+                format!(
+                    "has {} matches; an HTTPRoute rule holds {MAX_RULE_MATCHES}",
+                    rule.matches.len()
+                ),
+                "split the rule into rules of at most 64 matches",
+            ));
+        }
+        if rule.refs.len() > MAX_RULE_BACKENDS {
+            return Err(unsupported(
+                what.to_string(),
+                &format!("spec.rules[{i}].backendRefs"),
+                format!("has {} backendRefs that take traffic; an HTTPRoute rule holds {MAX_RULE_BACKENDS}", rule.refs.len()),
+                "use at most 16 backends in a rule",
+            ));
+        }
         if rule.matches.iter().any(|m| m.len() > MAX_HEADERS) {
             return Err(unsupported(
                 what.to_string(),

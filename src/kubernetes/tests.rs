@@ -787,3 +787,33 @@ fn a_rendered_name_over_kubernetes_limit_is_refused() {
         "{error}"
     );
 }
+
+/// An AIGatewayRoute rule may hold 128 matches and 128 backendRefs; an HTTPRoute rule 64
+/// matches and 16 backendRefs (gateway-api-standard-crds.yaml), and 128 matches in all
+/// (its CEL rule, `<= 128`).
+#[test]
+fn a_rule_over_the_http_route_rule_limits_is_refused() {
+    let rule_with = |matches: usize, backends: usize| {
+        let m: Vec<String> = (0..matches)
+            .map(|i| format!("{{headers: [{{name: x-ai-eg-model, value: m{i}}}]}}"))
+            .collect();
+        let b: Vec<String> = (0..backends).map(|_| "{name: a}".to_string()).collect();
+        format!(
+            "{BACKENDS}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - matches: [{}]\n    backendRefs: [{}]\n",
+            m.join(", "),
+            b.join(", ")
+        )
+    };
+    let error = refused(&rule_with(65, 1));
+    assert!(
+        error.contains("spec.rules[0].matches") && error.contains("64"),
+        "{error}"
+    );
+    let error = refused(&rule_with(1, 17));
+    assert!(
+        error.contains("spec.rules[0].backendRefs") && error.contains("16"),
+        "{error}"
+    );
+    render_text(&rule_with(64, 16), &options()).expect("at the limits");
+}
