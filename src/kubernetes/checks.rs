@@ -78,6 +78,24 @@ fn check_ports(o: &RenderOptions) -> Result<(), RenderError> {
     Ok(())
 }
 
+/// `--rate-limit-service` is where the QuotaPolicies are counted: a bad value, or one that
+/// no QuotaPolicy would use, is refused rather than dropped.
+pub(super) fn check_rate_limit_service(
+    o: &RenderOptions,
+    config: &crate::config::GatewayConfig,
+) -> Result<(), RenderError> {
+    let Some(service) = &o.rate_limit_service else {
+        return Ok(());
+    };
+    crate::quota::envoy::RateLimitService::parse(service).map_err(RenderError::Option)?;
+    if config.quotas.is_empty() {
+        return Err(RenderError::Option(format!(
+            "--rate-limit-service `{service}`: the configuration has no QuotaPolicy to count there; leave the flag out"
+        )));
+    }
+    Ok(())
+}
+
 /// Gateway API's SectionName: DNS subdomain labels joined by dots.
 pub(super) fn is_section_name(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::checks::{
     check_hostnames, check_http_route_limits, check_options, check_precedence,
-    check_rendered_names, check_route_fields, gateway_name, is_section_name,
+    check_rate_limit_service, check_rendered_names, check_route_fields, gateway_name,
+    is_section_name,
 };
 use super::error::{unsupported, RenderError};
 use super::names;
@@ -93,6 +94,7 @@ impl<'a> Plan<'a> {
         options: &'a RenderOptions,
     ) -> Result<Plan<'a>, RenderError> {
         check_options(options)?;
+        check_rate_limit_service(options, config)?;
         let gateway = gateway_name(res, options)?;
         let mut plan = Plan {
             options,

@@ -817,3 +817,21 @@ fn a_rule_over_the_http_route_rule_limits_is_refused() {
     );
     render_text(&rule_with(64, 16), &options()).expect("at the limits");
 }
+
+/// `--rate-limit-service` only shapes the QuotaPolicies' patches: without one it would be
+/// dropped without a word, a bad value too.
+#[test]
+fn a_rate_limit_service_without_quotas_is_refused() {
+    let mut o = options();
+    o.rate_limit_service = Some("ratelimit.maas-system.svc.cluster.local:8081".into());
+    let error = render_files(&[repo("deploy/examples/openai/resources.yaml")], &o)
+        .expect_err("nothing uses it");
+    assert!(
+        error.contains("--rate-limit-service") && error.contains("QuotaPolicy"),
+        "{error}"
+    );
+    o.rate_limit_service = Some("no-port".into());
+    let error =
+        render_files(&[repo("src/kubernetes/testdata/failover.yaml")], &o).expect_err("bad value");
+    assert!(error.contains("must be host:port"), "{error}");
+}
