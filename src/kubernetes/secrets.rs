@@ -185,6 +185,27 @@ pub(super) fn mounted_elsewhere(uses: &[SecretUse], gateway_namespace: &str) -> 
     notes.into_iter().collect()
 }
 
+/// Where a placeholder Secret comes from (no file: it stands in for one in the cluster).
+const PLACEHOLDER_FILE: &str = "<render placeholder>";
+
+/// Secret manifests among the `--config` files: those files are what the sidecar reads
+/// from its ConfigMap, and it reads a Secret manifest before the mounted Secret of that
+/// name.
+pub(super) fn secrets_in_config(res: &Resources, config_map: &str) -> Vec<String> {
+    res.secrets
+        .iter()
+        .filter(|d| d.file.as_os_str() != PLACEHOLDER_FILE)
+        .map(|d| {
+            format!(
+                "Secret {}/{} is in the --config files ({}): loaded into the ConfigMap `{config_map}`, its key would be readable by whoever reads ConfigMaps, and the sidecar would use it over the mounted Secret (a rotation would change nothing): keep Secrets out of the ConfigMap",
+                d.namespace(),
+                d.meta.name,
+                d.file.display()
+            )
+        })
+        .collect()
+}
+
 /// Stands in for each Secret that no manifest or `--secrets-dir` provides, for the
 /// kinds of key that can be (see [`super::load`]).
 pub(super) fn add_placeholders(res: &mut Resources, secrets_dir: Option<&std::path::Path>) {
@@ -246,7 +267,7 @@ pub(super) fn add_placeholders(res: &mut Resources, secrets_dir: Option<&std::pa
                 secret_type: None,
                 immutable: None,
             },
-            file: "<render placeholder>".into(),
+            file: PLACEHOLDER_FILE.into(),
         });
     }
     res.secrets.extend(added);

@@ -690,12 +690,16 @@ fn secrets_of_one_name_in_two_namespaces_are_refused() {
         secrets_dir: None,
     };
     let (resources, _) = load(&source).unwrap();
-    assert_eq!(
-        notices(&resources, &options()),
-        ["BackendSecurityPolicy default/envoy-ai-gateway-basic-openai-apikey: spec.apiKey.secretRef: \
-          Secret `default/envoy-ai-gateway-basic-openai-apikey` is mounted from the Gateway's namespace \
-          as `maas-system/envoy-ai-gateway-basic-openai-apikey` (a pod mounts only Secrets of its own \
-          namespace): create it there"]
+    let notes = notices(&resources, &options());
+    assert!(
+        notes.contains(
+            &"BackendSecurityPolicy default/envoy-ai-gateway-basic-openai-apikey: spec.apiKey.secretRef: \
+              Secret `default/envoy-ai-gateway-basic-openai-apikey` is mounted from the Gateway's namespace \
+              as `maas-system/envoy-ai-gateway-basic-openai-apikey` (a pod mounts only Secrets of its own \
+              namespace): create it there"
+                .to_string()
+        ),
+        "{notes:?}"
     );
     let source = Source {
         paths: vec![repo("deploy/examples/openai/resources.yaml")],
@@ -834,4 +838,30 @@ fn a_rate_limit_service_without_quotas_is_refused() {
     let error =
         render_files(&[repo("src/kubernetes/testdata/failover.yaml")], &o).expect_err("bad value");
     assert!(error.contains("must be host:port"), "{error}");
+}
+
+/// The `--config` files are what the sidecar reads, from the ConfigMap: a Secret manifest
+/// among them would put its key in that ConfigMap, and win over the mounted Secret (the
+/// sidecar reads manifests first), so that rotating the Secret changes nothing.
+#[test]
+fn a_secret_manifest_in_the_config_is_named() {
+    let source = Source {
+        paths: vec![repo("examples/openai.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    let notes = notices(&resources, &options());
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "Secret default/envoy-ai-gateway-basic-openai-apikey is in the --config files"
+        ) && n.contains("ConfigMap `llm-extproc-config`")),
+        "{notes:?}"
+    );
+    // The placeholders that stand in for Secrets kept in the cluster are not named.
+    let source = Source {
+        paths: vec![repo("deploy/examples/openai/resources.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    assert_eq!(notices(&resources, &options()), Vec::<String>::new());
 }
