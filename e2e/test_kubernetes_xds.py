@@ -247,6 +247,9 @@ def test_guide_through_render_gateway(gateway, openai_fake):
     seen = _verify_guide(envoy, sidecar, openai_fake)
     # The provider's host (its Backend's FQDN, here rewritten to the fake's), not the client's.
     assert seen["headers"]["host"] == "localhost"
+    # Nor the client's host in x-forwarded-host, which Envoy Gateway appends on a host
+    # rewrite unless told not to (internal/xds/translator/route.go); `run` sends none.
+    assert "x-forwarded-host" not in seen["headers"], seen["headers"]
 
 
 # ------------------------------------------------------------------ failover

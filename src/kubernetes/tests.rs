@@ -865,3 +865,19 @@ fn a_secret_manifest_in_the_config_is_named() {
     let (resources, _) = load(&source).unwrap();
     assert_eq!(notices(&resources, &options()), Vec::<String>::new());
 }
+
+/// The provider gets its own Host, and not the client's as x-forwarded-host, which Envoy
+/// Gateway appends on a host rewrite by default (internal/xds/translator/route.go
+/// `AppendXForwardedHost`): `run` sends none.
+#[test]
+fn the_client_host_is_not_forwarded_to_the_provider() {
+    let text = render_files(&[repo("examples/openai.yaml")], &options()).unwrap();
+    let filter = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "HTTPRouteFilter" && d["spec"].get("urlRewrite").is_some())
+        .unwrap();
+    assert_eq!(
+        filter["spec"]["urlRewrite"],
+        json!({"hostname": {"type": "Backend"}, "appendXForwardedHost": false})
+    );
+}
