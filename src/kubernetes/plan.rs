@@ -80,6 +80,8 @@ pub struct RefPlan {
 
 pub struct BackendPlan {
     pub name: String,
+    /// The Backend it is rendered from (`name` is `<source>-fallback` for a fallback copy).
+    pub source: String,
     pub namespace: String,
     /// `fqdn` / `ip` endpoints as the Backend CRD writes them.
     pub endpoints: Vec<Value>,
@@ -251,6 +253,7 @@ impl<'a> Plan<'a> {
                     .entry((ns.clone(), name.clone()))
                     .or_insert(BackendPlan {
                         name,
+                        source: eg_name.clone(),
                         namespace: ns.clone(),
                         endpoints: endpoints.clone(),
                         tls: backend.tls.clone(),
@@ -261,14 +264,7 @@ impl<'a> Plan<'a> {
         let rendered: Vec<(&str, &str, &str)> = plan
             .backends
             .values()
-            .map(|b| {
-                let original = b.name.strip_suffix("-fallback").filter(|_| b.fallback);
-                (
-                    b.namespace.as_str(),
-                    original.unwrap_or(&b.name),
-                    b.name.as_str(),
-                )
-            })
+            .map(|b| (b.namespace.as_str(), b.source.as_str(), b.name.as_str()))
             .collect();
         check_rendered_names(&plan.routes, &rendered)?;
         Ok(plan)
