@@ -185,6 +185,7 @@ class Route:
         self.remove_request_headers = []
         self.add_response_headers = []
         self.host_rewrite = None  # ("literal", host) | ("backend",) | ("header", name)
+        self.append_x_forwarded_host = True  # with a host rewrite (HTTPRouteFilter appendXForwardedHost)
         self.timeout = None
         self.traffic = None  # the BackendTrafficPolicy's spec
         self.ext_procs = []
@@ -386,7 +387,9 @@ class Translation:
         _only(spec, {"urlRewrite", "directResponse"}, f"HTTPRouteFilter {_name(hrf)}.spec")
         if "urlRewrite" in spec:
             rw = spec["urlRewrite"]
-            _only(rw, {"hostname"}, f"HTTPRouteFilter {_name(hrf)} urlRewrite")
+            _only(rw, {"hostname", "appendXForwardedHost"}, f"HTTPRouteFilter {_name(hrf)} urlRewrite")
+            # gatewayapi/filters.go, translator/route.go: x-forwarded-host unless false.
+            r.append_x_forwarded_host = rw.get("appendXForwardedHost", True)
             host = rw["hostname"]
             if host["type"] == "Backend":
                 r.host_rewrite = ("backend",)
@@ -755,7 +758,8 @@ class Translation:
                 action["host_rewrite_header"] = r.host_rewrite[1]
             else:
                 action["auto_host_rewrite"] = True
-            action["append_x_forwarded_host"] = True
+            if r.append_x_forwarded_host:
+                action["append_x_forwarded_host"] = True
         traffic = r.traffic or {}
         if traffic:
             _only(traffic, {"targetRef", "targetRefs", "retry", "timeout", "circuitBreaker", "connection", "healthCheck"},

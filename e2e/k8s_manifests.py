@@ -310,7 +310,15 @@ ENVOY_GATEWAY_SCHEMA = {
         "kind": {"const": "EnvoyGateway"},
         **{name: _OPEN for name in (
             "gateway", "logging", "admin", "telemetry", "xdsServer", "rateLimit", "extensionManager",
-            "extensionManagers", "gatewayAPI", "runtimeFlags", "envoyProxy")},
+            "extensionManagers", "gatewayAPI", "envoyProxy")},
+        # The RuntimeFlag enum of v1.9 (envoygateway_types.go): a misspelt flag does nothing.
+        "runtimeFlags": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {state: {"type": "array", "items": {"enum": [
+                "XDSNameSchemeV2", "EndpointSliceIndex", "PerResourceSystemCASecret"]}}
+                for state in ("enabled", "disabled")},
+        },
         "provider": {
             "type": "object",
             "additionalProperties": False,

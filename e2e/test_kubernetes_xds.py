@@ -247,18 +247,27 @@ def test_guide_through_render_gateway(gateway, openai_fake):
     seen = _verify_guide(envoy, sidecar, openai_fake)
     # The provider's host (its Backend's FQDN, here rewritten to the fake's), not the client's.
     assert seen["headers"]["host"] == "localhost"
+    # Nor the client's host in x-forwarded-host, which Envoy Gateway appends on a host
+    # rewrite unless told not to (internal/xds/translator/route.go); `run` sends none.
+    assert "x-forwarded-host" not in seen["headers"], seen["headers"]
 
 
 # ------------------------------------------------------------------ failover
 
 def _verify_failover(envoy, backup, primary=None):
-    r = envoy.chat("gpt-4o-mini", headers={"authorization": "Bearer client"})
+    r = envoy.chat("gpt-4o-mini", headers={"authorization": "Bearer client", "x-api-key": "client-x-api-key",
+                                           "api-key": "client-azure-key"})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["total_tokens"] > 0
     # The first request already moved to the next priority.
     assert len(backup.requests) == 1
     assert backup.last()["headers"]["authorization"] == "Bearer sk-backup"
     assert backup.rejected == []
+    # Each attempt is built by the upstream-level filter: the client's credentials reach
+    # neither provider, on either attempt.
+    attempts = backup.requests + (primary.requests if primary is not None else [])
+    for seen in attempts:
+        assert "x-api-key" not in seen["headers"] and "api-key" not in seen["headers"], seen["headers"]
     if primary is not None:
         assert primary.requests[0]["headers"]["authorization"] == "Bearer sk-primary"
 

@@ -102,7 +102,11 @@ def test_envoy_gateway_values_enable_what_the_sidecar_needs():
     config = km.envoy_gateway_values(values)
     assert config["extensionApis"] == {"enableBackend": True, "enableEnvoyPatchPolicy": True}
     assert config["provider"]["kubernetes"]["deploy"]["type"] == "GatewayNamespace"
+    # The EnvoyPatchPolicy names the listener <ns>/<gateway>/<listener>; with this flag on,
+    # Envoy Gateway names it tcp-<port> (internal/xds/translator/listener.go xdsListenerName).
+    assert "XDSNameSchemeV2" in config["runtimeFlags"]["disabled"]
     assert km.envoy_gateway_problems(config) == []
+    assert km.envoy_gateway_problems({"runtimeFlags": {"disabled": ["XDSNameSchemeV3"]}}) != []
     assert km.envoy_gateway_problems({"extensionApis": {"enableBackends": True}}) == [
         "config.envoyGateway.extensionApis: Additional properties are not allowed ('enableBackends' was unexpected)"]
 

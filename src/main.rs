@@ -500,6 +500,9 @@ fn render_gateway(args: RenderGatewayArgs) -> Result<(), String> {
         rate_limit_service: args.rate_limit.rate_limit_service,
     };
     let text = kubernetes::render(&resources, &config, &options).map_err(|e| e.to_string())?;
+    for notice in kubernetes::notices(&resources, &options) {
+        eprintln!("note: {notice}");
+    }
     print!("{text}");
     Ok(())
 }

@@ -27,6 +27,7 @@ pub(super) fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
             o.socket_path
         )));
     }
+    check_ports(o)?;
     for (flag, value) in [
         ("--gateway-namespace", &o.gateway_namespace),
         ("--config-map", &o.config_map),
@@ -36,6 +37,61 @@ pub(super) fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
                 "{flag} `{value}` is not a Kubernetes name (lower-case letters, digits and `-`, at most 63)"
             )));
         }
+    }
+    Ok(())
+}
+
+/// The sidecar runs in the Envoy pod's network namespace, beside the ports Envoy
+/// Gateway's containers bind: Envoy's admin, stats and readiness listeners
+/// (internal/xds/bootstrap/bootstrap.go), the shutdown manager
+/// (internal/cmd/envoy/shutdown_manager.go) and the Gateway listener, which binds its
+/// port plus 10000 under 1024 (internal/gatewayapi/listener.go).
+fn check_ports(o: &RenderOptions) -> Result<(), RenderError> {
+    if o.port == 0 {
+        return Err(RenderError::Option(
+            "--port 0: a Gateway listener's port is 1 to 65535".into(),
+        ));
+    }
+    let listener = if o.port < 1024 {
+        o.port + 10000
+    } else {
+        o.port
+    };
+    let taken = [
+        (19000, "Envoy's admin port"),
+        (19001, "Envoy's stats port"),
+        (19002, "the shutdown manager's port"),
+        (19003, "Envoy's readiness port"),
+        (listener, "the port the Gateway listener binds in the pod"),
+    ];
+    if o.admin_port == 0 {
+        return Err(RenderError::Option(
+            "--admin-port 0: a container port is 1 to 65535".into(),
+        ));
+    }
+    if let Some((_, what)) = taken.iter().find(|(p, _)| *p == o.admin_port) {
+        return Err(RenderError::Option(format!(
+            "--admin-port {} is {what} in the Envoy pod, which the sidecar shares: choose another",
+            o.admin_port
+        )));
+    }
+    Ok(())
+}
+
+/// `--rate-limit-service` is where the QuotaPolicies are counted: a bad value, or one that
+/// no QuotaPolicy would use, is refused rather than dropped.
+pub(super) fn check_rate_limit_service(
+    o: &RenderOptions,
+    config: &crate::config::GatewayConfig,
+) -> Result<(), RenderError> {
+    let Some(service) = &o.rate_limit_service else {
+        return Ok(());
+    };
+    crate::quota::envoy::RateLimitService::parse(service).map_err(RenderError::Option)?;
+    if config.quotas.is_empty() {
+        return Err(RenderError::Option(format!(
+            "--rate-limit-service `{service}`: the configuration has no QuotaPolicy to count there; leave the flag out"
+        )));
     }
     Ok(())
 }
@@ -167,11 +223,14 @@ pub(super) fn check_route_fields(
 }
 
 /// The HTTPRoute CRD's limits (Gateway API v1): 16 rules (one is the unknown-model
-/// rule), fewer than 128 matches in all, 16 headers a match (a router-resolved rule adds
-/// the binding header). An AIGatewayRoute allows more.
+/// rule), 64 matches and 16 backendRefs a rule, 128 matches in all, 16 headers a match
+/// (a router-resolved rule adds the binding header). An AIGatewayRoute allows more.
 pub(super) fn check_http_route_limits(rules: &[RulePlan], what: &str) -> Result<(), RenderError> {
     const MAX_RULES: usize = 16;
-    const MAX_MATCHES: usize = 127;
+    // The CEL rule on `rules` is `<= 128` (its message says "less than 128").
+    const MAX_MATCHES: usize = 128;
+    const MAX_RULE_MATCHES: usize = 64;
+    const MAX_RULE_BACKENDS: usize = 16;
     const MAX_HEADERS: usize = 16;
     if rules.len() + 1 > MAX_RULES {
         return Err(unsupported(
@@ -189,11 +248,30 @@ pub(super) fn check_http_route_limits(rules: &[RulePlan], what: &str) -> Result<
         return Err(unsupported(
             what.to_string(),
             "spec.rules[].matches",
-            format!("has {matches} matches with the unknown-model rule's; an HTTPRoute holds fewer than 128"),
+            format!("has {matches} matches with the unknown-model rule's; an HTTPRoute holds {MAX_MATCHES}"),
             "split the rules over several AIGatewayRoutes",
         ));
     }
     for (i, rule) in rules.iter().enumerate() {
+        if rule.matches.len() > MAX_RULE_MATCHES {
+            return Err(unsupported(
+                what.to_string(),
+                &format!("spec.rules[{i}].matches"),
+                format!(
+                    "has {} matches; an HTTPRoute rule holds {MAX_RULE_MATCHES}",
+                    rule.matches.len()
+                ),
+                "split the rule into rules of at most 64 matches",
+            ));
+        }
+        if rule.refs.len() > MAX_RULE_BACKENDS {
+            return Err(unsupported(
+                what.to_string(),
+                &format!("spec.rules[{i}].backendRefs"),
+                format!("has {} backendRefs that take traffic; an HTTPRoute rule holds {MAX_RULE_BACKENDS}", rule.refs.len()),
+                "use at most 16 backends in a rule",
+            ));
+        }
         if rule.matches.iter().any(|m| m.len() > MAX_HEADERS) {
             return Err(unsupported(
                 what.to_string(),
@@ -257,6 +335,34 @@ pub(super) fn check_precedence(routes: &[RoutePlan]) -> Result<(), RenderError> 
             }
         }
     }
+    check_catch_alls(routes)
+}
+
+/// A rule with no header condition at all is as specific as the unknown-model rule that
+/// ends every HTTPRoute. Within one HTTPRoute its rules keep their order (Envoy Gateway's
+/// sort is stable), but between HTTPRoutes the older one's come first: another route's
+/// 404 could take the requests the catch-all should, depending on creation times.
+fn check_catch_alls(routes: &[RoutePlan]) -> Result<(), RenderError> {
+    if routes.len() < 2 {
+        return Ok(());
+    }
+    for route in routes {
+        for rule in &route.rules {
+            if rule.matches.iter().any(|m| m.is_empty()) {
+                let others: Vec<String> = routes
+                    .iter()
+                    .filter(|r| !std::ptr::eq(*r, route))
+                    .map(|r| format!("{}/{}", r.namespace, r.name))
+                    .collect();
+                return Err(unsupported(
+                    format!("AIGatewayRoute {}/{}", route.namespace, route.name),
+                    &format!("rule `{}`", rule.name),
+                    format!("matches any request, as does the `{}` rule (404) that ends the HTTPRoute of AIGatewayRoute {}; Envoy Gateway orders such ties between HTTPRoutes by age, so the other route's 404 can come first", super::httproute::UNKNOWN_MODEL_RULE, others.join(", ")),
+                    "give the rule a header match (e.g. on x-ai-eg-model), or render the routes onto separate Gateways",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -274,4 +380,64 @@ pub(super) fn may_overlap(a: &[Value], b: &[Value]) -> bool {
             && b.iter()
                 .any(|y| y["type"] == "Exact" && y["name"] == x["name"] && y["value"] != x["value"])
     })
+}
+
+/// The names rendered from the resources' own, with a suffix: each must still be a
+/// Kubernetes name (a DNS subdomain of at most 253 characters), or the API server
+/// refuses the object.
+pub(super) fn check_rendered_names(
+    routes: &[RoutePlan],
+    backends: &[(&str, &str, &str)],
+) -> Result<(), RenderError> {
+    let mut names: Vec<(String, &str, String)> = Vec::new();
+    for route in routes {
+        let source = format!("AIGatewayRoute {}/{}", route.namespace, route.name);
+        names.push((
+            super::httproute::host_rewrite_name(route),
+            "HTTPRouteFilter",
+            source.clone(),
+        ));
+        names.push((
+            super::httproute::unknown_model_name(route),
+            "HTTPRouteFilter",
+            source.clone(),
+        ));
+        for rule in &route.rules {
+            names.push((
+                super::traffic_policies::backend_policy_name(route, rule),
+                "BackendTrafficPolicy",
+                source.clone(),
+            ));
+        }
+    }
+    for (namespace, original, rendered) in backends {
+        names.push((
+            rendered.to_string(),
+            "Backend",
+            format!("Backend {namespace}/{original}"),
+        ));
+    }
+    for (name, kind, source) in names {
+        if !is_dns_subdomain(&name) {
+            return Err(unsupported(
+                source,
+                "metadata.name",
+                format!("gives the rendered {kind} `{name}`, which is not a Kubernetes name (at most 253 characters)"),
+                "shorten the name (and the rule names of a route)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name: lower-case DNS labels joined by dots, at most 253.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }

@@ -91,7 +91,10 @@ pub fn envoy_proxy(plan: &Plan) -> Value {
                 "pod": {"volumes": volumes},
                 "container": {"volumeMounts": [{"name": SOCKET_VOLUME, "mountPath": socket_dir}]}
             },
-            "envoyPDB": {"minAvailable": 1}
+            // One pod at a time may be evicted. Envoy Gateway runs one replica unless told
+            // otherwise, over which `minAvailable: 1` would allow no eviction at all and
+            // hold every node drain; scaled out, this keeps all but one serving.
+            "envoyPDB": {"maxUnavailable": 1}
         }}}
     })
 }

@@ -23,23 +23,25 @@ pub fn documents(plan: &Plan) -> Vec<Value> {
     out
 }
 
-fn host_rewrite_name(route: &RoutePlan) -> String {
+pub(super) fn host_rewrite_name(route: &RoutePlan) -> String {
     format!("{}-host-rewrite", route.name)
 }
 
-fn unknown_model_name(route: &RoutePlan) -> String {
+pub(super) fn unknown_model_name(route: &RoutePlan) -> String {
     format!("{}-unknown-model", route.name)
 }
 
 /// `urlRewrite.hostname.type: Backend` is Envoy Gateway's `auto_host_rewrite`: each
 /// attempt's Host is the host of the endpoint it goes to (a failover to another
 /// provider sends that provider's host), as Envoy AI Gateway's controller renders it.
+/// Without `appendXForwardedHost: false` Envoy Gateway also sends the client's Host to
+/// the provider as x-forwarded-host (internal/xds/translator/route.go), which `run` does not.
 fn host_rewrite_filter(route: &RoutePlan) -> Value {
     json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "HTTPRouteFilter",
         "metadata": super::metadata(&host_rewrite_name(route), &route.namespace),
-        "spec": {"urlRewrite": {"hostname": {"type": "Backend"}}}
+        "spec": {"urlRewrite": {"hostname": {"type": "Backend"}, "appendXForwardedHost": false}}
     })
 }
 

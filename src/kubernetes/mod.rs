@@ -66,6 +66,17 @@ pub fn render(
     to_yaml(&documents)
 }
 
+/// What the rendered resources do differently from what the resources say, though not
+/// wrongly enough to refuse: each to be shown to whoever renders.
+pub fn notices(resources: &Resources, options: &RenderOptions) -> Vec<String> {
+    let mut notes = secrets::secrets_in_config(resources, &options.config_map);
+    notes.extend(secrets::mounted_elsewhere(
+        &secrets::secret_uses(resources),
+        &options.gateway_namespace,
+    ));
+    notes
+}
+
 fn to_yaml(documents: &[Value]) -> Result<String, RenderError> {
     let mut out = String::new();
     for document in documents {

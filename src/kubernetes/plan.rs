@@ -8,12 +8,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::checks::{
-    check_hostnames, check_http_route_limits, check_options, check_precedence, check_route_fields,
-    gateway_name, is_section_name,
+    check_hostnames, check_http_route_limits, check_options, check_precedence,
+    check_rate_limit_service, check_rendered_names, check_route_fields, gateway_name,
+    is_section_name,
 };
 use super::error::{unsupported, RenderError};
 use super::names;
-use super::secrets::secret_names;
+use super::secrets::{secret_names, secret_uses};
 use super::RenderOptions;
 use crate::config::load::{Document, Resources};
 use crate::config::resources::HeaderMatchType;
@@ -79,6 +80,8 @@ pub struct RefPlan {
 
 pub struct BackendPlan {
     pub name: String,
+    /// The Backend it is rendered from (`name` is `<source>-fallback` for a fallback copy).
+    pub source: String,
     pub namespace: String,
     /// `fqdn` / `ip` endpoints as the Backend CRD writes them.
     pub endpoints: Vec<Value>,
@@ -93,6 +96,7 @@ impl<'a> Plan<'a> {
         options: &'a RenderOptions,
     ) -> Result<Plan<'a>, RenderError> {
         check_options(options)?;
+        check_rate_limit_service(options, config)?;
         let gateway = gateway_name(res, options)?;
         let mut plan = Plan {
             options,
@@ -100,7 +104,7 @@ impl<'a> Plan<'a> {
             namespace: options.gateway_namespace.clone(),
             routes: Vec::new(),
             backends: BTreeMap::new(),
-            secrets: secret_names(res),
+            secrets: secret_names(&secret_uses(res))?,
             known_models: config.models.keys().cloned().collect(),
         };
         let eg_backends = eg_backend_of(res);
@@ -249,6 +253,7 @@ impl<'a> Plan<'a> {
                     .entry((ns.clone(), name.clone()))
                     .or_insert(BackendPlan {
                         name,
+                        source: eg_name.clone(),
                         namespace: ns.clone(),
                         endpoints: endpoints.clone(),
                         tls: backend.tls.clone(),
@@ -256,6 +261,12 @@ impl<'a> Plan<'a> {
                     });
             }
         }
+        let rendered: Vec<(&str, &str, &str)> = plan
+            .backends
+            .values()
+            .map(|b| (b.namespace.as_str(), b.source.as_str(), b.name.as_str()))
+            .collect();
+        check_rendered_names(&plan.routes, &rendered)?;
         Ok(plan)
     }
 

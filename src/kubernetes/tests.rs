@@ -624,3 +624,260 @@ fn a_backend_that_is_primary_in_a_later_route_gets_a_fallback_copy() {
     assert_eq!(backend("b-fallback"), json!(true));
     assert_eq!(backend("b"), Value::Null);
 }
+
+/// A rule without header conditions ties with the unknown-model rule (404) that ends every
+/// other HTTPRoute; Envoy Gateway orders such ties between HTTPRoutes by age
+/// (internal/gatewayapi/sort.go sorts stably; routes come in creation order), so an older
+/// route's 404 can take what the files send to the catch-all. One route alone is fine:
+/// within an HTTPRoute its rules keep their order.
+#[test]
+fn a_catch_all_rule_beside_another_route_is_refused() {
+    let catch_all = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: later}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a}, {name: b, priority: 1}]\n";
+    let yaml = format!(
+        "{}---\n{catch_all}",
+        route("{name: gw}", "    backendRefs: [{name: b}]\n")
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains("AIGatewayRoute default/later: rule `rule-0`"),
+        "{error}"
+    );
+    assert!(error.contains("unknown-model"), "{error}");
+    // Alone, the catch-all comes before its own route's unknown-model rule.
+    let alone = format!("{BACKENDS}{catch_all}");
+    render_text(&alone, &options()).expect("a catch-all in the only route renders");
+}
+
+/// The sidecar finds mounted Secrets by name (`--secrets-dir <dir>/<name>/<key>`), and the
+/// Envoy pods mount them from the Gateway's namespace: two Secrets of one name would give
+/// both backends one key, and a Secret elsewhere is mounted from the Gateway's namespace.
+#[test]
+fn secrets_of_one_name_in_two_namespaces_are_refused() {
+    let policy = |name: &str, backend: &str, secret_ref: &str| {
+        format!(
+            "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: {name}}}\n\
+             spec: {{targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend}}}], type: APIKey, apiKey: {{secretRef: {secret_ref}}}}}\n"
+        )
+    };
+    let base = route(
+        "{name: gw}",
+        "    backendRefs: [{name: a}]\n  - matches: [{headers: [{name: x-ai-eg-model, value: n}]}]\n    backendRefs: [{name: b}]\n",
+    );
+    let yaml = format!(
+        "{base}{}{}",
+        policy("pa", "a", "{name: key}"),
+        policy("pb", "b", "{name: key, namespace: maas-system}")
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains("BackendSecurityPolicy default/pb: spec.apiKey.secretRef"),
+        "{error}"
+    );
+    assert!(
+        error.contains("`maas-system/key`") && error.contains("`default/key`"),
+        "{error}"
+    );
+    // One Secret for both is fine, and named as mounted from the Gateway's namespace.
+    let yaml = format!(
+        "{base}{}{}",
+        policy("pa", "a", "{name: key}"),
+        policy("pb", "b", "{name: key}")
+    );
+    render_text(&yaml, &options()).expect("one Secret for two backends renders");
+    let source = Source {
+        paths: vec![repo("examples/openai.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    let notes = notices(&resources, &options());
+    assert!(
+        notes.contains(
+            &"BackendSecurityPolicy default/envoy-ai-gateway-basic-openai-apikey: spec.apiKey.secretRef: \
+              Secret `default/envoy-ai-gateway-basic-openai-apikey` is mounted from the Gateway's namespace \
+              as `maas-system/envoy-ai-gateway-basic-openai-apikey` (a pod mounts only Secrets of its own \
+              namespace): create it there"
+                .to_string()
+        ),
+        "{notes:?}"
+    );
+    let source = Source {
+        paths: vec![repo("deploy/examples/openai/resources.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    assert!(notices(&resources, &options()).is_empty());
+}
+
+/// Envoy Gateway runs one Envoy replica unless told otherwise (`DefaultDeploymentReplicas`,
+/// api/v1alpha1/shared_types.go): a budget of `minAvailable: 1` over it allows no eviction,
+/// and every node drain (cluster upgrades too) waits on the Envoy pod forever.
+#[test]
+fn the_envoy_pod_budget_lets_a_node_drain() {
+    let text = render_files(&[repo("examples/openai.yaml")], &options()).unwrap();
+    let proxy = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyProxy")
+        .unwrap();
+    let kubernetes = &proxy["spec"]["provider"]["kubernetes"];
+    let replicas = kubernetes["envoyDeployment"]["replicas"]
+        .as_u64()
+        .unwrap_or(1);
+    let budget = &kubernetes["envoyPDB"];
+    let evictable = match (
+        budget["minAvailable"].as_u64(),
+        budget["maxUnavailable"].as_u64(),
+    ) {
+        (Some(min), None) => replicas > min,
+        (None, Some(max)) => max >= 1,
+        other => panic!("an envoyPDB with one of minAvailable or maxUnavailable: {other:?}"),
+    };
+    assert!(
+        evictable,
+        "{budget} over {replicas} replica(s) allows no eviction"
+    );
+}
+
+/// The sidecar shares the Envoy pod's network namespace: its admin port cannot be one
+/// that Envoy Gateway's containers bind (internal/xds/bootstrap/bootstrap.go,
+/// internal/cmd/envoy/shutdown_manager.go, and the listener's port, shifted by 10000
+/// under 1024 in internal/gatewayapi/listener.go), or one of them fails to start.
+#[test]
+fn the_admin_port_must_not_be_one_envoy_binds() {
+    let yaml = route("{name: gw}", "    backendRefs: [{name: a}]\n");
+    for (admin, port, taken) in [
+        (19001, 80, "Envoy's stats"),
+        (19003, 80, "Envoy's readiness"),
+        (19002, 80, "shutdown manager"),
+        (10080, 80, "Gateway listener"),
+        (8443, 8443, "Gateway listener"),
+        (0, 80, "1 to 65535"),
+    ] {
+        let mut o = options();
+        o.admin_port = admin;
+        o.port = port;
+        let error = render_text(&yaml, &o).expect_err("refused");
+        assert!(
+            error.contains("--admin-port") && error.contains(taken),
+            "{admin}: {error}"
+        );
+    }
+    let mut o = options();
+    o.port = 0;
+    let error = render_text(&yaml, &o).expect_err("refused");
+    assert!(error.contains("--port"), "{error}");
+    let mut o = options();
+    o.admin_port = 9090;
+    o.port = 8080;
+    render_text(&yaml, &o).expect("free ports render");
+}
+
+/// The rendered names add suffixes (`-unknown-model`, `-<rule>`, `-fallback`) to names
+/// that may already be near Kubernetes' 253 characters: the API server would refuse them.
+#[test]
+fn a_rendered_name_over_kubernetes_limit_is_refused() {
+    let long = "r".repeat(245);
+    let yaml = route("{name: gw}", "    backendRefs: [{name: a}]\n").replace(
+        "metadata: {name: r}",
+        &format!("metadata: {{name: {long}}}"),
+    );
+    let error = refused(&yaml);
+    assert!(
+        error.contains(&format!("HTTPRouteFilter `{long}-host-rewrite`")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("AIGatewayRoute default/{long}")),
+        "{error}"
+    );
+}
+
+/// An AIGatewayRoute rule may hold 128 matches and 128 backendRefs; an HTTPRoute rule 64
+/// matches and 16 backendRefs (gateway-api-standard-crds.yaml), and 128 matches in all
+/// (its CEL rule, `<= 128`).
+#[test]
+fn a_rule_over_the_http_route_rule_limits_is_refused() {
+    let rule_with = |matches: usize, backends: usize| {
+        let m: Vec<String> = (0..matches)
+            .map(|i| format!("{{headers: [{{name: x-ai-eg-model, value: m{i}}}]}}"))
+            .collect();
+        let b: Vec<String> = (0..backends).map(|_| "{name: a}".to_string()).collect();
+        format!(
+            "{BACKENDS}apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - matches: [{}]\n    backendRefs: [{}]\n",
+            m.join(", "),
+            b.join(", ")
+        )
+    };
+    let error = refused(&rule_with(65, 1));
+    assert!(
+        error.contains("spec.rules[0].matches") && error.contains("64"),
+        "{error}"
+    );
+    let error = refused(&rule_with(1, 17));
+    assert!(
+        error.contains("spec.rules[0].backendRefs") && error.contains("16"),
+        "{error}"
+    );
+    render_text(&rule_with(64, 16), &options()).expect("at the limits");
+}
+
+/// `--rate-limit-service` only shapes the QuotaPolicies' patches: without one it would be
+/// dropped without a word, a bad value too.
+#[test]
+fn a_rate_limit_service_without_quotas_is_refused() {
+    let mut o = options();
+    o.rate_limit_service = Some("ratelimit.maas-system.svc.cluster.local:8081".into());
+    let error = render_files(&[repo("deploy/examples/openai/resources.yaml")], &o)
+        .expect_err("nothing uses it");
+    assert!(
+        error.contains("--rate-limit-service") && error.contains("QuotaPolicy"),
+        "{error}"
+    );
+    o.rate_limit_service = Some("no-port".into());
+    let error =
+        render_files(&[repo("src/kubernetes/testdata/failover.yaml")], &o).expect_err("bad value");
+    assert!(error.contains("must be host:port"), "{error}");
+}
+
+/// The `--config` files are what the sidecar reads, from the ConfigMap: a Secret manifest
+/// among them would put its key in that ConfigMap, and win over the mounted Secret (the
+/// sidecar reads manifests first), so that rotating the Secret changes nothing.
+#[test]
+fn a_secret_manifest_in_the_config_is_named() {
+    let source = Source {
+        paths: vec![repo("examples/openai.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    let notes = notices(&resources, &options());
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "Secret default/envoy-ai-gateway-basic-openai-apikey is in the --config files"
+        ) && n.contains("ConfigMap `llm-extproc-config`")),
+        "{notes:?}"
+    );
+    // The placeholders that stand in for Secrets kept in the cluster are not named.
+    let source = Source {
+        paths: vec![repo("deploy/examples/openai/resources.yaml")],
+        secrets_dir: None,
+    };
+    let (resources, _) = load(&source).unwrap();
+    assert_eq!(notices(&resources, &options()), Vec::<String>::new());
+}
+
+/// The provider gets its own Host, and not the client's as x-forwarded-host, which Envoy
+/// Gateway appends on a host rewrite by default (internal/xds/translator/route.go
+/// `AppendXForwardedHost`): `run` sends none.
+#[test]
+fn the_client_host_is_not_forwarded_to_the_provider() {
+    let text = render_files(&[repo("examples/openai.yaml")], &options()).unwrap();
+    let filter = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "HTTPRouteFilter" && d["spec"].get("urlRewrite").is_some())
+        .unwrap();
+    assert_eq!(
+        filter["spec"]["urlRewrite"],
+        json!({"hostname": {"type": "Backend"}, "appendXForwardedHost": false})
+    );
+}

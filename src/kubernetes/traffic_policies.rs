@@ -23,6 +23,11 @@ pub fn documents(plan: &Plan) -> Vec<Value> {
     out
 }
 
+/// The rule's BackendTrafficPolicy.
+pub(super) fn backend_policy_name(route: &RoutePlan, rule: &RulePlan) -> String {
+    format!("{}-{}", route.name, rule.name)
+}
+
 fn backend_policy(plan: &Plan, route: &RoutePlan, rule: &RulePlan) -> Value {
     let mut triggers = vec!["connect-failure", "reset", "5xx"];
     let mut retry_on = json!({});
@@ -48,7 +53,7 @@ fn backend_policy(plan: &Plan, route: &RoutePlan, rule: &RulePlan) -> Value {
     json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "BackendTrafficPolicy",
-        "metadata": super::metadata(&format!("{}-{}", route.name, rule.name), &route.namespace),
+        "metadata": super::metadata(&backend_policy_name(route, rule), &route.namespace),
         "spec": {
             "targetRefs": [{
                 "group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
