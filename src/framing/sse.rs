@@ -109,6 +109,20 @@ pub fn write_event(out: &mut Vec<u8>, name: Option<&str>, data: &[u8]) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// [`write_event`] with `value` serialized straight into `out` (no intermediate string):
+/// the translated streams write one such event per piece of an answer.
+pub fn write_json_event<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
+    let start = out.len();
+    out.extend_from_slice(b"data: ");
+    // Writing into a Vec cannot fail, nor can the gateway's own types' serialization;
+    // were it to, no half event is left behind.
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

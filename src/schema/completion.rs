@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::api::error::error_body;
-use crate::framing::sse::write_event;
+use crate::framing::sse::{write_event, write_json_event};
 use crate::usage::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +168,29 @@ pub struct ChunkWriter {
     failed: bool,
 }
 
+/// One `chat.completion.chunk`, serialized as it is written: a chunk per piece of a
+/// translated stream, so no JSON tree is built for it. Fields in name order, the order a
+/// `serde_json::Value` writes them in, so the bytes are what they were.
+#[derive(serde::Serialize)]
+struct StreamChunk<'a> {
+    choices: &'a [StreamChoice<'a>],
+    created: u64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(serde::Serialize)]
+struct StreamChoice<'a> {
+    delta: &'a Value,
+    finish_reason: Option<&'static str>,
+    index: u32,
+    /// Always `null`: no provider's logprobs are translated.
+    logprobs: (),
+}
+
 impl ChunkWriter {
     pub fn new(include_usage: bool) -> Self {
         ChunkWriter {
@@ -193,18 +216,16 @@ impl ChunkWriter {
         self.failed
     }
 
-    fn event(&self, out: &mut Vec<u8>, choices: Value, usage: Option<Value>) {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        });
-        if let Some(u) = usage {
-            chunk["usage"] = u;
-        }
-        write_event(out, None, chunk.to_string().as_bytes());
+    fn event(&self, out: &mut Vec<u8>, choices: &[StreamChoice<'_>], usage: Option<Value>) {
+        let chunk = StreamChunk {
+            choices,
+            created: self.created,
+            id: &self.id,
+            model: &self.model,
+            object: "chat.completion.chunk",
+            usage,
+        };
+        write_json_event(out, &chunk);
     }
 
     fn delta(&mut self, out: &mut Vec<u8>, mut delta: Value, finish: Option<FinishReason>) {
@@ -215,13 +236,13 @@ impl ChunkWriter {
             delta["role"] = "assistant".into();
             self.role_sent = true;
         }
-        let choice = json!({
-            "index": 0,
-            "delta": delta,
-            "logprobs": null,
-            "finish_reason": finish.map(FinishReason::as_str),
-        });
-        self.event(out, json!([choice]), None);
+        let choice = StreamChoice {
+            delta: &delta,
+            finish_reason: finish.map(FinishReason::as_str),
+            index: 0,
+            logprobs: (),
+        };
+        self.event(out, &[choice], None);
     }
 
     /// Announces the assistant's turn before any content (Anthropic's `message_start`).
@@ -288,7 +309,7 @@ impl ChunkWriter {
             return;
         }
         if self.include_usage {
-            self.event(out, json!([]), Some(usage_json(usage)));
+            self.event(out, &[], Some(usage_json(usage)));
         }
         write_event(out, None, b"[DONE]");
         self.ended = true;
