@@ -25,12 +25,20 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn render_files(paths: &[PathBuf], options: &RenderOptions) -> Result<String, String> {
-    let source = Source {
+fn load_files(paths: &[PathBuf]) -> Result<(Resources, crate::config::GatewayConfig), String> {
+    load(&Source {
         paths: paths.to_vec(),
         secrets_dir: None,
-    };
-    let (resources, config) = load(&source)?;
+    })
+}
+
+/// A file of the repository, loaded as `render gateway --config` loads it.
+fn load_repo(path: &str) -> (Resources, crate::config::GatewayConfig) {
+    load_files(&[repo(path)]).expect("the repository's file loads")
+}
+
+fn render_files(paths: &[PathBuf], options: &RenderOptions) -> Result<String, String> {
+    let (resources, config) = load_files(paths)?;
     render(&resources, &config, options).map_err(|e| e.to_string())
 }
 
@@ -546,11 +554,7 @@ fn the_backend_request_timeout_bounds_each_attempt() {
 /// configuration the sidecar loads, holds the modelNameOverride.
 #[test]
 fn endpoint_metadata_names_the_reference_that_carries_the_model_override() {
-    let source = Source {
-        paths: vec![repo("src/kubernetes/testdata/failover.yaml")],
-        secrets_dir: None,
-    };
-    let (resources, config) = load(&source).unwrap();
+    let (resources, config) = load_repo("src/kubernetes/testdata/failover.yaml");
     let text = render(&resources, &config, &options()).unwrap();
     let ops = patches(&text);
     let cluster = names::route_cluster("maas-system", "llm", 0);
@@ -685,11 +689,7 @@ fn secrets_of_one_name_in_two_namespaces_are_refused() {
         policy("pb", "b", "{name: key}")
     );
     render_text(&yaml, &options()).expect("one Secret for two backends renders");
-    let source = Source {
-        paths: vec![repo("examples/openai.yaml")],
-        secrets_dir: None,
-    };
-    let (resources, _) = load(&source).unwrap();
+    let (resources, _) = load_repo("examples/openai.yaml");
     let notes = notices(&resources, &options());
     assert!(
         notes.contains(
@@ -701,11 +701,7 @@ fn secrets_of_one_name_in_two_namespaces_are_refused() {
         ),
         "{notes:?}"
     );
-    let source = Source {
-        paths: vec![repo("deploy/examples/openai/resources.yaml")],
-        secrets_dir: None,
-    };
-    let (resources, _) = load(&source).unwrap();
+    let (resources, _) = load_repo("deploy/examples/openai/resources.yaml");
     assert!(notices(&resources, &options()).is_empty());
 }
 
@@ -845,11 +841,7 @@ fn a_rate_limit_service_without_quotas_is_refused() {
 /// sidecar reads manifests first), so that rotating the Secret changes nothing.
 #[test]
 fn a_secret_manifest_in_the_config_is_named() {
-    let source = Source {
-        paths: vec![repo("examples/openai.yaml")],
-        secrets_dir: None,
-    };
-    let (resources, _) = load(&source).unwrap();
+    let (resources, _) = load_repo("examples/openai.yaml");
     let notes = notices(&resources, &options());
     assert!(
         notes.iter().any(|n| n.starts_with(
@@ -858,11 +850,7 @@ fn a_secret_manifest_in_the_config_is_named() {
         "{notes:?}"
     );
     // The placeholders that stand in for Secrets kept in the cluster are not named.
-    let source = Source {
-        paths: vec![repo("deploy/examples/openai/resources.yaml")],
-        secrets_dir: None,
-    };
-    let (resources, _) = load(&source).unwrap();
+    let (resources, _) = load_repo("deploy/examples/openai/resources.yaml");
     assert_eq!(notices(&resources, &options()), Vec::<String>::new());
 }
 
