@@ -16,6 +16,20 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(os.environ.get("LLM_EXTPROC_BIN", ROOT / "target" / "debug" / "llm-extproc"))
 
 
+def metric_sum(admin_url, name, **labels):
+    """Sum of a Prometheus sample's values on the sidecar's /metrics over the series
+    matching `labels`."""
+    text = httpx.get(admin_url + "/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 class Gateway:
     """`llm-extproc run` on free ports, with its log in a file."""
 
@@ -100,16 +114,7 @@ class Gateway:
         return httpx.post(self.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
 
     def metric(self, name, **labels):
-        """Sum of a Prometheus sample's values over the series matching `labels`."""
-        text = httpx.get(self.admin + "/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            series, value = line.rsplit(" ", 1)
-            if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(self.admin, name, **labels)
 
     def envoy_stats(self, prefix=""):
         """Envoy's counters whose names start with `prefix` (over `run`'s admin socket)."""

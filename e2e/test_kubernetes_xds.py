@@ -23,22 +23,10 @@ import yaml
 import eg_resources
 import eg_xds
 from fakes import FakeProvider, free_port
-from harness import BIN, ROOT, backend_yaml, route_yaml
+from harness import BIN, ROOT, backend_yaml, metric_sum, route_yaml
 
 ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
 ROUTE = "envoy-ai-gateway-basic-openai"
-
-
-def _has_render_gateway():
-    try:
-        out = subprocess.run([str(BIN), "render", "--help"], capture_output=True, text=True, timeout=20)
-    except OSError:
-        return False
-    return any(line.split()[:1] == ["gateway"] for line in out.stdout.splitlines())
-
-
-HAS_RENDER_GATEWAY = _has_render_gateway()
-needs_render = pytest.mark.skipif(not HAS_RENDER_GATEWAY, reason=f"{BIN} has no `render gateway` subcommand yet")
 
 
 class Sidecar:
@@ -52,27 +40,10 @@ class Sidecar:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         self.proc = subprocess.Popen([str(BIN), "serve", "--config", str(config_path), "--listen", str(self.socket),
                                       "--admin", self.admin], stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"http://{self.admin}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"sidecar not ready:\n{self.log_path.read_text()}")
+        _wait_ready(self, "sidecar", f"http://{self.admin}/readyz")
 
     def metric(self, name, **labels):
-        total = 0.0
-        for line in httpx.get(f"http://{self.admin}/metrics", timeout=5).text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                series, value = line.rsplit(" ", 1)
-                if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                    total += float(value)
-        return total
+        return metric_sum(f"http://{self.admin}", name, **labels)
 
     def stop(self):
         _stop(self.proc)
@@ -94,20 +65,8 @@ class Envoy:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([str(ENVOY), "-c", str(self.config), "--use-dynamic-base-id", "--concurrency", "1",
                                       "--log-level", os.environ.get("ENVOY_LOG_LEVEL", "warn")], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self.log.close()
-                raise RuntimeError(f"envoy exited:\n{self.log_path.read_text()}")
-            try:
-                # Ready when the request reaches the sidecar through the router-level filter.
-                if httpx.get(self.url + "/v1/models", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"envoy not ready:\n{self.log_path.read_text()}")
+        # Ready when the request reaches the sidecar through the router-level filter.
+        _wait_ready(self, "envoy", self.url + "/v1/models")
 
     @property
     def url(self):
@@ -124,6 +83,24 @@ class Envoy:
     def stop(self):
         _stop(self.proc)
         self.log.close()
+
+
+def _wait_ready(process, what, url):
+    """Until `url` answers 200; a process that exits or stays unready is stopped, and
+    its log is the error."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if process.proc.poll() is not None:
+            process.log.close()
+            raise RuntimeError(f"{what} exited:\n{process.log_path.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError(f"{what} not ready:\n{process.log_path.read_text()}")
 
 
 def _stop(proc):
@@ -240,7 +217,6 @@ def test_guide_through_hand_written_resources(gateway, openai_fake):
     assert seen["headers"]["host"] == "api.openai.com"  # the HTTPRoute's URLRewrite
 
 
-@needs_render
 def test_guide_through_render_gateway(gateway, openai_fake):
     config = guide_config(openai_fake.port)
     envoy, sidecar, _ = gateway(config, rendered(config))
@@ -323,7 +299,6 @@ def test_upstream_ext_proc_without_an_authority_is_refused_by_the_sidecar(gatewa
     assert r.status_code == 500 and backup.requests == []
 
 
-@needs_render
 @pytest.mark.parametrize("primary_state", ["dead", "answering 503"])
 def test_failover_through_render_gateway(gateway, failing_primary, backup, primary_state):
     primary = failing_primary if primary_state == "answering 503" else None
@@ -352,7 +327,6 @@ def _tls_guide(backends):
     return yaml.safe_dump_all(out)
 
 
-@needs_render
 @pytest.mark.parametrize("backends", [1, 2])
 def test_the_guides_tls_providers_render_to_xds_envoy_loads(tmp_path, backends):
     """What `render gateway` makes of the guide itself translates and patches (Programmed),
@@ -378,7 +352,6 @@ def test_the_guides_tls_providers_render_to_xds_envoy_loads(tmp_path, backends):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-@needs_render
 def test_backend_request_timeout_bounds_each_attempt_through_render_gateway():
     """`timeouts.backendRequest` bounds one attempt and `request` the whole, as `run` routes
     them (per_try_timeout and timeout). On an HTTPRoute rule without its own `retry`, Envoy
@@ -409,7 +382,6 @@ spec:
 """
 
 
-@needs_render
 def test_quota_through_render_gateway(gateway, openai_fake):
     """The rendered rate-limit filter checks the sidecar's embedded rate-limit service over
     the Backend's socket, and the answer's tokens are charged (385 a request, 500 a minute)."""
