@@ -308,6 +308,9 @@ struct RenderGatewayArgs {
     max_body_bytes: u64,
     #[command(flatten)]
     rate_limit: RateLimitArgs,
+    /// Passed on to the sidecar in the pod.
+    #[command(flatten)]
+    identity: IdentityArgs,
 }
 
 fn main() -> ExitCode {
@@ -498,7 +501,11 @@ fn render_gateway(args: RenderGatewayArgs) -> Result<(), String> {
         admin_port: args.admin_port,
         max_body_bytes: args.max_body_bytes,
         rate_limit_service: args.rate_limit.rate_limit_service,
+        consumer_header: args.identity.consumer_header.clone(),
+        consumer_metric_attribute: args.identity.consumer_metric_attribute,
     };
+    // Refused here as `serve` in the pod would refuse it.
+    args.identity.identity(None)?;
     let text = kubernetes::render(&resources, &config, &options).map_err(|e| e.to_string())?;
     for notice in kubernetes::notices(&resources, &options) {
         eprintln!("note: {notice}");

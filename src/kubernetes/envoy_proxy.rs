@@ -57,6 +57,12 @@ pub fn envoy_proxy(plan: &Plan) -> Value {
     if !plan.secrets.is_empty() {
         args.extend(["--secrets-dir".to_string(), SECRETS_DIR.into()]);
     }
+    if let Some(header) = &o.consumer_header {
+        args.extend(["--consumer-header".to_string(), header.clone()]);
+    }
+    if o.consumer_metric_attribute {
+        args.push("--consumer-metric-attribute".into());
+    }
     let sidecar = json!({
         "name": "llm-extproc",
         "image": o.image,

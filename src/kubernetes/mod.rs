@@ -47,6 +47,11 @@ pub struct RenderOptions {
     pub max_body_bytes: u64,
     /// The `envoyproxy/ratelimit` service (host:port) for QuotaPolicies.
     pub rate_limit_service: Option<String>,
+    /// The sidecar's `--consumer-header`: the header naming the consumer, which an
+    /// authenticating filter before it sets.
+    pub consumer_header: Option<String>,
+    /// The sidecar's `--consumer-metric-attribute`.
+    pub consumer_metric_attribute: bool,
 }
 
 /// Every resource, in a stable order, as one multi-document YAML text.

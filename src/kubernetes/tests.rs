@@ -18,7 +18,36 @@ fn options() -> RenderOptions {
         admin_port: 1064,
         max_body_bytes: 32 << 20,
         rate_limit_service: None,
+        consumer_header: None,
+        consumer_metric_attribute: false,
     }
+}
+
+#[test]
+fn the_consumer_options_reach_the_sidecar_in_the_pod() {
+    let with_consumer = RenderOptions {
+        consumer_header: Some("x-team".into()),
+        consumer_metric_attribute: true,
+        ..options()
+    };
+    let text = render_files(&[repo("examples/openai.yaml")], &with_consumer).unwrap();
+    let proxy = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyProxy")
+        .unwrap();
+    let containers = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["initContainers"];
+    let args: Vec<&str> = containers[0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let header = args.iter().position(|a| *a == "--consumer-header").unwrap();
+    assert_eq!(args[header + 1], "x-team");
+    assert!(args.contains(&"--consumer-metric-attribute"));
+    // And not by default.
+    let plain = render_files(&[repo("examples/openai.yaml")], &options()).unwrap();
+    assert!(!plain.contains("--consumer-"));
 }
 
 fn repo(path: &str) -> PathBuf {
